@@ -1,0 +1,222 @@
+"""finetune / evaluate / load: the one entry point that the CLI, examples and search all call."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import RunConfig, config_from_dict, load_config
+from .data.preflight import Preflight, TextExamples, check_train_validation, text_examples
+from .data.split import stratified_split
+from .errors import ConfigError, DataError
+from .models import resolve_model
+from .models.catalogue import catalogue_name_for
+from .models.run_format import save_model
+from .models.text_backbone import load_text_backbone, load_tokenizer
+from .progress import Reporter
+from .run_folder import CHECKPOINTS, METRICS_FILE, prepare
+from .serve.predictor import Predictor, load
+from .strategies import STRATEGIES
+from .strategies.feature_cache import cached_features
+from .tasks import TASKS
+from .tasks.base import TaskModel
+from .training.loop import evaluate_rows, fit, make_accelerator
+from .training.precision import resolve_precision
+
+
+@dataclass
+class RunResult:
+    out: Path
+    metrics: dict[str, Any]  # validation metrics of the kept (best) model
+    test_metrics: dict[str, Any] | None
+    history: list[dict[str, Any]]
+    params: dict[str, int]
+    timings: dict[str, float]
+    files: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _coerce(config: RunConfig | dict | str | Path) -> RunConfig:
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, dict):
+        return config_from_dict(config)
+    return load_config(config)
+
+
+def load_text_splits(cfg: RunConfig, pre: Preflight) -> tuple[TextExamples, TextExamples, TextExamples | None]:
+    d = cfg.data
+    if not d.train:
+        raise ConfigError("no training data: give --data FILE (or data.train in the config)")
+    read = lambda path, role: text_examples(path, d.text_column, d.label_column, d.text_pair_column, True, role)  # noqa: E731
+    train = read(d.train, "training data")
+    if d.validation:
+        val = read(d.validation, "validation data")
+    else:
+        tr_idx, va_idx, warns = stratified_split(train.labels, d.validation_split, d.split_seed)
+        pre.warnings.extend(warns)
+        if not va_idx:
+            raise DataError(f"{d.train}: too few rows to hold out a validation split; give --validation-data")
+        val = train.subset(va_idx, f"{d.train} (validation split {d.validation_split:g})")
+        train = train.subset(tr_idx)
+    check_train_validation(train, val, pre)
+    test = read(d.test, "test data") if d.test else None
+    if test is not None:
+        unseen = sorted(set(test.labels) - set(train.labels))
+        if unseen:
+            raise DataError(f"{d.test}: test labels {unseen} never appear in the training data")
+    return train, val, test
+
+
+def _label_rows(task, rows: list[dict], labels: list[str]) -> list[dict]:
+    for r, y in zip(rows, labels):
+        r["label"] = task.label2id[y]
+    return rows
+
+
+def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, overwrite: bool = False,
+             quiet: bool = False) -> RunResult:
+    """Fine-tune a pre-trained model as the config says; returns metrics and the run folder's files."""
+    cfg = _coerce(config).resolved()
+    if not cfg.out:
+        raise ConfigError("no output folder: give --out FOLDER (or out: in the config)")
+    out = Path(cfg.out)
+    reporter = Reporter(quiet)
+    t_start = time.perf_counter()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+    # 1. Data: read and check everything before loading any model, so mistakes cost seconds.
+    pre = Preflight()
+    train, val, test = load_text_splits(cfg, pre)
+    model_dir = resolve_model(cfg.model.name)
+    resuming = prepare(out, cfg, resume, overwrite)
+    for w in pre.warnings:
+        reporter.warn(w)
+    reporter.info(f"data: {len(train)} training, {len(val)} validation"
+                  + (f", {len(test)} test" if test else "") + " examples")
+
+    # 2. Pre-trained model + task head.
+    backbone = load_text_backbone(model_dir, cfg.model.pooling, cfg.model.trust_remote_code)
+    tokenizer = load_tokenizer(model_dir, cfg.model.trust_remote_code)
+    labels = sorted(set(train.labels))
+    task = TASKS.get(cfg.task)(labels, dropout=cfg.train.dropout, pad_token_id=tokenizer.pad_token_id or 0)
+    torch.manual_seed(cfg.train.seed)
+    model = TaskModel(backbone, task.build_head(backbone))
+    strategy = STRATEGIES.get(cfg.strategy.name)()
+    counts = strategy.prepare(model)
+    precision = resolve_precision(cfg.train.precision)
+    reporter.info(f"model: {cfg.model.name} ({backbone.pooling} pooling), strategy {strategy.name}: "
+                  f"{counts.describe()}; precision {precision}")
+
+    # 3. Tokenize once.
+    enc = lambda ex: _label_rows(task, task.encode(tokenizer, ex.texts, ex.pairs, cfg.model.max_length), ex.labels)  # noqa: E731
+    rows = {"train": enc(train), "validation": enc(val)}
+    if test is not None:
+        rows["test"] = enc(test)
+
+    # 4. Head-only: run the frozen backbone once per split (or read the cache), train on features.
+    timings: dict[str, float] = {}
+    fit_rows = rows
+    if strategy.uses_feature_cache:
+        t0 = time.perf_counter()
+        autocast = make_accelerator(precision, 1).autocast
+        fit_rows, hits = {}, []
+        for split, split_rows in rows.items():
+            feats, hit = cached_features(backbone, model_dir, task.collate, split_rows, cfg.train.eval_batch_size,
+                                         precision, autocast, reporter, split)
+            hits.append(hit)
+            fit_rows[split] = [{"features": feats[i], "label": r["label"]} for i, r in enumerate(split_rows)]
+        timings["feature_seconds"] = time.perf_counter() - t0
+        timings["feature_cache_hit"] = float(all(hits))
+        reporter.info(f"features: {'read from cache' if all(hits) else 'computed'} in "
+                      f"{timings['feature_seconds']:.1f}s")
+
+    # 5. Train.
+    result = fit(model, task, strategy, fit_rows["train"], fit_rows["validation"], cfg.train, precision,
+                 out / CHECKPOINTS, reporter, resume=resuming)
+    timings.update({"train_seconds": result.train_seconds,
+                    "train_samples_per_second": result.samples / max(result.train_seconds, 1e-9),
+                    "train_tokens_per_second": result.tokens / max(result.train_seconds, 1e-9)})
+
+    # 6. Final evaluation with the kept weights; test scored once.
+    autocast = make_accelerator(precision, 1).autocast
+    val_eval = evaluate_rows(model, task, fit_rows["validation"], cfg.train.eval_batch_size, autocast)
+    test_eval = (evaluate_rows(model, task, fit_rows["test"], cfg.train.eval_batch_size, autocast)
+                 if "test" in fit_rows else None)
+
+    # 7. Save model, report, card; metrics.json last marks the run finished.
+    model_meta = {
+        "base_model": cfg.model.name, "base_model_path": str(model_dir),
+        "catalogue_name": catalogue_name_for(model_dir), "max_length": cfg.model.max_length,
+        "pad_token_id": task.pad_token_id, "strategy": strategy.name,
+        "trust_remote_code": cfg.model.trust_remote_code, "tunesmith_version": __version__,
+    }
+    layout = save_model(out, model, task, tokenizer, model_meta)
+    timings["total_seconds"] = time.perf_counter() - t_start
+    metrics = {
+        "validation": val_eval.metrics,
+        "test": test_eval.metrics if test_eval else None,
+        "best_evaluation": result.best,
+        "history": result.history,
+        "stopped_early": result.stopped_early,
+        "params": {"trainable": counts.trainable, "total": counts.total},
+        "train": {"steps": result.steps, "samples": result.samples, "tokens": result.tokens,
+                  "pad_waste": result.pad_waste, "resumed_from_step": result.resumed_from_step, **timings},
+        "run": {"task": cfg.task, "strategy": strategy.name, "model": cfg.model.name, "pooling": backbone.pooling,
+                "precision": precision, "seed": cfg.train.seed, "layout": layout,
+                "torch": torch.__version__, "python": platform.python_version(), "tunesmith": __version__},
+        "warnings": pre.warnings,
+    }
+    from .evaluation.report import write_report
+    from .evaluation.model_card import write_model_card
+
+    examples = {"validation": val, "test": test}
+    evals = {"validation": val_eval, "test": test_eval}
+    files = {"model": out / "model.safetensors", "metrics": out / METRICS_FILE}
+    files["report"] = write_report(out, cfg, metrics, examples, evals, labels)
+    files["model_card"] = write_model_card(out, cfg, metrics, labels, layout)
+    if not cfg.train.keep_checkpoints:
+        import shutil
+
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    tmp = out / f".{METRICS_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    os.replace(tmp, out / METRICS_FILE)
+    reporter.info(f"done in {timings['total_seconds']:.1f}s: validation accuracy {val_eval.metrics['accuracy']:.4f}, "
+                  f"macro-F1 {val_eval.metrics['macro_f1']:.4f}" + (
+                      f"; test accuracy {test_eval.metrics['accuracy']:.4f}" if test_eval else "")
+                  + f"\n  model + report in {out}/")
+    return RunResult(out, val_eval.metrics, test_eval.metrics if test_eval else None, result.history,
+                     {"trainable": counts.trainable, "total": counts.total}, timings, files, pre.warnings)
+
+
+def evaluate(run: str | Path, data: str | Path, text_column: str | None = None, label_column: str | None = None,
+             text_pair_column: str | None = None) -> dict[str, Any]:
+    """Score a finished run on a labelled file; columns default to the ones the run trained on."""
+    import yaml
+
+    run = Path(run)
+    predictor = load(run)
+    saved = yaml.safe_load((run / "run_config.yaml").read_text(encoding="utf-8")) if (run / "run_config.yaml").is_file() else {}
+    d = saved.get("data", {})
+    ex = text_examples(str(data), text_column or d.get("text_column", "text"),
+                       label_column or d.get("label_column", "label"),
+                       text_pair_column or d.get("text_pair_column"), True, "evaluation data")
+    unseen = sorted(set(ex.labels) - set(predictor.labels))
+    if unseen:
+        raise DataError(f"{data}: labels {unseen} are not among the model's labels {predictor.labels}")
+    logits = predictor.logits(ex.texts, ex.pairs)
+    preds = logits.argmax(-1).tolist()
+    refs = [predictor.task.label2id[y] for y in ex.labels]
+    return predictor.task.metrics(preds, refs)
+
+
+__all__ = ["finetune", "evaluate", "load", "Predictor", "RunResult"]

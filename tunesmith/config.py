@@ -1,0 +1,248 @@
+"""Typed, validated run configuration.
+
+A RunConfig is built once from YAML, CLI flags and dotted ``--set`` overrides, validated in one
+place, and saved into the run folder. Every field carries its help text; the CLI's config
+reference (``tunesmith config-help``) is generated from these descriptions.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    train: Optional[str] = Field(None, description="Training data: a .csv, .tsv, .jsonl/.json or .parquet file.")
+    validation: Optional[str] = Field(
+        None, description="Validation file. When absent, a stratified split of the training data is held out."
+    )
+    test: Optional[str] = Field(None, description="Optional test file, scored once with the final (best) model.")
+    text_column: str = Field("text", description="Column holding the input text.")
+    text_pair_column: Optional[str] = Field(
+        None, description="Optional second text column for sentence-pair tasks (NLI, paraphrase)."
+    )
+    label_column: str = Field("label", description="Column holding the label; labels are kept as strings.")
+    validation_split: float = Field(
+        0.1, gt=0.0, lt=0.9, description="Fraction held out for validation when no validation file is given."
+    )
+    split_seed: int = Field(13, description="Seed of the stratified validation split.")
+
+
+class ModelConfig(_Section):
+    name: str = Field("minilm", description="Catalogue name (see `tunesmith models`) or path to a local HF-format folder.")
+    pooling: Optional[Literal["mean", "cls", "pooler"]] = Field(
+        None,
+        description="How token states become one vector. Default: what the model folder declares "
+        "(sentence-transformers 1_Pooling/config.json), else the architecture's own pooler.",
+    )
+    max_length: int = Field(128, ge=8, le=8192, description="Longest input in tokens; longer texts are truncated.")
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped inside the model folder. Off unless you trust the folder."
+    )
+
+
+class StrategyConfig(_Section):
+    name: str = Field("full", description="Which weights train: see `tunesmith strategies`.")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from .strategies import STRATEGIES
+
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown strategy {v!r}; allowed: {', '.join(STRATEGIES.names())}")
+        return v
+
+
+class TrainConfig(_Section):
+    epochs: Optional[int] = Field(
+        None, ge=1, le=10_000, description="Passes over the training data. Default: 3 (full), 30 (head-only)."
+    )
+    lr: Optional[float] = Field(
+        None, gt=0, lt=1, description="Peak learning rate. Default: 5e-5 (full), 1e-3 (head-only)."
+    )
+    head_lr: Optional[float] = Field(
+        None, gt=0, lt=1, description="Learning rate of the new task head (default: 10x lr for full, lr otherwise)."
+    )
+    batch_size: int = Field(32, ge=1, le=65_536, description="Examples per optimizer step (before accumulation).")
+    eval_batch_size: int = Field(64, ge=1, le=65_536, description="Examples per evaluation batch.")
+    grad_accum: int = Field(1, ge=1, le=1024, description="Batches accumulated per optimizer step.")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Fraction of steps spent warming the LR up from 0.")
+    weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay (not applied to biases and norms).")
+    max_grad_norm: Optional[float] = Field(1.0, gt=0, description="Clip gradients to this global norm (null: off).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout before the task head's linear layer.")
+    eval_every: int = Field(
+        0, ge=0, description="Evaluate every N optimizer steps; 0 evaluates at the end of each epoch."
+    )
+    checkpoint_every: int = Field(
+        0, ge=0, description="Write a resumable checkpoint every N optimizer steps; 0 writes one per epoch."
+    )
+    early_stopping_patience: Optional[int] = Field(
+        3, ge=1, description="Stop after this many evaluations without improvement (null: never stop early)."
+    )
+    metric: Literal["accuracy", "macro_f1", "loss"] = Field(
+        "macro_f1", description="Validation metric that picks the best model and drives early stopping."
+    )
+    seed: int = Field(42, description="Seed for weights init, dropout and data order; recorded in the run.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto: bf16 autocast where the hardware computes bf16 natively (recent x86 CPUs with "
+        "AVX512-BF16/AMX, Ampere+ GPUs), fp32 elsewhere.",
+    )
+    length_grouping: bool = Field(
+        True,
+        description="Batch examples of similar length (less padding), shuffling within windows of "
+        "`group_size` batches so batches stay random.",
+    )
+    group_size: int = Field(8, ge=1, le=1000, description="Batches per length-sorting window.")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
+    keep_checkpoints: bool = Field(False, description="Keep resumable checkpoints after a run finishes.")
+
+
+class RunConfig(_Section):
+    task: str = Field("text-classification", description="What the model learns: see `tunesmith tasks`.")
+    out: Optional[str] = Field(None, description="Run folder: model, report, metrics and checkpoints go here.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        from .tasks import TASKS
+
+        if v not in TASKS:
+            raise ValueError(f"unknown task {v!r}; allowed: {', '.join(TASKS.names())}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "RunConfig":
+        # Cross-field rules live here and nowhere else.
+        if self.data.text_pair_column and self.data.text_pair_column == self.data.text_column:
+            raise ValueError("data.text_pair_column must differ from data.text_column")
+        if self.data.label_column in (self.data.text_column, self.data.text_pair_column):
+            raise ValueError("data.label_column must differ from the text column(s)")
+        if self.train.eval_every and self.train.checkpoint_every and self.train.checkpoint_every % self.train.eval_every:
+            # A checkpoint between evaluations would not know the latest early-stopping state.
+            raise ValueError(
+                f"train.checkpoint_every ({self.train.checkpoint_every}) must be a multiple of "
+                f"train.eval_every ({self.train.eval_every})"
+            )
+        return self
+
+    def resolved(self) -> "RunConfig":
+        """Fill strategy-dependent defaults so the saved config says exactly what ran."""
+        from .strategies import STRATEGIES
+
+        c = self.model_copy(deep=True)
+        defaults = STRATEGIES.get(c.strategy.name).defaults
+        if c.train.epochs is None:
+            c.train.epochs = defaults["epochs"]
+        if c.train.lr is None:
+            c.train.lr = defaults["lr"]
+        if c.train.head_lr is None:
+            c.train.head_lr = c.train.lr * defaults.get("head_lr_factor", 1.0)
+        return c
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parent = e["loc"][:-1]
+            model: type[BaseModel] = RunConfig
+            for p in parent:
+                model = model.model_fields[str(p)].annotation  # type: ignore[assignment]
+            allowed = ", ".join(model.model_fields)
+            lines.append(f"  {key}: unknown key; allowed keys here: {allowed}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'train.lr=3e-5' -> ('train.lr', 3e-05). Values are read as YAML scalars."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=3e-5")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: the key is empty")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key!r}: {p!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, sets: list[str] = ()) -> RunConfig:
+    """YAML file (optional) <- flag overrides (dotted keys) <- ``--set`` items, validated once."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+        tree = loaded
+        source = str(p)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(tree, key, value)
+    for item in sets:
+        set_dotted(tree, *parse_override(item))
+    return config_from_dict(tree, source)
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_reference() -> str:
+    """Markdown reference of every key, generated from the field descriptions."""
+    out = []
+    for section_name, field in RunConfig.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.append(f"\n`{section_name}:`\n")
+            for name, f in ann.model_fields.items():
+                out.append(f"- `{section_name}.{name}` (default `{f.default}`): {f.description}")
+        else:
+            out.append(f"- `{section_name}` (default `{field.default}`): {field.description}")
+    return "\n".join(out)

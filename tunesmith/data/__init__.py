@@ -1,0 +1,1 @@
+"""Data sources -> rows, preflight validation, validation splits and batching."""

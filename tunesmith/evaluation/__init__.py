@@ -1,0 +1,1 @@
+"""Metrics, the HTML report and the model card."""

@@ -1,0 +1,123 @@
+"""README.md model card: what someone who finds the folder needs to trust it and load it.
+
+The card is honest about the format. A folder saved in tunesmith's own layout (a pooling with no
+transformers-native head, e.g. mean pooling) cannot be opened by ``transformers.pipeline``; the
+card says so and names the nearest standard format, rather than letting a user discover it by a
+stack trace, and rather than tunesmith quietly switching pooling to fit a format.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import RunConfig
+
+
+def _cell(value: Any) -> str:
+    # Labels are user data; a stray pipe or newline would break the Markdown table.
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def _results(metrics: dict[str, Any]) -> list[str]:
+    lines = ["| split | examples | accuracy | macro-F1 | loss |", "|---|---:|---:|---:|---:|"]
+    for split in ("validation", "test"):
+        m = metrics.get(split)
+        if m:
+            lines.append(f"| {split} | {_fmt(m.get('n'))} | {_fmt(m.get('accuracy'))} | "
+                         f"{_fmt(m.get('macro_f1'))} | {_fmt(m.get('loss'))} |")
+    for split in ("validation", "test"):
+        m = metrics.get(split)
+        if m and m.get("per_class"):
+            lines += ["", f"Per class ({split}):", "",
+                      "| label | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+            lines += [f"| {_cell(label)} | {_fmt(v.get('precision'))} | {_fmt(v.get('recall'))} | "
+                      f"{_fmt(v.get('f1'))} | {_fmt(v.get('support'))} |" for label, v in m["per_class"].items()]
+    return lines
+
+
+def _how_to_load(name: str, layout: str, pooling: str) -> list[str]:
+    lines = ["```python", "import tunesmith", "",
+             f"predictor = tunesmith.load({json.dumps(name)})",
+             'print(predictor.predict(["an example text"]))', "```", "",
+             "From the command line:", "", "```bash",
+             f'tunesmith predict {shlex.quote(name)} "an example text"', "```", ""]
+    if layout == "native":
+        lines += ["This folder is also a standard transformers sequence-classification checkpoint:", "",
+                  "```python", "from transformers import pipeline", "",
+                  f'classifier = pipeline("text-classification", model={json.dumps(name)})',
+                  'print(classifier("an example text"))', "```", ""]
+    elif layout == "tunesmith":
+        lines += [f"**Note:** this model pools token states with `{pooling}` pooling, which has no "
+                  "transformers-native classification head. `transformers.pipeline` therefore cannot "
+                  "load this folder as-is; use `tunesmith.load` as above. tunesmith refuses to silently "
+                  "switch pooling to fit a format, because pooling changes what the model predicts.", "",
+                  "The nearest standard format: train with `--set model.pooling=pooler` (BERT-family "
+                  "models). That saves a folder which `transformers.pipeline(\"text-classification\", ...)` "
+                  "loads directly; compare its validation scores with this run's before switching.", ""]
+    return lines
+
+
+def write_model_card(out: Path, cfg: RunConfig, metrics: dict, labels: list[str], layout: str) -> Path:
+    """Write out/README.md atomically, so a crashed run never leaves a card that looks complete."""
+    out = Path(out)
+    run, params, train = metrics.get("run", {}), metrics.get("params", {}), metrics.get("train", {})
+    pooling = run.get("pooling") or cfg.model.pooling or "unknown"
+    strategy = run.get("strategy", cfg.strategy.name)
+    front = {"library_name": "tunesmith", "pipeline_tag": "text-classification", "base_model": cfg.model.name,
+             "tags": ["tunesmith", cfg.task, f"strategy-{strategy}", f"pooling-{pooling}"]}
+    val, test = metrics.get("validation") or {}, metrics.get("test")
+    d, t = cfg.data, cfg.train
+    lines = [
+        "---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
+        f"# {out.name}", "",
+        f"A {cfg.task} model fine-tuned with tunesmith.", "",
+        "## Model description", "",
+        f"- Base model: `{cfg.model.name}`",
+        f"- Pooling: `{pooling}`",
+        f"- Task: {cfg.task}",
+        f"- Labels ({len(labels)}): " + ", ".join(f"`{_cell(x)}`" for x in labels), "",
+        "## Training data", "",
+        f"- Training file: `{d.train}`",
+        f"- Validation: `{d.validation}`" if d.validation
+        else f"- Validation: a stratified {d.validation_split:g} split of the training file (seed {d.split_seed})",
+        f"- Test file: `{d.test}`" if d.test else "- Test file: none",
+        f"- Validation examples: {_fmt(val.get('n'))}" + (f"; test examples: {_fmt(test.get('n'))}" if test else ""),
+        f"- Training examples processed (all epochs): {_fmt(train.get('samples'))}", "",
+        "## Training procedure", "",
+        f"- Strategy: `{strategy}`",
+        f"- Trainable parameters: {_fmt(params.get('trainable'))} of {_fmt(params.get('total'))} total",
+        f"- Epochs: {t.epochs}; learning rate: {t.lr}; batch size: {t.batch_size}"
+        + (f" x {t.grad_accum} accumulated" if t.grad_accum > 1 else ""),
+        f"- Precision: {run.get('precision', t.precision)}; seed: {run.get('seed', t.seed)}",
+        f"- Optimizer steps: {_fmt(train.get('steps'))}; stopped early: {'yes' if metrics.get('stopped_early') else 'no'}",
+        "",
+        "## Evaluation results", "", *_results(metrics), "",
+        "## How to load", "", *_how_to_load(out.name, layout, pooling),
+        "## Limitations", "",
+        "- The scores above were measured on the validation and test data named here; they say little "
+        "about text unlike it (other domains, languages, lengths or label distributions).",
+        "- The model only ever predicts one of the labels listed above.",
+    ]
+    warnings = metrics.get("warnings") or []
+    if warnings:
+        lines += ["- Warnings raised while checking the data:"] + [f"  - {_cell(w)}" for w in warnings]
+    path = out / "README.md"
+    tmp = out / f".README.md.tmp{os.getpid()}"
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

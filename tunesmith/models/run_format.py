@@ -1,0 +1,129 @@
+"""The trained model inside a run folder: written so others can load it, read back identically.
+
+Layouts:
+- "native": transformers' own *ForSequenceClassification computes exactly our model (e.g. BERT
+  with its pooler), so config.json + model.safetensors are that class and
+  `transformers.pipeline("text-classification", model=OUT)` loads the folder.
+- "tunesmith": the pooling has no transformers-native head. Weights keep our names and config.json
+  carries no model_type, so transformers refuses the folder loudly instead of silently loading a
+  different model; `tunesmith.load(OUT)` is the way in, and the model card says so.
+The head, label map and preprocessing always travel in the folder (DESIGN rule 6).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import RunFolderError
+
+FORMAT_VERSION = 1
+META_FILE = "tunesmith.json"
+ENCODER_CONFIG = "encoder_config.json"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> str:
+    """Write weights, configs, tokenizer and tunesmith.json into `folder`. Returns the layout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone = model.backbone
+    encoder = backbone.encoder
+    config = encoder.config.to_dict()
+    config.pop("_name_or_path", None)
+    labels = task.labels
+    config.update({
+        "id2label": {str(i): label for i, label in enumerate(labels)},
+        "label2id": {label: i for i, label in enumerate(labels)},
+        "num_labels": len(labels),
+        "problem_type": "single_label_classification",
+    })
+    head = model.head.classifier
+    if backbone.native_classification_head:
+        layout = "native"
+        prefix = encoder.base_model_prefix
+        tensors = {f"{prefix}.{k}": v for k, v in encoder.state_dict().items()}
+        tensors.update({"classifier.weight": head.weight, "classifier.bias": head.bias})
+        arch = type(encoder).__name__.replace("Model", "ForSequenceClassification")
+        config["architectures"] = [arch]
+        _atomic_write_text(folder / "config.json", json.dumps(config, indent=2))
+    else:
+        layout = "tunesmith"
+        tensors = dict(model.state_dict())
+        config["architectures"] = [type(encoder).__name__]
+        _atomic_write_text(folder / ENCODER_CONFIG, json.dumps(config, indent=2))
+        _atomic_write_text(folder / "config.json", json.dumps({
+            "architectures": ["TunesmithTextClassifier"],
+            "tunesmith_note": f"pooling '{backbone.pooling}' has no transformers-native head; "
+                              "load with tunesmith.load(folder). See README.md.",
+            "id2label": config["id2label"], "label2id": config["label2id"],
+        }, indent=2))
+    tensors = {k: v for k, v in tensors.items() if not k.endswith("position_ids")}
+    _atomic_save_tensors(tensors, folder / "model.safetensors", {"format": "pt", "tunesmith_layout": layout})
+    tokenizer.save_pretrained(folder)
+    full_meta = {"format_version": FORMAT_VERSION, "layout": layout, "task": task.name, "labels": labels,
+                 "pooling": backbone.pooling, "dropout": task.dropout, **meta}
+    _atomic_write_text(folder / META_FILE, json.dumps(full_meta, indent=2))
+    return layout
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        raise RunFolderError(
+            f"{folder} is not a tunesmith model folder (no {META_FILE}); give the --out folder of a finished "
+            "`tunesmith train` run"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_model(folder: Path, device: str | torch.device = "cpu"):
+    """-> (model in eval mode, task, tokenizer, meta). Builds the architecture from config and loads
+    the saved weights only: no network, no pickle, no remote code unless the run asked for it."""
+    from transformers import AutoConfig, AutoModel
+
+    from ..tasks import TASKS
+    from ..tasks.base import TaskModel
+    from .text_backbone import TextBackbone, load_tokenizer
+
+    folder = Path(folder)
+    meta = read_meta(folder)
+    trust = bool(meta.get("trust_remote_code", False))
+    layout = meta["layout"]
+    cfg_file = folder / ("config.json" if layout == "native" else ENCODER_CONFIG)
+    cfg_dict = json.loads(cfg_file.read_text(encoding="utf-8"))
+    config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
+    encoder = AutoModel.from_config(config, trust_remote_code=trust)
+    backbone = TextBackbone(encoder, meta["pooling"])
+    task = TASKS.get(meta["task"])(meta["labels"], dropout=meta.get("dropout", 0.1),
+                                   pad_token_id=meta.get("pad_token_id", 0))
+    model = TaskModel(backbone, task.build_head(backbone))
+    tensors = load_file(str(folder / "model.safetensors"))
+    if layout == "native":
+        prefix = encoder.base_model_prefix + "."
+        state = {f"backbone.encoder.{k[len(prefix):]}": v for k, v in tensors.items() if k.startswith(prefix)}
+        state["head.classifier.weight"] = tensors["classifier.weight"]
+        state["head.classifier.bias"] = tensors["classifier.bias"]
+    else:
+        state = tensors
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise RunFolderError(f"{folder}/model.safetensors does not match its config: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+    model.to(device).eval()
+    return model, task, load_tokenizer(folder, trust), meta

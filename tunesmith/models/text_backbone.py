@@ -1,0 +1,181 @@
+"""Text encoders from local Hugging Face folders, with the pooling the folder declares."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+
+POOLINGS = ("mean", "cls", "pooler")
+# Architectures whose *ForSequenceClassification is exactly pooler -> dropout -> linear, so a run
+# with pooling="pooler" saves as that class and `transformers.pipeline` computes what we compute.
+NATIVE_POOLER_HEAD = {"bert"}
+
+
+def declared_pooling(folder: Path) -> str | None:
+    """Read sentence-transformers' 1_Pooling/config.json, where the model's authors state it."""
+    modules = folder / "modules.json"
+    pool_dir = folder / "1_Pooling"
+    if modules.is_file():
+        try:
+            for m in json.loads(modules.read_text(encoding="utf-8")):
+                if m.get("type", "").endswith("Pooling"):
+                    pool_dir = folder / m.get("path", "1_Pooling")
+        except (json.JSONDecodeError, AttributeError):
+            pass
+    cfg_file = pool_dir / "config.json"
+    if not cfg_file.is_file():
+        return None
+    cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    if cfg.get("pooling_mode_mean_tokens"):
+        return "mean"
+    if cfg.get("pooling_mode_cls_token"):
+        return "cls"
+    mode = cfg.get("pooling_mode")
+    if mode in ("mean", "cls"):
+        return mode
+    raise ModelError(
+        f"{cfg_file} declares a pooling tunesmith does not implement ({cfg}); "
+        "set model.pooling to mean or cls explicitly."
+    )
+
+
+class TextBackbone(nn.Module):
+    """A pre-trained text encoder plus its pooling: token states -> one feature vector per input."""
+
+    modality = "text"
+
+    def __init__(self, encoder: nn.Module, pooling: str):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ModelError(f"unknown pooling {pooling!r}; allowed: {', '.join(POOLINGS)}")
+        if pooling == "pooler" and getattr(encoder, "pooler", None) is None:
+            raise ModelError("pooling 'pooler' needs an encoder with a pooler layer; use mean or cls")
+        if pooling != "pooler" and getattr(encoder, "pooler", None) is not None:
+            # An unused pooler would count as trainable and waste an allreduce; drop it.
+            encoder.pooler = None
+        self.encoder = encoder
+        self.pooling = pooling
+        self.feature_dim = int(encoder.config.hidden_size)
+        self._accepts_token_types = "token_type_ids" in _forward_args(encoder)
+
+    @property
+    def config(self):
+        return self.encoder.config
+
+    def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = batch["attention_mask"]
+        kwargs = {"input_ids": batch["input_ids"], "attention_mask": mask}
+        if self._accepts_token_types and "token_type_ids" in batch:
+            kwargs["token_type_ids"] = batch["token_type_ids"]
+        out = self.encoder(**kwargs)
+        if self.pooling == "pooler":
+            return out.pooler_output
+        hidden = out.last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    def layer_groups(self) -> list[tuple[str, list[str]]]:
+        """Parameter names (prefixed 'encoder.') grouped bottom to top: embeddings, each block, top.
+
+        The single source of layer order for unfreezing and layer-wise LR decay (DESIGN rule 4).
+        """
+        blocks = _find_blocks(self.encoder)
+        block_of: dict[str, int] = {}
+        for i, (prefix, _) in enumerate(blocks):
+            block_of[prefix] = i
+        bottom, top = [], []
+        per_block: list[list[str]] = [[] for _ in blocks]
+        seen_block = False
+        for name, _ in self.encoder.named_parameters():
+            idx = next((block_of[p] for p in block_of if name.startswith(p + ".")), None)
+            full = f"encoder.{name}"
+            if idx is not None:
+                per_block[idx].append(full)
+                seen_block = True
+            elif not seen_block:
+                bottom.append(full)
+            else:
+                top.append(full)
+        groups = [("embeddings", bottom)] if bottom else []
+        groups += [(f"layer.{i}", names) for i, names in enumerate(per_block)]
+        if top:
+            groups.append(("top", top))
+        return groups
+
+    @property
+    def native_classification_head(self) -> bool:
+        """True when transformers' own *ForSequenceClassification computes exactly our model."""
+        return self.pooling == "pooler" and self.encoder.config.model_type in NATIVE_POOLER_HEAD
+
+
+def _forward_args(module: nn.Module) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(module.forward).parameters)
+
+
+def _find_blocks(encoder: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The repeated transformer blocks: the ModuleList of same-class modules holding most parameters."""
+    best: list[tuple[str, nn.Module]] = []
+    best_params = -1
+    for name, mod in encoder.named_modules():
+        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and len({type(m) for m in mod}) == 1:
+            n = sum(p.numel() for p in mod.parameters())
+            if n > best_params:
+                best_params = n
+                best = [(f"{name}.{i}", m) for i, m in enumerate(mod)]
+    if not best:
+        raise ModelError(f"cannot find the repeated layers of {type(encoder).__name__} to order them")
+    return best
+
+
+def load_text_backbone(folder: Path, pooling: str | None = None, trust_remote_code: bool = False,
+                       weights: bool = True) -> TextBackbone:
+    """Load the encoder of a local folder. weights=False builds it from config.json only (for
+    reloading a saved run, whose weights are loaded separately)."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bars report progress; theirs would interleave
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise ModelError(
+                f"{folder} needs custom code to load. tunesmith does not run code from model folders unless "
+                "you ask for it: set model.trust_remote_code=true only if you trust this folder."
+            ) from None
+        raise ModelError(f"{folder}: cannot read config.json: {e}") from None
+    if pooling is None:
+        pooling = declared_pooling(folder)
+    if pooling is None:
+        pooling = "pooler" if config.model_type in NATIVE_POOLER_HEAD else "cls"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if weights:
+                encoder = AutoModel.from_pretrained(
+                    folder, config=config, trust_remote_code=trust_remote_code, local_files_only=True,
+                    use_safetensors=True,
+                )
+            else:
+                encoder = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelError(f"cannot load the model in {folder}: {e}") from None
+    return TextBackbone(encoder, pooling)
+
+
+def load_tokenizer(folder: Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load a tokenizer from {folder}: {e}") from None

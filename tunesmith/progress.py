@@ -1,0 +1,58 @@
+"""Progress bars (rich) with throughput and ETA, and the run's console; --quiet silences both but
+never warnings or errors."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.text import Text
+
+
+class _Rate(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        unit = task.fields.get("unit", "it")
+        return Text(f"{speed:,.0f}/s" if speed else "-/s", style="cyan")
+
+
+class Reporter:
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.console = Console(stderr=True, highlight=False)
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            self.console.print(msg)
+
+    def warn(self, msg: str) -> None:
+        self.console.print(f"[yellow]warning:[/yellow] {msg}")
+
+    @contextlib.contextmanager
+    def bar(self, description: str, total: int, unit: str = "samples") -> Iterator["_Bar"]:
+        if self.quiet:
+            yield _Bar(None, None)
+            return
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
+            TextColumn("{task.fields[postfix]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=self.console, transient=False,
+        )
+        with progress:
+            tid = progress.add_task(description, total=total, unit=unit, postfix="")
+            yield _Bar(progress, tid)
+
+
+class _Bar:
+    def __init__(self, progress, tid):
+        self.progress, self.tid = progress, tid
+
+    def advance(self, n: int = 1, postfix: str | None = None) -> None:
+        if self.progress is None:
+            return
+        if postfix is None:
+            self.progress.advance(self.tid, n)
+        else:
+            self.progress.update(self.tid, advance=n, postfix=postfix)

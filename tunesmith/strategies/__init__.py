@@ -1,0 +1,8 @@
+"""Strategies decide which weights train and at what learning rate."""
+from ..registry import Registry
+
+STRATEGIES: Registry = Registry("strategy")
+
+from . import full, head_only  # noqa: E402,F401  (register themselves)
+
+__all__ = ["STRATEGIES"]

@@ -1,0 +1,83 @@
+"""Frozen-backbone features, computed once and cached on disk.
+
+The key covers the model (a hash of its weight and config files), the pooling, the precision and
+the exact token ids fed in (so the tokenizer, max_length and the data itself), so a second run on
+the same data reads features and never runs the backbone.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..data.batching import eval_batches
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("TUNESMITH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "tunesmith")
+    return Path(root)
+
+
+def model_fingerprint(folder: Path) -> str:
+    """sha256 of the files that define the model's outputs; memoised per (path, size, mtime)."""
+    files = sorted(p for p in Path(folder).iterdir()
+                   if p.is_file() and (p.suffix == ".safetensors" or p.name == "config.json"))
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if stamp not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        for p in files:
+            h.update(p.name.encode())
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+        _FINGERPRINTS[stamp] = h.hexdigest()
+    return _FINGERPRINTS[stamp]
+
+
+def features_key(model_fp: str, pooling: str, precision: str, rows: Sequence[dict]) -> str:
+    h = hashlib.sha256(f"v1|{model_fp}|{pooling}|{precision}|".encode())
+    for r in rows:
+        h.update(repr((r["input_ids"], r.get("token_type_ids"))).encode())
+        h.update(b"\n")
+    return h.hexdigest()[:32]
+
+
+@torch.no_grad()
+def compute_features(backbone, collate, rows: Sequence[dict], batch_size: int, autocast, reporter,
+                     what: str) -> torch.Tensor:
+    backbone.eval()
+    out = torch.empty(len(rows), backbone.feature_dim)
+    lengths = [len(r["input_ids"]) for r in rows]
+    with reporter.bar(f"features ({what})", len(rows)) as bar:
+        for idx in eval_batches(lengths, batch_size):
+            batch = collate([{k: v for k, v in rows[i].items() if k != "label"} for i in idx])
+            with autocast():
+                feats = backbone.forward_features(batch)
+            out[idx] = feats.float()
+            bar.advance(len(idx))
+    return out
+
+
+def cached_features(backbone, model_folder: Path, collate, rows: Sequence[dict], batch_size: int,
+                    precision: str, autocast, reporter, what: str) -> tuple[torch.Tensor, bool]:
+    """-> (features [N, D], True if read from the cache)."""
+    key = features_key(model_fingerprint(model_folder), backbone.pooling, precision, rows)
+    path = cache_dir() / "features" / f"{key}.safetensors"
+    if path.is_file():
+        try:
+            return load_file(path)["features"], True
+        except Exception:  # a damaged cache file is recomputed, and says so
+            reporter.warn(f"feature cache {path} is unreadable; recomputing")
+    feats = compute_features(backbone, collate, rows, batch_size, autocast, reporter, what)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"features": feats.contiguous()}, str(tmp))
+    os.replace(tmp, path)
+    return feats, False

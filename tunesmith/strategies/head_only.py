@@ -1,0 +1,34 @@
+"""head-only: the backbone stays frozen; its features are computed once, cached on disk, and only
+the head trains on them, so each epoch costs almost nothing and a rerun skips the backbone."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from . import STRATEGIES
+from .base import ParamCounts, count_params, split_decay, trainable_state
+
+
+@STRATEGIES.register("head-only")
+class HeadOnlyStrategy:
+    name = "head-only"
+    defaults = {"epochs": 30, "lr": 1e-3, "head_lr_factor": 1.0}
+    uses_feature_cache = True
+
+    def prepare(self, model: nn.Module) -> ParamCounts:
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+        for p in model.head.parameters():
+            p.requires_grad_(True)
+        return count_params(model)
+
+    def param_groups(self, model: nn.Module, train_cfg: Any) -> list[dict[str, Any]]:
+        return split_decay(list(model.head.named_parameters(prefix="head")), train_cfg.head_lr,
+                           train_cfg.weight_decay, "head")
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> bool:
+        return False
+
+    def trainable_state(self, model: nn.Module):
+        return trainable_state(model)

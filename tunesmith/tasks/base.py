@@ -1,0 +1,56 @@
+"""The Task contract and the model every task trains: backbone -> head."""
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence
+
+import torch
+from torch import nn
+
+
+class Task(Protocol):
+    """What a task must provide. Tasks are small classes registered in ``tasks.TASKS``."""
+
+    name: str
+
+    def build_head(self, backbone: nn.Module) -> nn.Module: ...
+
+    def collate(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]: ...
+
+    def compute_loss(self, model: "TaskModel", batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def metrics(self, predictions: Sequence[int], references: Sequence[int]) -> dict[str, Any]: ...
+
+    def decode(self, logits: torch.Tensor) -> list[dict[str, Any]]: ...
+
+
+class TaskModel(nn.Module):
+    """Backbone plus task head. A batch holding precomputed ``features`` skips the backbone: that is
+    how head-only training on cached features shares this model, loss and loop."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "features" in batch:
+            features = batch["features"]
+        else:
+            features = self.backbone.forward_features(batch)
+        return self.head(features.to(self.head_dtype))
+
+    @property
+    def head_dtype(self) -> torch.dtype:
+        return next(self.head.parameters()).dtype
+
+
+class ClassificationHead(nn.Module):
+    """pooled features -> dropout -> linear; the layout transformers' BERT classifier uses too."""
+
+    def __init__(self, in_dim: int, num_labels: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(in_dim, num_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(x))
