@@ -21,7 +21,7 @@ class _Rate(ProgressColumn):
 class Reporter:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
-        self.console = Console(stderr=True, highlight=False)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def info(self, msg: str) -> None:
         if not self.quiet:

@@ -125,5 +125,5 @@ def check_train_validation(train: TextExamples, val: TextExamples | None, report
         dist = ", ".join(f"{k}: {v}" for k, v in counts.most_common())
         report.warnings.append(
             f"heavy class imbalance in {train.source} ({dist}): {least[0]!r} has {most[1] / least[1]:.0f}x "
-            "fewer examples than {most[0]!r}; watch per-class recall and macro-F1, not accuracy."
+            f"fewer examples than {most[0]!r}; watch per-class recall and macro-F1, not accuracy."
         )

@@ -61,18 +61,18 @@ def _confusion_png(cm: dict[str, Any], title: str) -> str:
     side = min(max(4.0, 0.45 * n + 2.5), 16.0)  # grows with the label set, but never into a poster
     font = max(4, min(10, int(220 / max(n, 1))))
     fig, ax = plt.subplots(figsize=(side, side))
-    ax.imshow(matrix, cmap="Blues")
+    high = int(matrix.max()) if matrix.size else 0
+    ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(high, 1))  # fixed scale: all-equal counts stay readable
     ax.set_xticks(range(n), [str(x) for x in names], rotation=90 if n > 6 else 0, fontsize=font)
     ax.set_yticks(range(n), [str(x) for x in names], fontsize=font)
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
     ax.set_title(title)
     if n <= _ANNOTATE_MAX:
-        high = matrix.max() if matrix.size else 0
         for i in range(n):
             for j in range(n):
                 ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=font,
-                        color="white" if high and matrix[i, j] > high / 2 else "black")
+                        color="white" if matrix[i, j] > high / 2 else "black")
     return _png(fig)
 
 
@@ -97,13 +97,14 @@ def _curves_png(history: list[dict[str, Any]]) -> str:
             ax.legend()
     left.set_title("loss")
     right.set_title("validation metrics")
+    right.set_ylim(-0.02, 1.02)
     return _png(fig)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in header)
+def _table(header: list[str] | None, rows: list[list[str]]) -> str:
+    head = "<tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head}{body}</table>"
 
 
 def _summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
@@ -122,7 +123,7 @@ def _summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
     ]
     if train.get("feature_seconds") is not None:
         rows.insert(-4, ("feature extraction time (s)", _num(train["feature_seconds"], 1)))
-    return _table(["", ""], [[f"<th>{_e(k)}</th>", f"<td>{_e(v)}</td>"] for k, v in rows])
+    return _table(None, [[f"<th>{_e(k)}</th>", f"<td>{_e(v)}</td>"] for k, v in rows])
 
 
 def _headline(metrics: dict[str, Any]) -> str:

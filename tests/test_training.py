@@ -1,0 +1,113 @@
+"""End to end on a tiny random BERT: train, reload, predict, pipeline parity, feature cache."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tunesmith
+from conftest import base_config
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "full"
+    cfg = base_config(tiny_bert_mean, sentiment_csv, out, epochs=4)
+    cfg["data"]["test"] = str(sentiment_test_csv)
+    return tunesmith.finetune(cfg, quiet=True)
+
+
+def test_full_run_learns_and_writes_a_complete_folder(full_run):
+    out = full_run.out
+    assert full_run.metrics["accuracy"] >= 0.8, full_run.history
+    assert full_run.test_metrics["accuracy"] >= 0.8
+    for name in ("model.safetensors", "config.json", "tunesmith.json", "run_config.yaml", "report.html",
+                 "README.md", "metrics.json", "tokenizer.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "checkpoints").exists()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["params"]["trainable"] == m["params"]["total"] > 0
+    assert set(m["validation"]["per_class"]) == {"negative", "positive"}
+    assert m["validation"]["confusion_matrix"]["labels"] == ["negative", "positive"]
+    assert m["run"]["seed"] == 0
+
+
+def test_best_weights_are_restored(full_run):
+    hist = full_run.history
+    best = max(h["macro_f1"] for h in hist)
+    assert full_run.metrics["macro_f1"] == pytest.approx(best)
+
+
+def test_reload_gives_identical_predictions_and_real_label_names(full_run, sentiment_test_csv):
+    texts = ["the movie was good", "awful plot and poor actors", "so happy with this story"]
+    p1 = tunesmith.load(full_run.out)
+    first = p1.predict(texts)
+    second = tunesmith.load(full_run.out).predict(texts)
+    assert first == second
+    assert {r["label"] for r in first} <= {"negative", "positive"}
+    r = first[0]
+    assert set(r) == {"input", "label", "score", "scores"} and r["input"] == texts[0]
+    assert r["score"] == pytest.approx(max(r["scores"].values()))
+    assert sum(r["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+    # The predictor scores the test file as well as training's final evaluation did.
+    m = tunesmith.evaluate(full_run.out, sentiment_test_csv)
+    assert m["accuracy"] == pytest.approx(full_run.test_metrics["accuracy"], abs=0.02)
+
+
+def test_mean_pooling_folder_is_refused_by_transformers_not_misloaded(full_run):
+    """Mean pooling has no transformers-native head: pipeline must fail loudly, never load a
+    different model silently; the card says how to load it."""
+    from transformers import pipeline
+
+    meta = json.loads((full_run.out / "tunesmith.json").read_text())
+    assert meta["layout"] == "tunesmith" and meta["pooling"] == "mean"
+    with pytest.raises(Exception):
+        pipeline("text-classification", model=str(full_run.out))
+    assert "tunesmith.load" in (full_run.out / "README.md").read_text()
+
+
+def test_pooler_model_folder_loads_with_transformers_pipeline_same_scores(tiny_bert, sentiment_csv, tmp_path):
+    from transformers import pipeline
+
+    res = tunesmith.finetune(base_config(tiny_bert, sentiment_csv, tmp_path / "native", epochs=2, lr=5e-3),
+                             quiet=True)
+    meta = json.loads((res.out / "tunesmith.json").read_text())
+    assert meta["layout"] == "native"
+    texts = ["the movie was good", "awful plot and poor actors", "meh"]
+    ours = tunesmith.load(res.out).predict(texts)
+    pipe = pipeline("text-classification", model=str(res.out), device="cpu", top_k=None)
+    for o, p in zip(ours, pipe(texts)):
+        scores = {d["label"]: d["score"] for d in p}
+        assert max(scores, key=scores.get) == o["label"]
+        for label, s in o["scores"].items():
+            assert scores[label] == pytest.approx(s, abs=1e-5)
+
+
+def test_head_only_trains_only_the_head_and_reuses_cached_features(tiny_bert_mean, sentiment_csv, tmp_path):
+    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "h1", epochs=20, lr=1e-2)
+    cfg["strategy"] = {"name": "head-only"}
+    first = tunesmith.finetune(cfg, quiet=True)
+    assert first.timings["feature_cache_hit"] == 0.0
+    assert first.params["trainable"] == 32 * 2 + 2
+    # Backbone weights in the saved model are the pre-trained ones, bit for bit.
+    saved = load_file(str(first.out / "model.safetensors"))
+    orig = load_file(str(tiny_bert_mean / "model.safetensors"))
+    for k, v in orig.items():
+        if not k.endswith("position_ids") and not k.startswith("pooler"):
+            assert torch.equal(saved[f"backbone.encoder.{k}"], v), k
+    cfg["out"] = str(tmp_path / "h2")
+    second = tunesmith.finetune(cfg, quiet=True)
+    assert second.timings["feature_cache_hit"] == 1.0
+    assert second.metrics == first.metrics
+
+
+def test_head_only_feature_cache_is_keyed_by_data(tiny_bert_mean, sentiment_csv, tmp_path):
+    from conftest import sentiment_rows, write_csv
+
+    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "a", epochs=1)
+    cfg["strategy"] = {"name": "head-only"}
+    tunesmith.finetune(cfg, quiet=True)
+    other = write_csv(tmp_path / "other.csv", sentiment_rows(100, seed=9))
+    cfg.update(out=str(tmp_path / "b"))
+    cfg["data"]["train"] = str(other)
+    assert tunesmith.finetune(cfg, quiet=True).timings["feature_cache_hit"] == 0.0
