@@ -263,7 +263,35 @@ def run_child(args) -> int:
 # parent: data, children, table
 # --------------------------------------------------------------------------------------------
 
+def _cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+    total = sum(v[:8])  # guest time is already inside user
+    return total - idle, total
+
+
+def busy_cores(seconds: float = 2.0) -> float:
+    b0, t0 = _cpu_jiffies()
+    time.sleep(seconds)
+    b1, t1 = _cpu_jiffies()
+    return (b1 - b0) / max(t1 - t0, 1) * (os.cpu_count() or 1)
+
+
+def wait_for_idle(threshold: float, max_wait: float) -> float:
+    """Other people's jobs share this machine; with 2 pinned threads on 2 cores, any other busy
+    process stalls every OpenMP barrier (a tiny op goes from 0.06 ms to 20+ ms). Wait (bounded)
+    until the machine is quiet; returns the busy cores seen last."""
+    t_end = time.monotonic() + max_wait
+    while True:
+        busy = busy_cores()
+        if busy <= threshold or time.monotonic() >= t_end:
+            return busy
+
+
 def spawn(config: str, args, data: Path, work: Path, cache: Path, log_dir: Path) -> dict:
+    busy_before = wait_for_idle(args.idle_threshold, args.max_wait) if args.max_wait > 0 else None
     js = work / f"{config}.json"
     js.unlink(missing_ok=True)
     env = dict(os.environ, TUNESMITH_CACHE=str(cache), OMP_NUM_THREADS=str(args.threads),
@@ -272,14 +300,25 @@ def spawn(config: str, args, data: Path, work: Path, cache: Path, log_dir: Path)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", config, "--data", str(data),
            "--epochs", str(args.epochs), "--threads", str(args.threads), "--work", str(work), "--json", str(js)]
     log = log_dir / f"{config}.log"
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    j0 = _cpu_jiffies()
     t0 = time.perf_counter()
     with open(log, "w") as f:
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+    wall = time.perf_counter() - t0
+    j1 = _cpu_jiffies()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if rc != 0 or not js.is_file():
         tail = log.read_text(errors="replace").strip().splitlines()[-25:]
         return {"error": f"exit {rc}", "log_tail": "\n".join(tail)}
     out = json.loads(js.read_text())
-    out["process_seconds"] = time.perf_counter() - t0
+    out["process_seconds"] = wall
+    # CPU the rest of the machine used while this child ran, in cores: all busy time minus ours.
+    hz = os.sysconf("SC_CLK_TCK")
+    ours = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    out["child_cpu_seconds"] = ours
+    out["other_load_cores"] = max(0.0, ((j1[0] - j0[0]) / hz - ours) / wall)
+    out["busy_cores_before"] = busy_before
     return out
 
 
@@ -312,17 +351,17 @@ def build_report(res: dict) -> tuple[str, dict]:
         f"batch {BATCH}, lr {LR:g}, {res['threads']} threads, median of {res['repeats']} repeat(s).",
         "",
         f"Matmul peak (torch.mm 2048², {res['threads']} threads): fp32 {peak['peak_gflops_fp32']:.0f} GFLOP/s, "
-        f"bf16 {peak['peak_gflops_bf16']:.0f} GFLOP/s. Encoder-layer params {p_enc / 1e6:.2f}M; "
+        f"bf16 {peak['peak_gflops_bf16']:.0f} GFLOP/s (other load {peak.get('other_load_cores', 0):.2f} cores). Encoder-layer params {p_enc / 1e6:.2f}M; "
         f"full fine-tuning ≈ 6 × {p_enc / 1e6:.2f}M × non-pad tokens FLOPs.",
         "",
         "| configuration | precision | samples/s | non-pad tok/s | pad waste | MFU | train s | wall s "
-        "| peak RSS MB | held-out acc |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| peak RSS MB | held-out acc | other load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     derived: dict = {}
     for name, r in rows.items():
         if "error" in r:
-            lines.append(f"| {LABELS[name]} | FAILED: {r['error']} | | | | | | | | |")
+            lines.append(f"| {LABELS[name]} | FAILED: {r['error']} | | | | | | | | | |")
             continue
         mfu = None
         if r.get("tokens") and not name.startswith("ts-head-only"):
@@ -343,7 +382,7 @@ def build_report(res: dict) -> tuple[str, dict]:
         lines.append(
             f"| {LABELS[name]} | {r['precision']} | {sps} | {_f(r.get('tokens_per_second'), '{:.0f}')} | "
             f"{_f(r.get('pad_waste'), '{:.1%}')} | {_f(mfu, '{:.1%}')} | {train_s} | {_f(r['wall_seconds'])} | "
-            f"{_f(r['peak_rss_mb'], '{:.0f}')} | {acc} |")
+            f"{_f(r['peak_rss_mb'], '{:.0f}')} | {acc} | {_f(r.get('other_load_cores'), '{:.2f}')} |")
 
     def ok(n):
         return n in rows and "error" not in rows[n]
@@ -392,7 +431,13 @@ def build_report(res: dict) -> tuple[str, dict]:
     md += ("\nNotes: HF rows train in fp32 with the stock BERT pooler head (AutoModelForSequenceClassification); "
            "tunesmith uses the folder's declared mean pooling, warmup 6%, weight decay 0.01 and a 10x head LR "
            "(its defaults). samples/s and tok/s: training time only. MFU counts useful (non-pad) tokens "
-           "against the measured matmul peak of the precision used. wall s excludes imports.\n")
+           "against the measured matmul peak of the precision used. wall s excludes imports. other load: "
+           "cores the rest of the machine kept busy while the configuration ran (other people's jobs); "
+           "with 2 pinned threads on 2 cores anything above ~0.1 slows that row, small ops most.\n")
+    loaded = [n for n, r in rows.items() if (r.get("other_load_cores") or 0) > 0.25]
+    if loaded:
+        md += (f"\n**Warning: the machine was shared while {', '.join(loaded)} ran** (other load > 0.25 cores); "
+               "those rows are slowed by contention, not by their own work; rerun when the machine is idle.\n")
     return md, derived
 
 
@@ -406,6 +451,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="300 train / 200 test smoke check")
     ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"subset of {','.join(ALL_CONFIGS)}")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (data, run folders, logs)")
+    ap.add_argument("--idle-threshold", type=float, default=0.3,
+                    help="before each configuration, wait until other processes use at most this many cores")
+    ap.add_argument("--max-wait", type=float, default=180, help="seconds to wait for that per configuration (0: never wait)")
     # child mode
     ap.add_argument("--one", choices=["peak"] + ALL_CONFIGS, help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -446,7 +494,7 @@ def main(argv=None) -> int:
             sys.exit(f"matmul peak child failed:\n{p['log_tail']}")
         peaks.append(p)
         print(f"[rep {rep + 1}/{args.repeats}] peak fp32 {p['peak_gflops_fp32']:.0f} / "
-              f"bf16 {p['peak_gflops_bf16']:.0f} GFLOP/s", flush=True)
+              f"bf16 {p['peak_gflops_bf16']:.0f} GFLOP/s, other load {p['other_load_cores']:.2f} cores", flush=True)
         for c in configs:
             r = spawn(c, args, data, work, cache, logs)
             runs[c].append(r)
@@ -455,7 +503,7 @@ def main(argv=None) -> int:
             else:
                 print(f"[rep {rep + 1}/{args.repeats}] {c}: {r['samples_per_second']:.1f} samples/s, "
                       f"acc {r.get('accuracy')}, wall {r['wall_seconds']:.1f}s, "
-                      f"RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+                      f"RSS {r['peak_rss_mb']:.0f} MB, other load {r['other_load_cores']:.2f} cores", flush=True)
 
     res = {
         "n_train": args.train, "n_test": args.test, "epochs": args.epochs, "repeats": args.repeats,

@@ -113,6 +113,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     strategy = STRATEGIES.get(cfg.strategy.name)()
     counts = strategy.prepare(model)
     precision = resolve_precision(cfg.train.precision)
+    accelerator = make_accelerator(precision, cfg.train.grad_accum)
     reporter.info(f"model: {cfg.model.name} ({backbone.pooling} pooling), strategy {strategy.name}: "
                   f"{counts.describe()}; precision {precision}")
 
@@ -127,7 +128,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     fit_rows = rows
     if strategy.uses_feature_cache:
         t0 = time.perf_counter()
-        autocast = make_accelerator(precision, 1).autocast
+        autocast = accelerator.autocast
         fit_rows, hits = {}, []
         for split, split_rows in rows.items():
             feats, hit = cached_features(backbone, model_dir, task.collate, split_rows, cfg.train.eval_batch_size,
@@ -140,14 +141,14 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
                       f"{timings['feature_seconds']:.1f}s")
 
     # 5. Train.
-    result = fit(model, task, strategy, fit_rows["train"], fit_rows["validation"], cfg.train, precision,
+    result = fit(model, task, strategy, fit_rows["train"], fit_rows["validation"], cfg.train, accelerator,
                  out / CHECKPOINTS, reporter, resume=resuming)
     timings.update({"train_seconds": result.train_seconds,
                     "train_samples_per_second": result.samples / max(result.train_seconds, 1e-9),
                     "train_tokens_per_second": result.tokens / max(result.train_seconds, 1e-9)})
 
     # 6. Final evaluation with the kept weights; test scored once.
-    autocast = make_accelerator(precision, 1).autocast
+    autocast = accelerator.autocast
     val_eval = evaluate_rows(model, task, fit_rows["validation"], cfg.train.eval_batch_size, autocast)
     test_eval = (evaluate_rows(model, task, fit_rows["test"], cfg.train.eval_batch_size, autocast)
                  if "test" in fit_rows else None)

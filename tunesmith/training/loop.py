@@ -45,6 +45,12 @@ def _lengths(rows: Sequence[dict]) -> list[int]:
 
 
 def make_accelerator(precision: str, grad_accum: int) -> Accelerator:
+    """One Accelerator per run. accelerate keeps its state process-wide; a previous run in this
+    process (tests, search, the Python API) may have used another precision, so reset it while
+    keeping the distributed (partial) state."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
     return Accelerator(mixed_precision=accelerate_mixed_precision(precision),
                        gradient_accumulation_steps=grad_accum)
 
@@ -91,11 +97,10 @@ def _improved(value: float, best: float | None, metric: str) -> bool:
 
 
 def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[dict], train_cfg,
-        precision: str, checkpoint_dir: Path, reporter, resume: bool = False) -> FitResult:
+        accelerator: Accelerator, checkpoint_dir: Path, reporter, resume: bool = False) -> FitResult:
     """Train `model` in place; at the end it holds the best weights seen on validation."""
     tc = train_cfg
     set_seed(tc.seed)
-    accelerator = make_accelerator(precision, tc.grad_accum)
     result = FitResult()
 
     # Which weights train, at which learning rates.
@@ -222,5 +227,4 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
     result.train_seconds = state["train_seconds"]
     result.samples = state["samples"]
     result.tokens = state["tokens"]
-    accelerator.free_memory()
     return result

