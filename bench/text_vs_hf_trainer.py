@@ -322,6 +322,29 @@ def spawn(config: str, args, data: Path, work: Path, cache: Path, log_dir: Path)
     return out
 
 
+def spawn_clean(config: str, args, data: Path, work: Path, cache: Path, log_dir: Path) -> dict:
+    """spawn(), retried up to --retries times while other processes loaded the machine during the
+    run; keeps the least disturbed attempt and records every attempt's load."""
+    best = None
+    attempts = []
+    for _ in range(1 + max(0, args.retries)):
+        if config == "ts-head-only":
+            shutil.rmtree(cache / "features", ignore_errors=True)  # its 1st run must compute features
+        r = spawn(config, args, data, work, cache, log_dir)
+        if "error" in r:
+            return r
+        attempts.append({"other_load_cores": r["other_load_cores"],
+                         "samples_per_second": r.get("samples_per_second"),
+                         "peak_gflops_fp32": r.get("peak_gflops_fp32")})
+        if best is None or r["other_load_cores"] < best["other_load_cores"]:
+            best = r
+        if r["other_load_cores"] <= args.load_tolerance:
+            break
+        print(f"    {config}: other processes used {r['other_load_cores']:.2f} cores meanwhile; retrying", flush=True)
+    best["attempts"] = attempts
+    return best
+
+
 def median_of(runs: list[dict]) -> dict:
     ok = [r for r in runs if "error" not in r]
     if not ok:
@@ -409,8 +432,8 @@ def build_report(res: dict) -> tuple[str, dict]:
                        head_only_feature_seconds=head["feature_seconds"])
         ratios.append(f"- head-only per-epoch time {head_epoch:.4f} s vs full {full_epoch:.2f} s: "
                       f"**{full_epoch / head_epoch:,.0f}x** faster per epoch; feature extraction "
-                      f"{head['feature_seconds']:.2f} s once ({res['n_train'] + 2 * res['n_test']} texts: "
-                      f"train + validation + test, validation and test being the same file); "
+                      f"{head['feature_seconds']:.2f} s once ({res['n_train'] + res['n_test']} texts computed: train + "
+                      f"validation; the test split is the same file, so it is a cache hit within the run); "
                       f"features + {head['epochs']} head epochs = {head['feature_seconds'] + head['train_seconds']:.2f} s "
                       f"vs {full['train_seconds']:.2f} s for {full['epochs']} full epoch(s)")
     if ok("ts-head-only") and ok("ts-head-only-cached"):
@@ -435,6 +458,8 @@ def build_report(res: dict) -> tuple[str, dict]:
            "cores the rest of the machine kept busy while the configuration ran (other people's jobs); "
            "with 2 pinned threads on 2 cores anything above ~0.1 slows that row, small ops most.\n")
     loaded = [n for n, r in rows.items() if (r.get("other_load_cores") or 0) > 0.25]
+    if (peak.get("other_load_cores") or 0) > 0.25:
+        loaded.insert(0, "the matmul peak")
     if loaded:
         md += (f"\n**Warning: the machine was shared while {', '.join(loaded)} ran** (other load > 0.25 cores); "
                "those rows are slowed by contention, not by their own work; rerun when the machine is idle.\n")
@@ -454,6 +479,10 @@ def main(argv=None) -> int:
     ap.add_argument("--idle-threshold", type=float, default=0.3,
                     help="before each configuration, wait until other processes use at most this many cores")
     ap.add_argument("--max-wait", type=float, default=180, help="seconds to wait for that per configuration (0: never wait)")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="rerun a configuration up to this many times when other processes loaded the machine")
+    ap.add_argument("--load-tolerance", type=float, default=0.15,
+                    help="other processes' average load (cores) during a run above which it is retried")
     # child mode
     ap.add_argument("--one", choices=["peak"] + ALL_CONFIGS, help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -489,14 +518,14 @@ def main(argv=None) -> int:
         cache = work / "tunesmith_cache"  # empty per repeat: the 1st head-only run always computes
         logs = work / "logs"
         logs.mkdir(parents=True)
-        p = spawn("peak", args, data, work, cache, logs)
+        p = spawn_clean("peak", args, data, work, cache, logs)
         if "error" in p:
             sys.exit(f"matmul peak child failed:\n{p['log_tail']}")
         peaks.append(p)
         print(f"[rep {rep + 1}/{args.repeats}] peak fp32 {p['peak_gflops_fp32']:.0f} / "
               f"bf16 {p['peak_gflops_bf16']:.0f} GFLOP/s, other load {p['other_load_cores']:.2f} cores", flush=True)
         for c in configs:
-            r = spawn(c, args, data, work, cache, logs)
+            r = spawn_clean(c, args, data, work, cache, logs)
             runs[c].append(r)
             if "error" in r:
                 print(f"[rep {rep + 1}/{args.repeats}] {c}: FAILED ({r['error']})\n{r['log_tail']}", flush=True)

@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 POS = ["good", "great", "love", "fine", "happy", "superb"]
 NEG = ["bad", "awful", "hate", "poor", "sad", "boring"]
 FILL = ["the", "movie", "was", "plot", "it", "really", "a", "very", "story", "actors", "and", "so", "this"]
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POS + NEG + FILL + ["neutral", "meh"]
+VOCAB = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POS + NEG + FILL + ["neutral", "meh"]
 
 
 def make_tiny_bert(folder: Path, pooling: str | None = None, seed: int = 0) -> Path:
@@ -31,7 +31,7 @@ def make_tiny_bert(folder: Path, pooling: str | None = None, seed: int = 0) -> P
     tok.save_pretrained(folder)
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
+                     intermediate_size=128, max_position_embeddings=64)
     BertModel(cfg).save_pretrained(folder)
     if pooling:
         (folder / "1_Pooling").mkdir(exist_ok=True)
@@ -97,7 +97,7 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 def base_config(model: Path, data: Path, out: Path, **train) -> dict:
     """A fast config for tiny models: fp32 for exact comparisons, small batches."""
-    t = {"epochs": 3, "batch_size": 16, "lr": 1e-3, "precision": "fp32", "seed": 0}
+    t = {"epochs": 3, "batch_size": 16, "lr": 2e-3, "precision": "fp32", "seed": 0}
     t.update(train)
     return {"out": str(out), "model": {"name": str(model), "max_length": 32},
             "data": {"train": str(data)}, "train": t}

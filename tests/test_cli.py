@@ -11,7 +11,7 @@ from tunesmith.cli import main
 def trained(tiny_bert_mean, sentiment_csv, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     code = main(["train", "--task", "text-classification", "--data", str(sentiment_csv), "--model",
-                 str(tiny_bert_mean), "--strategy", "full", "--out", str(out), "--epochs", "4", "--lr", "1e-3",
+                 str(tiny_bert_mean), "--strategy", "full", "--out", str(out), "--epochs", "6", "--lr", "2e-3",
                  "--quiet", "--set", "train.precision=fp32", "--set", "model.max_length=32"])
     assert code == 0
     return out
@@ -67,10 +67,10 @@ def test_text_pairs(tiny_bert_mean, tmp_path):
     import tunesmith
     from conftest import base_config
 
-    rows = sentiment_rows(120, seed=4)
+    rows = sentiment_rows(240, seed=4)
     pair_rows = [{"premise": "a story", "hypothesis": r["text"], "label": r["label"]} for r in rows]
     f = write_csv(tmp_path / "pairs.csv", pair_rows, fields=("premise", "hypothesis", "label"))
-    cfg = base_config(tiny_bert_mean, f, tmp_path / "pairs", epochs=4)
+    cfg = base_config(tiny_bert_mean, f, tmp_path / "pairs", epochs=8)
     cfg["data"].update(text_column="premise", text_pair_column="hypothesis")
     res = tunesmith.finetune(cfg, quiet=True)
     assert res.metrics["accuracy"] >= 0.8

@@ -34,7 +34,10 @@ def test_strategy_defaults_are_resolved_and_explicit_values_kept():
     full = config_from_dict({"strategy": {"name": "full"}}).resolved()
     head = config_from_dict({"strategy": {"name": "head-only"}}).resolved()
     assert full.train.epochs == 3 and full.train.lr == pytest.approx(5e-5) and full.train.head_lr == pytest.approx(5e-4)
-    assert head.train.epochs == 30 and head.train.lr == pytest.approx(1e-3)
+    assert head.train.epochs == 50 and head.train.lr == pytest.approx(5e-3)
+    assert head.train.early_stopping_patience == 10 and full.train.early_stopping_patience == 3
+    never = config_from_dict({"strategy": {"name": "head-only"}, "train": {"early_stopping_patience": None}})
+    assert never.resolved().train.early_stopping_patience is None
     mine = config_from_dict({"strategy": {"name": "full"}, "train": {"epochs": 7}}).resolved()
     assert mine.train.epochs == 7
 

@@ -12,7 +12,7 @@ from conftest import base_config
 @pytest.fixture(scope="module")
 def full_run(tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "full"
-    cfg = base_config(tiny_bert_mean, sentiment_csv, out, epochs=4)
+    cfg = base_config(tiny_bert_mean, sentiment_csv, out, epochs=6)
     cfg["data"]["test"] = str(sentiment_test_csv)
     return tunesmith.finetune(cfg, quiet=True)
 
@@ -54,33 +54,55 @@ def test_reload_gives_identical_predictions_and_real_label_names(full_run, senti
     assert m["accuracy"] == pytest.approx(full_run.test_metrics["accuracy"], abs=0.02)
 
 
-def test_mean_pooling_folder_is_refused_by_transformers_not_misloaded(full_run):
-    """Mean pooling has no transformers-native head: pipeline must fail loudly, never load a
-    different model silently; the card says how to load it."""
+def _pipeline_matches(out, texts, pairs=None):
     from transformers import pipeline
 
-    meta = json.loads((full_run.out / "tunesmith.json").read_text())
-    assert meta["layout"] == "tunesmith" and meta["pooling"] == "mean"
-    with pytest.raises(Exception):
-        pipeline("text-classification", model=str(full_run.out))
-    assert "tunesmith.load" in (full_run.out / "README.md").read_text()
-
-
-def test_pooler_model_folder_loads_with_transformers_pipeline_same_scores(tiny_bert, sentiment_csv, tmp_path):
-    from transformers import pipeline
-
-    res = tunesmith.finetune(base_config(tiny_bert, sentiment_csv, tmp_path / "native", epochs=2, lr=5e-3),
-                             quiet=True)
-    meta = json.loads((res.out / "tunesmith.json").read_text())
-    assert meta["layout"] == "native"
-    texts = ["the movie was good", "awful plot and poor actors", "meh"]
-    ours = tunesmith.load(res.out).predict(texts)
-    pipe = pipeline("text-classification", model=str(res.out), device="cpu", top_k=None)
-    for o, p in zip(ours, pipe(texts)):
+    ours = tunesmith.load(out).predict(texts, pairs=pairs)
+    pipe = pipeline("text-classification", model=str(out), device="cpu", top_k=None)
+    inputs = texts if pairs is None else [{"text": t, "text_pair": p} for t, p in zip(texts, pairs)]
+    theirs = [pipe(x) for x in inputs]
+    theirs = [p[0] if isinstance(p[0], list) else p for p in theirs]  # one input -> one list of scores
+    for o, p in zip(ours, theirs):
         scores = {d["label"]: d["score"] for d in p}
         assert max(scores, key=scores.get) == o["label"]
         for label, s in o["scores"].items():
             assert scores[label] == pytest.approx(s, abs=1e-5)
+    return pipe
+
+
+def test_mean_pooled_bert_loads_with_pipeline_same_scores_and_refuses_batches(full_run):
+    meta = json.loads((full_run.out / "tunesmith.json").read_text())
+    assert meta["layout"] == "xlm-mean" and meta["pooling"] == "mean"
+    texts = ["the movie was good", "awful plot and poor actors", "meh", "so happy with this story today"]
+    pipe = _pipeline_matches(full_run.out, texts)
+    _pipeline_matches(full_run.out, ["a story", "the plot"], pairs=["great fun", "poor actors"])
+    with pytest.raises(ValueError, match="batching"):
+        pipe(texts, batch_size=4)  # XLM's mean would count pads: refused, never silently diluted
+    card = (full_run.out / "README.md").read_text()
+    assert "XLMForSequenceClassification" in card and "batch" in card
+
+
+def test_pooling_without_native_head_is_refused_by_transformers_not_misloaded(tiny_bert, sentiment_csv, tmp_path):
+    """CLS pooling without the pooler has no transformers-native head: pipeline must fail loudly,
+    never load a different model silently; the card says how to load it."""
+    from transformers import pipeline
+
+    cfg = base_config(tiny_bert, sentiment_csv, tmp_path / "cls", epochs=1)
+    cfg["model"]["pooling"] = "cls"
+    res = tunesmith.finetune(cfg, quiet=True)
+    assert json.loads((res.out / "tunesmith.json").read_text())["layout"] == "tunesmith"
+    with pytest.raises(ValueError, match="model_type"):
+        pipeline("text-classification", model=str(res.out))
+    assert "tunesmith.load" in (res.out / "README.md").read_text()
+    assert tunesmith.load(res.out).predict(["good"])[0]["label"] in {"negative", "positive"}
+
+
+def test_pooler_model_folder_loads_with_transformers_pipeline_same_scores(tiny_bert, sentiment_csv, tmp_path):
+    res = tunesmith.finetune(base_config(tiny_bert, sentiment_csv, tmp_path / "native", epochs=2, lr=5e-3),
+                             quiet=True)
+    assert json.loads((res.out / "tunesmith.json").read_text())["layout"] == "native"
+    pipe = _pipeline_matches(res.out, ["the movie was good", "awful plot and poor actors", "meh"])
+    assert len(pipe(["good", "bad plot"], batch_size=2)) == 2  # native BERT masks pads: batching is fine
 
 
 def test_head_only_trains_only_the_head_and_reuses_cached_features(tiny_bert_mean, sentiment_csv, tmp_path):
@@ -89,8 +111,8 @@ def test_head_only_trains_only_the_head_and_reuses_cached_features(tiny_bert_mea
     first = tunesmith.finetune(cfg, quiet=True)
     assert first.timings["feature_cache_hit"] == 0.0
     assert first.params["trainable"] == 32 * 2 + 2
-    # Backbone weights in the saved model are the pre-trained ones, bit for bit.
-    saved = load_file(str(first.out / "model.safetensors"))
+    # Backbone weights of the saved, reloaded model are the pre-trained ones, bit for bit.
+    saved = tunesmith.load(first.out).model.state_dict()
     orig = load_file(str(tiny_bert_mean / "model.safetensors"))
     for k, v in orig.items():
         if not k.endswith("position_ids") and not k.startswith("pooler"):

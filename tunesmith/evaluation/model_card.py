@@ -1,6 +1,7 @@
 """README.md model card: what someone who finds the folder needs to trust it and load it.
 
-The card is honest about the format. A folder saved in tunesmith's own layout (a pooling with no
+The card is honest about the format. A mean-pooled BERT saved as XLM says why and where the
+pipeline refuses (batches). A folder saved in tunesmith's own layout (a pooling with no
 transformers-native head, e.g. mean pooling) cannot be opened by ``transformers.pipeline``; the
 card says so and names the nearest standard format, rather than letting a user discover it by a
 stack trace, and rather than tunesmith quietly switching pooling to fit a format.
@@ -56,11 +57,19 @@ def _how_to_load(name: str, layout: str, pooling: str) -> list[str]:
              'print(predictor.predict(["an example text"]))', "```", "",
              "From the command line:", "", "```bash",
              f'tunesmith predict {shlex.quote(name)} "an example text"', "```", ""]
-    if layout == "native":
+    if layout in ("native", "xlm-mean"):
         lines += ["This folder is also a standard transformers sequence-classification checkpoint:", "",
                   "```python", "from transformers import pipeline", "",
                   f'classifier = pipeline("text-classification", model={json.dumps(name)})',
                   'print(classifier("an example text"))', "```", ""]
+    if layout == "xlm-mean":
+        lines += [f"**Note:** this BERT model pools token states with `{pooling}` pooling, and transformers' "
+                  "BERT classification head cannot mean-pool. The folder is therefore saved as the "
+                  "equivalent `XLMForSequenceClassification` (same encoder maths, mean pooling, linear "
+                  "head; scores match tunesmith to ~1e-7). XLM's mean counts padding, so the saved "
+                  "tokenizer has no pad token and `pipeline(..., batch_size>1)` is refused: call the "
+                  "pipeline one text at a time (its default) and do not set a pad token on it. For "
+                  "batched inference use `tunesmith.load`, which masks padding correctly.", ""]
     elif layout == "tunesmith":
         lines += [f"**Note:** this model pools token states with `{pooling}` pooling, which has no "
                   "transformers-native classification head. `transformers.pipeline` therefore cannot "

