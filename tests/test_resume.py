@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import sentiment_rows, write_csv
+from tunesmith.strategies import STRATEGIES
 
 
 def _train_cmd(model: Path, data: Path, out: Path, strategy: str, *extra: str) -> list[str]:
@@ -39,7 +40,7 @@ def _kill_after_first_checkpoint(cmd: list[str], out: Path, env: dict) -> None:
     assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
 
 
-@pytest.mark.parametrize("strategy", ["full", "head-only"])
+@pytest.mark.parametrize("strategy", STRATEGIES.names())
 def test_resume_after_sigkill_matches_uninterrupted(tiny_bert_mean, tmp_path, strategy):
     data = write_csv(tmp_path / "train.csv", sentiment_rows(480, seed=5))
     env = _env(tmp_path)

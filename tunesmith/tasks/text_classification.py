@@ -72,7 +72,7 @@ class TextClassificationTask:
         return classification_metrics(np.asarray(predictions), np.asarray(references), self.labels)
 
     def decode(self, logits: torch.Tensor) -> list[dict[str, Any]]:
-        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        probs = torch.softmax(logits.detach().float(), dim=-1).cpu().numpy()
         out = []
         for p in probs:
             k = int(p.argmax())
