@@ -24,6 +24,7 @@ from .progress import Reporter
 from .run_folder import CHECKPOINTS, METRICS_FILE, prepare
 from .serve.predictor import Predictor, load
 from .strategies import STRATEGIES
+from .strategies.base import count_params
 from .strategies.feature_cache import cached_features
 from .tasks import TASKS
 from .tasks.base import TaskModel
@@ -110,7 +111,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     task = TASKS.get(cfg.task)(labels, dropout=cfg.train.dropout, pad_token_id=tokenizer.pad_token_id or 0)
     torch.manual_seed(cfg.train.seed)
     model = TaskModel(backbone, task.build_head(backbone))
-    strategy = STRATEGIES.get(cfg.strategy.name)()
+    strategy = STRATEGIES.get(cfg.strategy.name)(**cfg.strategy.model_dump(exclude={"name"}))
     counts = strategy.prepare(model)
     precision = resolve_precision(cfg.train.precision)
     accelerator = make_accelerator(precision, cfg.train.grad_accum)
@@ -147,6 +148,10 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
                     "train_samples_per_second": result.samples / max(result.train_seconds, 1e-9),
                     "train_tokens_per_second": result.tokens / max(result.train_seconds, 1e-9)})
 
+    # Strategies that grow the trainable set (gradual) report where they ended, and where they began.
+    end = count_params(model)
+    params = {"trainable": end.trainable, "total": end.total, "trainable_at_start": counts.trainable}
+
     # 6. Final evaluation with the kept weights; test scored once.
     autocast = accelerator.autocast
     val_eval = evaluate_rows(model, task, fit_rows["validation"], cfg.train.eval_batch_size, autocast)
@@ -160,6 +165,11 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
         "pad_token_id": task.pad_token_id, "strategy": strategy.name,
         "trust_remote_code": cfg.model.trust_remote_code, "tunesmith_version": __version__,
     }
+    if getattr(strategy, "peft_config", None) is not None:
+        from .strategies.feature_cache import model_fingerprint
+
+        model_meta.update(lora=strategy.peft_config, lora_options=strategy.lora,
+                          base_model_fingerprint=model_fingerprint(model_dir))
     layout = save_model(out, model, task, tokenizer, model_meta)
     timings["total_seconds"] = time.perf_counter() - t_start
     metrics = {
@@ -168,7 +178,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
         "best_evaluation": result.best,
         "history": result.history,
         "stopped_early": result.stopped_early,
-        "params": {"trainable": counts.trainable, "total": counts.total},
+        "params": params,
         "train": {"steps": result.steps, "samples": result.samples, "tokens": result.tokens,
                   "pad_waste": result.pad_waste, "resumed_from_step": result.resumed_from_step, **timings},
         "run": {"task": cfg.task, "strategy": strategy.name, "model": cfg.model.name, "pooling": backbone.pooling,
@@ -196,7 +206,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
                       f"; test accuracy {test_eval.metrics['accuracy']:.4f}" if test_eval else "")
                   + f"\n  model + report in {out}/")
     return RunResult(out, val_eval.metrics, test_eval.metrics if test_eval else None, result.history,
-                     {"trainable": counts.trainable, "total": counts.total}, timings, files, pre.warnings)
+                     params, timings, files, pre.warnings)
 
 
 def evaluate(run: str | Path, data: str | Path, text_column: str | None = None, label_column: str | None = None,

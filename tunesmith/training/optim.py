@@ -20,3 +20,20 @@ def warmup_linear_decay(optimizer: torch.optim.Optimizer, total_steps: int, warm
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def refresh_param_groups(optimizer, scheduler, groups: list[dict]) -> None:
+    """Swap in a new set of param groups mid-run (gradual unfreezing). Optimizer state is keyed by
+    parameter, so parameters already training keep their moments; new ones start fresh. The
+    scheduler learns the new groups' base LRs and the current warmup/decay factor applies at once."""
+    factor_fn = scheduler.lr_lambdas[0]
+    optimizer.param_groups.clear()
+    for g in groups:
+        optimizer.add_param_group(g)
+    factor = factor_fn(scheduler.last_epoch)
+    scheduler.base_lrs = []
+    for g in optimizer.param_groups:
+        g["initial_lr"] = g["lr"]
+        scheduler.base_lrs.append(g["lr"])
+        g["lr"] = g["initial_lr"] * factor
+    scheduler.lr_lambdas = [factor_fn] * len(optimizer.param_groups)

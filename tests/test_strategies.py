@@ -1,0 +1,87 @@
+"""Strategy behaviour a user would notice: which layers train, LR per layer, gradual growth,
+LoRA save/merge, and config mistakes named clearly."""
+import json
+
+import pytest
+import torch
+
+import tunesmith
+from conftest import base_config
+from tunesmith.cli import main
+from tunesmith.config import config_from_dict
+from tunesmith.errors import ConfigError
+from tunesmith.models.text_backbone import load_text_backbone
+from tunesmith.strategies import STRATEGIES
+from tunesmith.tasks.base import TaskModel
+from tunesmith.tasks.text_classification import TextClassificationTask
+
+
+def _model(folder):
+    b = load_text_backbone(folder)
+    return TaskModel(b, TextClassificationTask(["a", "b"]).build_head(b))
+
+
+def test_partial_trains_top_k_groups_and_refuses_more_than_exist(tiny_bert_mean):
+    m = _model(tiny_bert_mean)
+    STRATEGIES.get("partial")(unfreeze_top=1).prepare(m)
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert any(".layer.1." in n for n in trainable) and not any(".layer.0." in n for n in trainable)
+    assert not any("embeddings" in n for n in trainable) and "head.classifier.weight" in trainable
+    groups = m.backbone.layer_groups()  # embeddings + 2 layers
+    with pytest.raises(ConfigError, match=f"has {len(groups)}"):
+        STRATEGIES.get("partial")(unfreeze_top=len(groups) + 1).prepare(_model(tiny_bert_mean))
+
+
+def test_layer_decay_scales_each_group_from_the_top(tiny_bert_mean):
+    m = _model(tiny_bert_mean)
+    s = STRATEGIES.get("full")()
+    s.prepare(m)
+    tc = config_from_dict({"train": {"lr": 1e-3, "layer_decay": 0.5}}).resolved().train
+    lrs = {g["name"]: g["lr"] for g in s.param_groups(m, tc)}
+    assert lrs["backbone.layer.1"] == pytest.approx(1e-3)
+    assert lrs["backbone.layer.0"] == pytest.approx(5e-4)
+    assert lrs["backbone.embeddings"] == pytest.approx(2.5e-4)
+    assert lrs["head"] == pytest.approx(tc.head_lr)
+
+
+def test_gradual_unfreezes_one_group_per_epoch_and_keeps_optimizer_state(tiny_bert_mean, sentiment_csv, tmp_path):
+    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "g", epochs=4, early_stopping_patience=None)
+    cfg["strategy"] = {"name": "gradual"}
+    res = tunesmith.finetune(cfg, quiet=False)
+    assert res.params["trainable_at_start"] == 32 * 2 + 2
+    assert res.params["trainable"] == res.params["total"]  # by epoch 4 all 3 groups train
+
+
+def test_strategy_option_for_another_strategy_is_an_error():
+    with pytest.raises(ConfigError, match="strategy.lora applies only to strategy lora"):
+        config_from_dict({"strategy": {"name": "full", "lora": {"rank": 4}}})
+    with pytest.raises(ConfigError, match="strategy.unfreeze_top applies only to strategy partial"):
+        config_from_dict({"strategy": {"name": "gradual", "unfreeze_top": 2}})
+    with pytest.raises(ConfigError, match="train.layer_decay applies to"):
+        config_from_dict({"strategy": {"name": "lora"}, "train": {"layer_decay": 0.8}})
+
+
+def test_lora_run_keeps_head_reloads_and_merges_with_parity(tiny_bert_mean, sentiment_csv, tmp_path, capsys):
+    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "lora", epochs=3, lr=5e-3)
+    cfg["strategy"] = {"name": "lora", "lora": {"rank": 4, "alpha": 8}}
+    res = tunesmith.finetune(cfg, quiet=True)
+    assert res.params["trainable"] < res.params["total"] / 5
+    assert not (res.out / "model.safetensors").exists() and (res.out / "adapter.safetensors").is_file()
+    texts = ["the movie was good", "awful plot", "so happy"]
+    a, b = tunesmith.load(res.out).predict(texts), tunesmith.load(res.out).predict(texts)
+    assert a == b
+    assert main(["export", str(res.out), "--merge", "--out", str(tmp_path / "merged")]) == 0
+    out = capsys.readouterr().out
+    assert "transformers (merged folder, no peft)" in out and "max |logit diff|" in out
+    merged = tunesmith.load(tmp_path / "merged").predict(texts)
+    for x, y in zip(a, merged):
+        assert x["label"] == y["label"] and x["score"] == pytest.approx(y["score"], abs=1e-4)
+    meta = json.loads((tmp_path / "merged" / "tunesmith.json").read_text())
+    assert meta["layout"] == "xlm-mean" and "lora" not in meta
+    from transformers import AutoModelForSequenceClassification
+
+    assert not any("lora" in k for k in AutoModelForSequenceClassification.from_pretrained(
+        tmp_path / "merged").state_dict())
+    # export refuses a non-LoRA run and a non-empty target
+    assert main(["export", str(tmp_path / "merged"), "--merge", "--out", str(tmp_path / "m2")]) == 2
+    assert main(["export", str(res.out), "--merge", "--out", str(tmp_path / "merged")]) == 2

@@ -1,0 +1,1 @@
+"""Artifacts for others: merged plain weights (LoRA folded in), with a parity check."""
