@@ -7,7 +7,7 @@ What it compares (one invocation, every figure from the same run, median over --
   hf-grouped          HF Trainer, dynamic padding (DataCollatorWithPadding) + length grouping
                       (transformers 5.x: train_sampling_strategy="group_by_length")
   ts-full             tunesmith.finetune, strategy "full", default precision ("auto": bf16 autocast
-                      where the CPU computes bf16 natively)
+                      only where tunesmith measures bf16 matmuls clearly faster than fp32)
   ts-full-fp32        the same with train.precision="fp32" (like for like with the HF rows)
   ts-head-only        strategy "head-only", its default epochs/lr, empty feature cache
   ts-head-only-cached the same run again on the same TUNESMITH_CACHE (feature cache hit)
