@@ -19,7 +19,7 @@ def _train_cmd(model: Path, data: Path, out: Path, strategy: str, *extra: str) -
     return [sys.executable, "-m", "tunesmith", "train", "--model", str(model), "--data", str(data),
             "--out", str(out), "--strategy", strategy, "--epochs", "3", "--batch-size", "8", "--lr", "1e-3",
             "--seed", "3", "--precision", "fp32", "--quiet",
-            "--set", "train.checkpoint_every=5", "--set", "train.eval_every=5", "--set", "train.threads=1",
+            "--set", "train.checkpoint_every=3", "--set", "train.eval_every=5", "--set", "train.threads=1",
             "--set", "train.early_stopping_patience=null", "--set", "model.max_length=32", *extra]
 
 

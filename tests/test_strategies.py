@@ -85,3 +85,32 @@ def test_lora_run_keeps_head_reloads_and_merges_with_parity(tiny_bert_mean, sent
     # export refuses a non-LoRA run and a non-empty target
     assert main(["export", str(tmp_path / "merged"), "--merge", "--out", str(tmp_path / "m2")]) == 2
     assert main(["export", str(res.out), "--merge", "--out", str(tmp_path / "merged")]) == 2
+
+
+def test_auto_follows_the_study_table_and_steps_down_when_memory_is_short():
+    from tunesmith.strategies.auto import TABLE, choose
+
+    rules = json.loads(TABLE.read_text())["rules"]
+    per_class = sorted((r for r in rules if r["per_class"] is not None), key=lambda r: r["per_class"])
+    assert per_class, "auto_table.json must come from bench/strategy_study.py"
+    for r in per_class:
+        labels = ["a"] * r["per_class"] + ["b"] * (r["per_class"] + 3)
+        got = choose(labels, 22_000_000, 64 << 30)
+        assert got.strategy == r["strategy"]
+        assert any("smallest class 'a'" in why for why in got.reasons)
+    small = choose(["a"] * 600 + ["b"] * 600, 7_000_000_000, 8 << 30)  # a 7B model in 8 GiB
+    assert small.strategy in ("lora", "head-only") and any("stepping down" in w for w in small.reasons)
+
+
+def test_auto_run_prints_and_records_its_choice(tiny_bert_mean, sentiment_csv, tmp_path, capsys):
+    import yaml
+
+    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "auto", epochs=1)
+    cfg["strategy"] = {"name": "auto"}
+    res = tunesmith.finetune(cfg)
+    err = capsys.readouterr().err
+    assert "auto picked" in err
+    m = json.loads((res.out / "metrics.json").read_text())
+    picked = m["run"]["auto"]["picked"]
+    assert picked in STRATEGIES.names() and m["run"]["strategy"] == picked
+    assert yaml.safe_load((res.out / "run_config.yaml").read_text())["strategy"]["name"] == picked

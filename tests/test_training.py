@@ -133,3 +133,15 @@ def test_head_only_feature_cache_is_keyed_by_data(tiny_bert_mean, sentiment_csv,
     cfg.update(out=str(tmp_path / "b"))
     cfg["data"]["train"] = str(other)
     assert tunesmith.finetune(cfg, quiet=True).timings["feature_cache_hit"] == 0.0
+
+
+def test_gradient_accumulation_and_step_evaluation(tiny_bert_mean, sentiment_csv, tmp_path):
+    """grad_accum=3 takes one optimizer step per 3 batches; eval_every=4 evaluates on steps."""
+    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "ga", epochs=2, batch_size=8, grad_accum=3,
+                      eval_every=4, early_stopping_patience=None)
+    res = tunesmith.finetune(cfg, quiet=True)
+    m = json.loads((res.out / "metrics.json").read_text())
+    batches_per_epoch = -(-144 // 8)  # 144 training rows after the 10% validation split
+    assert m["train"]["steps"] == 2 * -(-batches_per_epoch // 3)
+    steps = [h["step"] for h in res.history]
+    assert steps[:3] == [4, 8, 12] and steps[-1] == m["train"]["steps"]

@@ -76,6 +76,21 @@ def load_text_splits(cfg: RunConfig, pre: Preflight) -> tuple[TextExamples, Text
     return train, val, test
 
 
+def _param_count(model_dir: Path) -> int:
+    """Parameters in a model folder, read from safetensors headers without loading weights."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in model_dir.glob("*.safetensors"):
+        with safe_open(str(f), "pt") as st:
+            for k in st.keys():
+                n = 1
+                for d in st.get_slice(k).get_shape():
+                    n *= d
+                total += n
+    return total
+
+
 def _label_rows(task, rows: list[dict], labels: list[str]) -> list[dict]:
     for r, y in zip(rows, labels):
         r["label"] = task.label2id[y]
@@ -85,7 +100,7 @@ def _label_rows(task, rows: list[dict], labels: list[str]) -> list[dict]:
 def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, overwrite: bool = False,
              quiet: bool = False) -> RunResult:
     """Fine-tune a pre-trained model as the config says; returns metrics and the run folder's files."""
-    cfg = _coerce(config).resolved()
+    cfg = _coerce(config)
     if not cfg.out:
         raise ConfigError("no output folder: give --out FOLDER (or out: in the config)")
     out = Path(cfg.out)
@@ -98,6 +113,15 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     pre = Preflight()
     train, val, test = load_text_splits(cfg, pre)
     model_dir = resolve_model(cfg.model.name)
+    auto = None
+    if cfg.strategy.name == "auto":
+        from .strategies.auto import available_memory, choose
+
+        auto = choose(train.labels, _param_count(model_dir), available_memory())
+        cfg = cfg.model_copy(deep=True)
+        cfg.strategy.name = auto.strategy
+        reporter.info(auto.describe())
+    cfg = cfg.resolved()
     resuming = prepare(out, cfg, resume, overwrite)
     for w in pre.warnings:
         reporter.warn(w)
@@ -142,11 +166,19 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
                       f"{timings['feature_seconds']:.1f}s")
 
     # 5. Train.
-    result = fit(model, task, strategy, fit_rows["train"], fit_rows["validation"], cfg.train, accelerator,
-                 out / CHECKPOINTS, reporter, resume=resuming)
+    threads = torch.get_num_threads()
+    if strategy.uses_feature_cache:
+        torch.set_num_threads(1)  # a linear head's matmuls are too small to share; a 2nd thread only waits
+    try:
+        result = fit(model, task, strategy, fit_rows["train"], fit_rows["validation"], cfg.train, accelerator,
+                     out / CHECKPOINTS, reporter, resume=resuming)
+    finally:
+        torch.set_num_threads(threads)
     timings.update({"train_seconds": result.train_seconds,
                     "train_samples_per_second": result.samples / max(result.train_seconds, 1e-9),
-                    "train_tokens_per_second": result.tokens / max(result.train_seconds, 1e-9)})
+                    # head-only trains on features: no tokens pass through the backbone while training
+                    "train_tokens_per_second": (result.tokens / max(result.train_seconds, 1e-9)
+                                                if not strategy.uses_feature_cache else None)})
 
     # Strategies that grow the trainable set (gradual) report where they ended, and where they began.
     end = count_params(model)
@@ -186,6 +218,8 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
                 "torch": torch.__version__, "python": platform.python_version(), "tunesmith": __version__},
         "warnings": pre.warnings,
     }
+    if auto is not None:
+        metrics["run"]["auto"] = {"picked": auto.strategy, "reasons": auto.reasons}
     from .evaluation.report import write_report
     from .evaluation.model_card import write_model_card
 

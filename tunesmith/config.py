@@ -60,7 +60,7 @@ class LoraConfig(_Section):
 
 class StrategyConfig(_Section):
     name: str = Field("full", description="Which weights train: full, head-only, partial, gradual, bitfit, lora, "
-                                          "auto (see `tunesmith strategies`).")
+                                          "auto (README: Strategies).")
     unfreeze_top: Optional[int] = Field(
         None, ge=0, description="partial: how many backbone layer groups, counted from the top, train with the head "
                                 "(default 2).")
@@ -73,8 +73,8 @@ class StrategyConfig(_Section):
     def _known(cls, v: str) -> str:
         from .strategies import STRATEGIES
 
-        if v not in STRATEGIES:
-            raise ValueError(f"unknown strategy {v!r}; allowed: {', '.join(STRATEGIES.names())}")
+        if v != "auto" and v not in STRATEGIES:
+            raise ValueError(f"unknown strategy {v!r}; allowed: {', '.join(STRATEGIES.names() + ['auto'])}")
         return v
 
 
@@ -129,7 +129,7 @@ class TrainConfig(_Section):
 
 
 class RunConfig(_Section):
-    task: str = Field("text-classification", description="What the model learns: see `tunesmith tasks`.")
+    task: str = Field("text-classification", description="What the model learns: text-classification.")
     out: Optional[str] = Field(None, description="Run folder: model, report, metrics and checkpoints go here.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -154,22 +154,17 @@ class RunConfig(_Section):
             raise ValueError("data.label_column must differ from the text column(s)")
         from .strategies import STRATEGIES
 
-        strategy = STRATEGIES.get(self.strategy.name)
+        # auto accepts every strategy's options: they apply if it picks that strategy.
+        strategy = STRATEGIES.get(self.strategy.name) if self.strategy.name != "auto" else None
         for option in ("unfreeze_top", "unfreeze_every", "lora"):
-            if getattr(self.strategy, option) is not None and option not in strategy.options:
+            if strategy and getattr(self.strategy, option) is not None and option not in strategy.options:
                 owners = [n for n in STRATEGIES.names() if option in STRATEGIES.get(n).options]
                 raise ValueError(f"strategy.{option} applies only to strategy {' / '.join(owners)}, "
                                  f"not {self.strategy.name!r}; remove it or change strategy.name")
-        if self.train.layer_decay is not None and not strategy.supports_layer_decay:
+        if strategy and self.train.layer_decay is not None and not strategy.supports_layer_decay:
             owners = [n for n in STRATEGIES.names() if STRATEGIES.get(n).supports_layer_decay]
             raise ValueError(f"train.layer_decay applies to strategies {', '.join(owners)}, "
                              f"not {self.strategy.name!r}")
-        if self.train.eval_every and self.train.checkpoint_every and self.train.checkpoint_every % self.train.eval_every:
-            # A checkpoint between evaluations would not know the latest early-stopping state.
-            raise ValueError(
-                f"train.checkpoint_every ({self.train.checkpoint_every}) must be a multiple of "
-                f"train.eval_every ({self.train.eval_every})"
-            )
         return self
 
     def resolved(self) -> "RunConfig":
@@ -177,6 +172,8 @@ class RunConfig(_Section):
         from .strategies import STRATEGIES
 
         c = self.model_copy(deep=True)
+        if c.strategy.name == "auto":
+            raise ValueError("resolve 'auto' to a strategy (tunesmith.strategies.auto.choose) before defaults")
         defaults = STRATEGIES.get(c.strategy.name).defaults
         if c.train.epochs is None:
             c.train.epochs = defaults["epochs"]

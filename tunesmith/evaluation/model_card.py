@@ -70,6 +70,13 @@ def _how_to_load(name: str, layout: str, pooling: str) -> list[str]:
                   "tokenizer has no pad token and `pipeline(..., batch_size>1)` is refused: call the "
                   "pipeline one text at a time (its default) and do not set a pad token on it. For "
                   "batched inference use `tunesmith.load`, which masks padding correctly.", ""]
+    elif layout == "lora-adapter":
+        lines += ["**Note:** this folder holds LoRA adapters and the task head (a few MB); the base model "
+                  "is read from its own folder, checked by fingerprint. For plain weights that load with "
+                  "transformers alone (no peft), merge them; the export checks merged against unmerged "
+                  "logits:", "", "```bash",
+                  f"tunesmith export {shlex.quote(name)} --merge --out {shlex.quote(name + '-merged')}",
+                  "```", ""]
     elif layout == "tunesmith":
         lines += [f"**Note:** this model pools token states with `{pooling}` pooling, which has no "
                   "transformers-native classification head. `transformers.pipeline` therefore cannot "
@@ -108,8 +115,11 @@ def write_model_card(out: Path, cfg: RunConfig, metrics: dict, labels: list[str]
         f"- Validation examples: {_fmt(val.get('n'))}" + (f"; test examples: {_fmt(test.get('n'))}" if test else ""),
         f"- Training examples processed (all epochs): {_fmt(train.get('samples'))}", "",
         "## Training procedure", "",
-        f"- Strategy: `{strategy}`",
-        f"- Trainable parameters: {_fmt(params.get('trainable'))} of {_fmt(params.get('total'))} total",
+        f"- Strategy: `{strategy}`" + (f", chosen by `auto`: {'; '.join(run['auto']['reasons'])}"
+                                        if run.get("auto") else ""),
+        f"- Trainable parameters: {_fmt(params.get('trainable'))} of {_fmt(params.get('total'))} total"
+        + (f" (started at {_fmt(params['trainable_at_start'])}: gradual unfreezing)"
+           if params.get("trainable_at_start") not in (None, params.get("trainable")) else ""),
         f"- Epochs: {t.epochs}; learning rate: {t.lr}; batch size: {t.batch_size}"
         + (f" x {t.grad_accum} accumulated" if t.grad_accum > 1 else ""),
         f"- Precision: {run.get('precision', t.precision)}; seed: {run.get('seed', t.seed)}",

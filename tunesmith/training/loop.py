@@ -138,12 +138,13 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
         result.resumed_from_step = state["step"]
         reporter.info(f"resumed from {ckpt.name} (epoch {state['epoch'] + 1}, step {state['step']})")
 
-    def run_eval() -> dict[str, Any]:
+    def run_eval(epoch: int) -> dict[str, Any]:
+        """Evaluate after `epoch` (1-based: the epoch in progress, or just finished)."""
         nonlocal best_weights
         ev = evaluate_rows(model, task, val_rows, tc.eval_batch_size, accelerator.autocast)
         window = state["loss_window"]
         state["loss_window"] = []
-        record = {"epoch": state["epoch"] + 1, "step": state["step"],
+        record = {"epoch": epoch, "step": state["step"],
                   "train_loss": float(np.mean(window)) if window else None,
                   "loss": ev.metrics["loss"], "accuracy": ev.metrics["accuracy"], "macro_f1": ev.metrics["macro_f1"]}
         state["history"].append(record)
@@ -202,7 +203,7 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
                 bar.advance(len(idx), postfix=f"loss {np.mean(state['loss_window'][-20:]):.4f}")
                 if sync and tc.eval_every and state["step"] % tc.eval_every == 0:
                     state["train_seconds"] += time.perf_counter() - t0
-                    run_eval()
+                    run_eval(epoch + 1)
                     t0 = time.perf_counter()
                     if state["stopped_early"]:
                         break
@@ -216,13 +217,13 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
         state["epoch"] += 1
         state["batch_in_epoch"] = 0
         if not tc.eval_every:
-            run_eval()
+            run_eval(state["epoch"])
         if not tc.checkpoint_every:
             checkpoint()
 
     if tc.eval_every and (not state["history"] or state["history"][-1]["step"] != state["step"]) \
             and not state["stopped_early"]:
-        run_eval()  # the last steps since the previous evaluation also compete for best
+        run_eval(state["epoch"])  # the last steps since the previous evaluation also compete for best
     if state["stopped_early"]:
         reporter.info(f"early stopping: no {tc.metric} improvement in {tc.early_stopping_patience} evaluations")
     if best_weights is not None:

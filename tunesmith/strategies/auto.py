@@ -1,0 +1,74 @@
+"""`--strategy auto`: pick a strategy from evidence, not folklore.
+
+The rule is the table our strategy study wrote (bench/strategy_study.py -> auto_table.json,
+explained in docs/strategy-choice.md): the winner at the largest studied size that your smallest
+class reaches. Then memory: full-weight strategies need about 16 bytes per parameter (weights,
+gradients, two AdamW moments) plus activations; if that would not fit in the memory available,
+auto steps down to lora, then head-only. The choice and the reasons are printed and recorded.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+TABLE = Path(__file__).with_name("auto_table.json")
+# Optimizer-state bytes per parameter of the whole model for each strategy (fp32 AdamW: weights,
+# grads, 2 moments = 16 for full; frozen weights alone = 4), before activations.
+BYTES_PER_PARAM = {"full": 16, "partial": 8, "gradual": 16, "bitfit": 4.5, "lora": 4.5, "head-only": 4}
+MEMORY_HEADROOM = 0.6  # use at most this share of the memory available
+ACTIVATION_BYTES = 2 << 30  # rough allowance for activations at batch 32
+
+
+@dataclass
+class AutoChoice:
+    strategy: str
+    reasons: list[str]
+
+    def describe(self) -> str:
+        return f"auto picked {self.strategy}: " + "; ".join(self.reasons)
+
+
+def available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def choose(labels: list[str], model_params: int, memory: int | None) -> AutoChoice:
+    table = json.loads(TABLE.read_text(encoding="utf-8"))
+    counts = Counter(labels)
+    smallest_label, smallest = min(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    rows = sorted((r for r in table["rules"] if r["per_class"] is not None), key=lambda r: r["per_class"])
+    all_row = next((r for r in table["rules"] if r["per_class"] is None), None)
+    row = rows[0]
+    for r in rows:
+        if smallest >= r["per_class"]:
+            row = r
+    if all_row is not None and len(labels) >= all_row["n_train"]:
+        row = all_row
+    where = "all studied examples" if row["per_class"] is None else f"{row['per_class']} per class"
+    reasons = [f"smallest class {smallest_label!r} has {smallest} labelled examples ({len(labels)} in all)",
+               f"in our study ({table['source']}) {row['strategy']} was the pick at {where}: {row['why']}, "
+               f"test accuracy {row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f}"]
+    strategy = row["strategy"]
+    if memory is not None:
+        for fallback in ("lora", "head-only"):
+            need = model_params * BYTES_PER_PARAM[strategy] + ACTIVATION_BYTES
+            if need <= memory * MEMORY_HEADROOM:
+                break
+            reasons.append(f"{strategy} needs ~{need / 2**30:.1f} GiB for a {model_params / 1e6:.0f}M-parameter "
+                           f"model, more than {MEMORY_HEADROOM:.0%} of the {memory / 2**30:.1f} GiB available: "
+                           f"stepping down to {fallback}")
+            strategy = fallback
+    return AutoChoice(strategy, reasons)
