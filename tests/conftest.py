@@ -101,3 +101,46 @@ def base_config(model: Path, data: Path, out: Path, **train) -> dict:
     t.update(train)
     return {"out": str(out), "model": {"name": str(model), "max_length": 32},
             "data": {"train": str(data)}, "train": t}
+
+
+COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (50, 60, 200)}
+
+
+def make_tiny_resnet(folder: Path, seed: int = 0) -> Path:
+    """A 2-stage random ResNet (basic blocks, 8/16 channels) with a ConvNeXt-style image processor
+    (resize to 36, centre crop 32, mean = std = 0.5), saved as a HF folder (safetensors)."""
+    import torch
+    from transformers import ConvNextImageProcessorPil, ResNetConfig, ResNetForImageClassification
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    cfg = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
+                       num_labels=5)  # an ImageNet-style checkpoint: its own 5-class classifier is dropped
+    ResNetForImageClassification(cfg).save_pretrained(folder)
+    ConvNextImageProcessorPil(size={"shortest_edge": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    return folder
+
+
+def make_image_folder(root: Path, per_class: int, seed: int = 0, size=(40, 48)) -> Path:
+    """root/<colour>/<i>.png: noisy images whose dominant colour is the class (learnable in a few steps)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name, rgb in COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            a = np.clip(np.array(rgb)[None, None, :] + rng.normal(0, 40, (*size, 3)), 0, 255).astype("uint8")
+            Image.fromarray(a).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet(tmp_path_factory) -> Path:
+    return make_tiny_resnet(tmp_path_factory.mktemp("models") / "tiny-resnet")
+
+
+@pytest.fixture(scope="session")
+def image_folders(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("images")
+    return make_image_folder(d / "train", 16, seed=1), make_image_folder(d / "val", 6, seed=2)

@@ -6,29 +6,52 @@ import torch
 import tunesmith
 from conftest import base_config, sentiment_rows, write_csv
 from tunesmith.config import config_from_dict
-from tunesmith.models.text_backbone import load_text_backbone, load_tokenizer
 from tunesmith.strategies import STRATEGIES
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import TaskModel
 from tunesmith.training.optim import build_optimizer
 
 
-def _model_and_batch(folder, task_name="text-classification"):
-    backbone = load_text_backbone(folder)
-    tok = load_tokenizer(folder)
-    task = TASKS.get(task_name)(["negative", "positive"], dropout=0.0, pad_token_id=tok.pad_token_id)
+def _model_and_batch(folder, task_name="text-classification", image_root=None):
+    from tunesmith.config import ModelConfig
+    from tunesmith.modalities import inputs_for
+
+    task_cls = TASKS.get(task_name)
+    inputs = inputs_for(task_cls.modality)
+    backbone, pre = inputs.load(folder, ModelConfig(name=str(folder)))
+    if task_cls.modality == "image":
+        from tunesmith.data.images import image_examples
+
+        ex = image_examples(str(image_root)).subset(range(0, 48, 3))
+        labels = sorted(set(ex.labels))
+    else:
+        from tunesmith.data.preflight import TextExamples
+
+        rows = sentiment_rows(16, seed=3)
+        ex = TextExamples("rows", [r["text"] for r in rows], None, [r["label"] for r in rows])
+        labels = ["negative", "positive"]
+    task = task_cls(labels, dropout=0.0, **inputs.task_kwargs(pre))
     torch.manual_seed(0)
     model = TaskModel(backbone, task.build_head(backbone))
-    rows = sentiment_rows(16, seed=3)
-    enc = task.encode(tok, [r["text"] for r in rows], None, 32)
-    for e, r in zip(enc, rows):
-        e["label"] = task.label2id[r["label"]]
+    enc = inputs.encode(task, pre, ex, 32)
+    for e, y in zip(enc, ex.labels):
+        e["label"] = task.label2id[y]
     return model, task, task.collate(enc)
 
 
+@pytest.fixture(params=TASKS.names())
+def task_setup(request, tiny_bert_mean, tiny_resnet, image_folders):
+    """(task name, model folder, training data, validation data) for every registered task."""
+    name = request.param
+    if TASKS.get(name).modality == "image":
+        return name, tiny_resnet, *image_folders
+    return name, tiny_bert_mean, None, None
+
+
 @pytest.mark.parametrize("name", STRATEGIES.names())
-def test_one_step_changes_exactly_the_trainable_parameters(name, tiny_bert_mean):
-    model, task, batch = _model_and_batch(tiny_bert_mean)
+def test_one_step_changes_exactly_the_trainable_parameters(name, task_setup):
+    task_name, folder, train_root, _ = task_setup
+    model, task, batch = _model_and_batch(folder, task_name, train_root)
     strategy = STRATEGIES.get(name)()
     counts = strategy.prepare(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -43,7 +66,11 @@ def test_one_step_changes_exactly_the_trainable_parameters(name, tiny_bert_mean)
     assert set(strategy.trainable_state(model)) == trainable
 
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    frozen_norms = {n: {b: t.clone() for b, t in m.named_buffers()} for n, m in model.named_modules()
+                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                    and not any(p.requires_grad for p in m.parameters())}
     opt = build_optimizer(groups, tc.lr, "cpu")
+    model.train()
     task.compute_loss(model, batch)["loss"].backward()
     opt.step()
     for n, p in model.named_parameters():
@@ -51,14 +78,22 @@ def test_one_step_changes_exactly_the_trainable_parameters(name, tiny_bert_mean)
             assert not torch.equal(p, before[n]), f"{name}: trainable {n} did not change"
         else:
             assert torch.equal(p, before[n]), f"{name}: frozen {n} changed"
+    for n, bufs in frozen_norms.items():  # frozen batch norms keep their running statistics too
+        for b, t in dict(model.get_submodule(n).named_buffers()).items():
+            assert torch.equal(t, bufs[b]), f"{name}: frozen batch norm {n}.{b} changed"
 
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
-def test_saved_run_reproduces_its_validation_metrics(name, tiny_bert_mean, tmp_path):
-    train = write_csv(tmp_path / "train.csv", sentiment_rows(96, seed=1))
-    val = write_csv(tmp_path / "val.csv", sentiment_rows(40, seed=2))
-    cfg = base_config(tiny_bert_mean, train, tmp_path / name, epochs=2)
+def test_saved_run_reproduces_its_validation_metrics(name, task_setup, tmp_path):
+    task_name, folder, train, val = task_setup
+    if train is None:
+        train = write_csv(tmp_path / "train.csv", sentiment_rows(96, seed=1))
+        val = write_csv(tmp_path / "val.csv", sentiment_rows(40, seed=2))
+    cfg = base_config(folder, train, tmp_path / name, epochs=2)
+    cfg["task"] = task_name
     cfg["data"]["validation"] = str(val)
+    if task_name != "text-classification":
+        del cfg["model"]["max_length"]
     cfg["strategy"] = {"name": name}
     res = tunesmith.finetune(cfg, quiet=True)
     reloaded = tunesmith.evaluate(res.out, val)
@@ -66,9 +101,9 @@ def test_saved_run_reproduces_its_validation_metrics(name, tiny_bert_mean, tmp_p
         assert reloaded[key] == res.metrics[key]
 
 
-@pytest.mark.parametrize("task_name", TASKS.names())
-def test_task_contract(task_name, tiny_bert_mean):
-    model, task, batch = _model_and_batch(tiny_bert_mean, task_name)
+def test_task_contract(task_setup):
+    task_name, folder, train_root, _ = task_setup
+    model, task, batch = _model_and_batch(folder, task_name, train_root)
     out = task.compute_loss(model, batch)
     assert set(out) >= {"loss", "logits"} and out["loss"].ndim == 0
     decoded = task.decode(out["logits"])

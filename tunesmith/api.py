@@ -13,13 +13,13 @@ import torch
 
 from . import __version__
 from .config import RunConfig, config_from_dict, load_config
-from .data.preflight import Preflight, TextExamples, check_train_validation, text_examples
+from .data.preflight import Preflight, check_train_validation
 from .data.split import stratified_split
 from .errors import ConfigError, DataError
 from .models import resolve_model
 from .models.catalogue import catalogue_name_for
 from .models.run_format import save_model
-from .models.text_backbone import load_text_backbone, load_tokenizer
+from .modalities import inputs_for
 from .progress import Reporter
 from .run_folder import CHECKPOINTS, METRICS_FILE, prepare
 from .serve.predictor import Predictor, load
@@ -52,14 +52,14 @@ def _coerce(config: RunConfig | dict | str | Path) -> RunConfig:
     return load_config(config)
 
 
-def load_text_splits(cfg: RunConfig, pre: Preflight) -> tuple[TextExamples, TextExamples, TextExamples | None]:
+def load_splits(cfg: RunConfig, pre: Preflight, inputs) -> tuple[Any, Any, Any | None]:
+    """Training, validation (given, or a stratified split of training) and optional test examples."""
     d = cfg.data
     if not d.train:
         raise ConfigError("no training data: give --data FILE (or data.train in the config)")
-    read = lambda path, role: text_examples(path, d.text_column, d.label_column, d.text_pair_column, True, role)  # noqa: E731
-    train = read(d.train, "training data")
+    train = inputs.read(d.train, d, "training data")
     if d.validation:
-        val = read(d.validation, "validation data")
+        val = inputs.read(d.validation, d, "validation data")
     else:
         tr_idx, va_idx, warns = stratified_split(train.labels, d.validation_split, d.split_seed)
         pre.warnings.extend(warns)
@@ -68,11 +68,14 @@ def load_text_splits(cfg: RunConfig, pre: Preflight) -> tuple[TextExamples, Text
         val = train.subset(va_idx, f"{d.train} (validation split {d.validation_split:g})")
         train = train.subset(tr_idx)
     check_train_validation(train, val, pre)
-    test = read(d.test, "test data") if d.test else None
+    test = inputs.read(d.test, d, "test data") if d.test else None
     if test is not None:
         unseen = sorted(set(test.labels) - set(train.labels))
         if unseen:
             raise DataError(f"{d.test}: test labels {unseen} never appear in the training data")
+    for ex in (train, val, test):
+        for name, reason in getattr(ex, "skipped", None) or []:
+            pre.skipped.append((name, reason))
     return train, val, test
 
 
@@ -111,7 +114,8 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
 
     # 1. Data: read and check everything before loading any model, so mistakes cost seconds.
     pre = Preflight()
-    train, val, test = load_text_splits(cfg, pre)
+    inputs = inputs_for(TASKS.get(cfg.task).modality)
+    train, val, test = load_splits(cfg, pre, inputs)
     model_dir = resolve_model(cfg.model.name)
     auto = None
     if cfg.strategy.name == "auto":
@@ -129,10 +133,9 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
                   + (f", {len(test)} test" if test else "") + " examples")
 
     # 2. Pre-trained model + task head.
-    backbone = load_text_backbone(model_dir, cfg.model.pooling, cfg.model.trust_remote_code)
-    tokenizer = load_tokenizer(model_dir, cfg.model.trust_remote_code)
+    backbone, preprocessor = inputs.load(model_dir, cfg.model)
     labels = sorted(set(train.labels))
-    task = TASKS.get(cfg.task)(labels, dropout=cfg.train.dropout, pad_token_id=tokenizer.pad_token_id or 0)
+    task = TASKS.get(cfg.task)(labels, dropout=cfg.train.dropout, **inputs.task_kwargs(preprocessor, cfg.augment))
     torch.manual_seed(cfg.train.seed)
     model = TaskModel(backbone, task.build_head(backbone))
     strategy = STRATEGIES.get(cfg.strategy.name)(**cfg.strategy.model_dump(exclude={"name"}))
@@ -142,9 +145,13 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     reporter.info(f"model: {cfg.model.name} ({backbone.pooling} pooling), strategy {strategy.name}: "
                   f"{counts.describe()}; precision {precision}")
 
-    # 3. Tokenize once.
-    enc = lambda ex: _label_rows(task, task.encode(tokenizer, ex.texts, ex.pairs, cfg.model.max_length), ex.labels)  # noqa: E731
-    rows = {"train": enc(train), "validation": enc(val)}
+    # 3. Preprocess once (tokenize; decode and resize images).
+    def enc(ex, augment: bool = False) -> list[dict]:
+        return _label_rows(task, inputs.encode(task, preprocessor, ex, cfg.model.max_length, augment, reporter),
+                           ex.labels)
+
+    # Training rows carry augmentation only when the backbone trains: cached features are clean.
+    rows = {"train": enc(train, augment=not strategy.uses_feature_cache), "validation": enc(val)}
     if test is not None:
         rows["test"] = enc(test)
 
@@ -194,7 +201,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     model_meta = {
         "base_model": cfg.model.name, "base_model_path": str(model_dir),
         "catalogue_name": catalogue_name_for(model_dir), "max_length": cfg.model.max_length,
-        "pad_token_id": task.pad_token_id, "strategy": strategy.name,
+        "pad_token_id": getattr(task, "pad_token_id", None), "strategy": strategy.name,
         "trust_remote_code": cfg.model.trust_remote_code, "tunesmith_version": __version__,
     }
     if getattr(strategy, "peft_config", None) is not None:
@@ -202,7 +209,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
 
         model_meta.update(lora=strategy.peft_config, lora_options=strategy.lora,
                           base_model_fingerprint=model_fingerprint(model_dir))
-    layout = save_model(out, model, task, tokenizer, model_meta)
+    layout = save_model(out, model, task, preprocessor, model_meta)
     timings["total_seconds"] = time.perf_counter() - t_start
     metrics = {
         "validation": val_eval.metrics,
@@ -217,6 +224,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
                 "precision": precision, "seed": cfg.train.seed, "layout": layout,
                 "torch": torch.__version__, "python": platform.python_version(), "tunesmith": __version__},
         "warnings": pre.warnings,
+        "skipped_inputs": [{"input": n, "reason": r} for n, r in pre.skipped],
     }
     if auto is not None:
         metrics["run"]["auto"] = {"picked": auto.strategy, "reasons": auto.reasons}
@@ -243,22 +251,30 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
                      params, timings, files, pre.warnings)
 
 
-def evaluate(run: str | Path, data: str | Path, text_column: str | None = None, label_column: str | None = None,
-             text_pair_column: str | None = None) -> dict[str, Any]:
-    """Score a finished run on a labelled file; columns default to the ones the run trained on."""
+def saved_data_config(run: Path, **overrides):
+    """The run's own data settings (columns), with the given non-None overrides."""
     import yaml
 
+    from .config import DataConfig
+
+    saved = run / "run_config.yaml"
+    d = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("data", {}) if saved.is_file() else {}
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return DataConfig.model_validate({k: v for k, v in d.items() if k in DataConfig.model_fields})
+
+
+def evaluate(run: str | Path, data: str | Path, text_column: str | None = None, label_column: str | None = None,
+             text_pair_column: str | None = None, image_column: str | None = None) -> dict[str, Any]:
+    """Score a finished run on labelled data; columns default to the ones the run trained on."""
     run = Path(run)
     predictor = load(run)
-    saved = yaml.safe_load((run / "run_config.yaml").read_text(encoding="utf-8")) if (run / "run_config.yaml").is_file() else {}
-    d = saved.get("data", {})
-    ex = text_examples(str(data), text_column or d.get("text_column", "text"),
-                       label_column or d.get("label_column", "label"),
-                       text_pair_column or d.get("text_pair_column"), True, "evaluation data")
+    dcfg = saved_data_config(run, text_column=text_column, label_column=label_column,
+                             text_pair_column=text_pair_column, image_column=image_column)
+    ex = predictor.inputs.read(str(data), dcfg, "evaluation data")
     unseen = sorted(set(ex.labels) - set(predictor.labels))
     if unseen:
         raise DataError(f"{data}: labels {unseen} are not among the model's labels {predictor.labels}")
-    logits = predictor.logits(ex.texts, ex.pairs)
+    logits = predictor.logits_for(ex)
     preds = logits.argmax(-1).tolist()
     refs = [predictor.task.label2id[y] for y in ex.labels]
     return predictor.task.metrics(preds, refs)

@@ -47,13 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--text-column")
     ev.add_argument("--text-pair-column")
     ev.add_argument("--label-column")
+    ev.add_argument("--image-column")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
-    pr = sub.add_parser("predict", help="predict labels for texts")
+    pr = sub.add_parser("predict", help="predict labels for texts or images")
     pr.add_argument("run", help="run folder (--out of `tunesmith train`)")
-    pr.add_argument("texts", nargs="*", help="texts to classify")
+    pr.add_argument("texts", nargs="*", help="texts to classify (image runs: image files)")
     pr.add_argument("--file", help="a .csv/.jsonl/.parquet/.txt file of inputs (.txt: one per line)")
     pr.add_argument("--text-column", help="column of --file holding the text (default: the run's)")
+    pr.add_argument("--image-column", help="image runs: column of --file holding image paths (default: the run's)")
     pr.add_argument("--json", action="store_true", help="one JSON object per input")
 
     ex = sub.add_parser("export", help="write a run as plain weights others can load")
@@ -81,7 +83,7 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from .api import evaluate
 
-    m = evaluate(args.run, args.data, args.text_column, args.label_column, args.text_pair_column)
+    m = evaluate(args.run, args.data, args.text_column, args.label_column, args.text_pair_column, args.image_column)
     if args.json:
         print(json.dumps(m, indent=2))
         return 0
@@ -97,10 +99,12 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _predict_inputs(args, predictor) -> list[str]:
+def _predict_inputs(args, predictor) -> tuple[list, list | None]:
+    """-> (inputs, text pairs or None): arguments, then the rows of --file."""
+    from .api import saved_data_config
     from .errors import DataError
 
-    texts = list(args.texts)
+    inputs, pairs = list(args.texts), None
     if args.file:
         path = Path(args.file)
         if path.suffix.lower() == ".txt":
@@ -108,26 +112,29 @@ def _predict_inputs(args, predictor) -> list[str]:
                 raise DataError(f"input file not found: {path}")
             from .data.sources import _decode_utf8
 
-            texts += [line for line in _decode_utf8(path.read_bytes(), path).splitlines() if line.strip()]
+            inputs += [line for line in _decode_utf8(path.read_bytes(), path).splitlines() if line.strip()]
         else:
-            import yaml
-
-            from .data.preflight import text_examples
-
-            saved = predictor.folder / "run_config.yaml"
-            column = args.text_column or (yaml.safe_load(saved.read_text())["data"]["text_column"]
-                                          if saved.is_file() else "text")
-            texts += text_examples(str(path), column, "", None, require_labels=False, role="input").texts
-    if not texts:
-        raise DataError("nothing to predict: give texts as arguments or --file")
-    return texts
+            dcfg = saved_data_config(predictor.folder, text_column=args.text_column, image_column=args.image_column)
+            ex = predictor.inputs.read(str(path), dcfg, "input", require_labels=False)
+            if predictor.inputs.modality == "image":
+                inputs += ex.items
+            else:
+                if ex.pairs is not None:
+                    if inputs:
+                        raise DataError("this run classifies text pairs: give them in --file, not as arguments")
+                    pairs = ex.pairs
+                inputs += ex.texts
+    if not inputs:
+        raise DataError("nothing to predict: give inputs as arguments or --file")
+    return inputs, pairs
 
 
 def _predict(args) -> int:
     from .serve.predictor import load
 
     predictor = load(args.run)
-    results = predictor.predict(_predict_inputs(args, predictor))
+    inputs, pairs = _predict_inputs(args, predictor)
+    results = predictor.predict(inputs, pairs)
     for r in results:
         if args.json:
             print(json.dumps(r, ensure_ascii=False))

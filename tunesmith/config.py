@@ -20,7 +20,9 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    train: Optional[str] = Field(None, description="Training data: a .csv, .tsv, .jsonl/.json or .parquet file.")
+    train: Optional[str] = Field(
+        None, description="Training data: a .csv, .tsv, .jsonl/.json or .parquet file; for images also a folder "
+        "with one sub-folder of images per class.")
     validation: Optional[str] = Field(
         None, description="Validation file. When absent, a stratified split of the training data is held out."
     )
@@ -30,6 +32,11 @@ class DataConfig(_Section):
         None, description="Optional second text column for sentence-pair tasks (NLI, paraphrase)."
     )
     label_column: str = Field("label", description="Column holding the label; labels are kept as strings.")
+    image_column: str = Field(
+        "image", description="Images: column holding an image path (relative to the table's folder) or image bytes.")
+    skip_bad_images: bool = Field(
+        False, description="Images: skip unreadable images instead of stopping; they are counted and listed in the "
+        "report.")
     validation_split: float = Field(
         0.1, gt=0.0, lt=0.9, description="Fraction held out for validation when no validation file is given."
     )
@@ -128,13 +135,23 @@ class TrainConfig(_Section):
     )
 
 
+class AugmentConfig(_Section):
+    enabled: bool = Field(True, description="Images: augment training images (never evaluation ones).")
+    crop_scale: float = Field(
+        0.6, gt=0, le=1, description="Random resized crop: smallest fraction of the image area kept (1: no crop).")
+    flip: bool = Field(True, description="Random horizontal flip (turn off where left/right matters, e.g. some scans).")
+    color_jitter: float = Field(0.1, ge=0, lt=1, description="Brightness/contrast/saturation jitter strength (0: off).")
+
+
 class RunConfig(_Section):
-    task: str = Field("text-classification", description="What the model learns: text-classification.")
+    task: str = Field("text-classification",
+                      description="What the model learns: text-classification or image-classification.")
     out: Optional[str] = Field(None, description="Run folder: model, report, metrics and checkpoints go here.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @field_validator("task")
     @classmethod
@@ -152,6 +169,10 @@ class RunConfig(_Section):
             raise ValueError("data.text_pair_column must differ from data.text_column")
         if self.data.label_column in (self.data.text_column, self.data.text_pair_column):
             raise ValueError("data.label_column must differ from the text column(s)")
+        from .tasks import TASKS
+
+        if self.augment.model_fields_set and TASKS.get(self.task).modality != "image":
+            raise ValueError(f"augment.* applies to image tasks, not {self.task!r}; remove it")
         from .strategies import STRATEGIES
 
         # auto accepts every strategy's options: they apply if it picks that strategy.

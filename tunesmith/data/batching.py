@@ -46,3 +46,8 @@ def pad_waste(batches: list[list[int]], lengths: Sequence[int]) -> float:
         real += int(ls.sum())
         padded += int(ls.max()) * len(b)
     return 1.0 - real / max(padded, 1)
+
+
+def row_lengths(rows: Sequence[dict]) -> list[int]:
+    """Token counts for text rows; 1 for fixed-size inputs (images, features), where order is free."""
+    return [len(r["input_ids"]) if "input_ids" in r else 1 for r in rows]

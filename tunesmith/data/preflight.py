@@ -24,6 +24,10 @@ class TextExamples:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def dedup_keys(self) -> list:
+        """Equal keys: the same example (text and pair), e.g. a train/validation leak."""
+        return [(t, self.pairs[i] if self.pairs is not None else None) for i, t in enumerate(self.texts)]
+
     def subset(self, idx: Sequence[int], source: str | None = None) -> "TextExamples":
         return TextExamples(
             source or self.source,
@@ -36,6 +40,7 @@ class TextExamples:
 @dataclass
 class Preflight:
     warnings: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (input, reason) skipped on request
 
 
 def _rows(idx: list[int]) -> str:
@@ -81,7 +86,7 @@ def text_examples(path: str, text_column: str, label_column: str, pair_column: s
     if pair_column:
         pairs = _texts(_column(df, pair_column, path, "text-pair", "--text-pair-column"), path, pair_column)
     labels = None
-    if require_labels or label_column in df.columns:
+    if require_labels:
         raw = _column(df, label_column, path, "label", "--label-column")
         missing = [i for i, v in enumerate(raw) if _is_missing(v) or not str(v).strip()]
         if missing:
@@ -93,7 +98,7 @@ def text_examples(path: str, text_column: str, label_column: str, pair_column: s
     return TextExamples(path, texts, pairs, labels)
 
 
-def check_train_validation(train: TextExamples, val: TextExamples | None, report: Preflight) -> None:
+def check_train_validation(train, val, report: Preflight) -> None:
     """Cross-set checks: enough classes, no unseen validation labels; warn on leaks and imbalance."""
     counts = Counter(train.labels)
     if len(counts) < 2:
@@ -112,9 +117,8 @@ def check_train_validation(train: TextExamples, val: TextExamples | None, report
                 f"Training labels: {', '.join(repr(c) for c in sorted(counts))}. Fix the spelling, add training "
                 "examples of that class, or drop those rows."
             )
-        key = (lambda ex, i: (ex.texts[i], ex.pairs[i] if ex.pairs else None))
-        train_keys = {key(train, i) for i in range(len(train))}
-        dup = [i for i in range(len(val)) if key(val, i) in train_keys]
+        train_keys = set(train.dedup_keys())
+        dup = [i for i, k in enumerate(val.dedup_keys()) if k in train_keys]
         if dup:
             report.warnings.append(
                 f"{len(dup)} of {len(val)} validation examples also appear in the training data "

@@ -51,17 +51,19 @@ def _results(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _how_to_load(name: str, layout: str, pooling: str) -> list[str]:
+def _how_to_load(name: str, layout: str, pooling: str, task: str = "text-classification") -> list[str]:
+    example = '"an example text"' if task == "text-classification" else '"image.png"'
     lines = ["```python", "import tunesmith", "",
              f"predictor = tunesmith.load({json.dumps(name)})",
-             'print(predictor.predict(["an example text"]))', "```", "",
+             f"print(predictor.predict([{example}]))", "```", "",
              "From the command line:", "", "```bash",
-             f'tunesmith predict {shlex.quote(name)} "an example text"', "```", ""]
+             f"tunesmith predict {shlex.quote(name)} {example if task == 'text-classification' else 'image.png'}",
+             "```", ""]
     if layout in ("native", "xlm-mean"):
-        lines += ["This folder is also a standard transformers sequence-classification checkpoint:", "",
+        lines += [f"This folder is also a standard transformers {task} checkpoint:", "",
                   "```python", "from transformers import pipeline", "",
-                  f'classifier = pipeline("text-classification", model={json.dumps(name)})',
-                  'print(classifier("an example text"))', "```", ""]
+                  f'classifier = pipeline("{task}", model={json.dumps(name)})',
+                  f"print(classifier({example}))", "```", ""]
     if layout == "xlm-mean":
         lines += [f"**Note:** this BERT model pools token states with `{pooling}` pooling, and transformers' "
                   "BERT classification head cannot mean-pool. The folder is therefore saved as the "
@@ -94,7 +96,7 @@ def write_model_card(out: Path, cfg: RunConfig, metrics: dict, labels: list[str]
     run, params, train = metrics.get("run", {}), metrics.get("params", {}), metrics.get("train", {})
     pooling = run.get("pooling") or cfg.model.pooling or "unknown"
     strategy = run.get("strategy", cfg.strategy.name)
-    front = {"library_name": "tunesmith", "pipeline_tag": "text-classification", "base_model": cfg.model.name,
+    front = {"library_name": "tunesmith", "pipeline_tag": cfg.task, "base_model": cfg.model.name,
              "tags": ["tunesmith", cfg.task, f"strategy-{strategy}", f"pooling-{pooling}"]}
     val, test = metrics.get("validation") or {}, metrics.get("test")
     d, t = cfg.data, cfg.train
@@ -126,10 +128,11 @@ def write_model_card(out: Path, cfg: RunConfig, metrics: dict, labels: list[str]
         f"- Optimizer steps: {_fmt(train.get('steps'))}; stopped early: {'yes' if metrics.get('stopped_early') else 'no'}",
         "",
         "## Evaluation results", "", *_results(metrics), "",
-        "## How to load", "", *_how_to_load(out.name, layout, pooling),
+        "## How to load", "", *_how_to_load(out.name, layout, pooling, cfg.task),
         "## Limitations", "",
         "- The scores above were measured on the validation and test data named here; they say little "
-        "about text unlike it (other domains, languages, lengths or label distributions).",
+        f"about {'text' if cfg.task.startswith('text') else 'inputs'} unlike it (other domains, sources, "
+        "conditions or label distributions).",
         "- The model only ever predicts one of the labels listed above.",
     ]
     warnings = metrics.get("warnings") or []

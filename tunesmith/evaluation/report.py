@@ -154,11 +154,15 @@ def _worst(ex, ev, labels: list[str]) -> str:
     rows = []
     for i in order:
         pred = int(ev.predictions[i])
-        text = ex.texts[i] if ex.pairs is None else f"{ex.texts[i]}\n⟷ {ex.pairs[i]}"
+        if hasattr(ex, "texts"):
+            text = ex.texts[i] if ex.pairs is None else f"{ex.texts[i]}\n⟷ {ex.pairs[i]}"
+        else:
+            text = ex.names[i]
         rows.append([f'<td class="num">{i + 1}</td>', f'<td class="text">{_e(text)}</td>',
                      f"<td>{_e(ex.labels[i])}</td>", f"<td>{_e(labels[pred])}</td>",
                      f'<td class="num">{probs[i, pred]:.3f}</td>', f'<td class="num">{p_true[i]:.3f}</td>'])
-    return _table(["#", "text", "true label", "predicted", "confidence", "p(true label)"], rows)
+    column = "text" if hasattr(ex, "texts") else "input"
+    return _table(["#", column, "true label", "predicted", "confidence", "p(true label)"], rows)
 
 
 def write_report(out: Path, cfg: RunConfig, metrics: dict, examples: dict, evals: dict, labels: list[str]) -> Path:
@@ -186,6 +190,11 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, examples: dict, evals
     if val_ex is not None and val_ev is not None and val_ex.labels:
         parts += [f"<h2>Worst-classified validation examples (lowest probability of the true label, "
                   f"up to {WORST_SHOWN})</h2>", _worst(val_ex, val_ev, labels)]
+    skipped = metrics.get("skipped_inputs") or []
+    if skipped:
+        parts += [f"<h2>Skipped inputs ({len(skipped)})</h2>",
+                  _table(["input", "why"], [[f"<td>{_e(x['input'])}</td>", f"<td>{_e(x['reason'])}</td>"]
+                                            for x in skipped])]
     warnings = metrics.get("warnings") or []
     parts.append("<h2>Warnings</h2>")
     parts.append("<ul>" + "".join(f'<li class="warn">{_e(w)}</li>' for w in warnings) + "</ul>" if warnings

@@ -45,7 +45,7 @@ def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata:
 
 
 def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> str:
-    """Write weights, configs, tokenizer and tunesmith.json into `folder`. Returns the layout."""
+    """`tokenizer`: the run's preprocessor (a tokenizer, or an image processor), saved alongside."""
     folder.mkdir(parents=True, exist_ok=True)
     backbone = model.backbone
     encoder = backbone.encoder
@@ -72,6 +72,15 @@ def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> st
             "id2label": config["id2label"], "label2id": config["label2id"],
         }, indent=2))
         tensors = None
+    elif backbone.modality == "image":
+        # transformers' own *ForImageClassification with our linear back in its classifier slot
+        layout = "native"
+        tensors = dict(encoder.state_dict())
+        tensors.update({f"{backbone.classifier_path}.weight": head.weight,
+                        f"{backbone.classifier_path}.bias": head.bias})
+        config["architectures"] = [type(encoder).__name__]
+        _atomic_write_text(folder / "config.json", json.dumps(config, indent=2))
+        meta = {**meta, "classifier_path": backbone.classifier_path}
     elif backbone.native_classification_head:
         layout = "native"
         prefix = encoder.base_model_prefix
@@ -120,11 +129,10 @@ def _is_adapter_or_head(name: str) -> bool:
     return "lora_" in name or name.startswith("head.")
 
 
-def _load_lora_run(folder: Path, meta: dict[str, Any], trust: bool):
+def _load_lora_run(folder: Path, meta: dict[str, Any], trust: bool, modality: str):
     from ..strategies.feature_cache import model_fingerprint
     from ..strategies.lora import inject_lora
     from .catalogue import resolve_model
-    from .text_backbone import load_text_backbone
 
     base = resolve_model(meta["catalogue_name"] or meta["base_model_path"])
     if model_fingerprint(base) != meta["base_model_fingerprint"]:
@@ -132,7 +140,14 @@ def _load_lora_run(folder: Path, meta: dict[str, Any], trust: bool):
             f"{folder} holds LoRA adapters for the base model at {meta['base_model_path']}, but the weights "
             f"found at {base} differ from the ones it was trained on; restore that model folder"
         )
-    backbone = load_text_backbone(base, meta["pooling"], trust)
+    if modality == "image":
+        from .vision_backbone import load_vision_backbone
+
+        backbone = load_vision_backbone(base, trust)
+    else:
+        from .text_backbone import load_text_backbone
+
+        backbone = load_text_backbone(base, meta["pooling"], trust)
     inject_lora(backbone.encoder, meta["lora_options"])
     return backbone, load_file(str(folder / ADAPTER_FILE))
 
@@ -155,13 +170,20 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
     from ..tasks import TASKS
     from ..tasks.base import TaskModel
     from .text_backbone import TextBackbone, load_tokenizer
+    from .vision_backbone import load_image_processor, load_vision_backbone
 
     folder = Path(folder)
     meta = read_meta(folder)
     trust = bool(meta.get("trust_remote_code", False))
     layout = meta["layout"]
+    modality = TASKS.get(meta["task"]).modality
     if layout == "lora-adapter":
-        backbone, tensors = _load_lora_run(folder, meta, trust)
+        backbone, tensors = _load_lora_run(folder, meta, trust, modality)
+    elif modality == "image":
+        cfg_dict = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
+        backbone = load_vision_backbone(folder, trust, weights=False, config=config)
+        tensors = load_file(str(folder / "model.safetensors"))
     else:
         cfg_file = folder / ("config.json" if layout in ("native", "xlm-mean") else ENCODER_CONFIG)
         cfg_dict = json.loads(cfg_file.read_text(encoding="utf-8"))
@@ -171,8 +193,10 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
         backbone = TextBackbone(AutoModel.from_config(config, trust_remote_code=trust), meta["pooling"])
         tensors = load_file(str(folder / "model.safetensors"))
     encoder = backbone.encoder
-    task = TASKS.get(meta["task"])(meta["labels"], dropout=meta.get("dropout", 0.1),
-                                   pad_token_id=meta.get("pad_token_id", 0))
+    preprocessor = (load_image_processor(folder, trust) if modality == "image" else load_tokenizer(folder, trust))
+    kwargs = ({"image_mean": list(preprocessor.image_mean), "image_std": list(preprocessor.image_std)}
+              if modality == "image" else {"pad_token_id": meta.get("pad_token_id", 0)})
+    task = TASKS.get(meta["task"])(meta["labels"], dropout=meta.get("dropout", 0.1), **kwargs)
     model = TaskModel(backbone, task.build_head(backbone))
     if layout == "lora-adapter":
         state = tensors
@@ -180,6 +204,11 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
         if set(state) != expected:
             raise RunFolderError(f"{folder}/{ADAPTER_FILE} does not match the adapters of its base model "
                                  f"(missing {sorted(expected - set(state))[:5]})")
+    elif modality == "image":
+        path = meta["classifier_path"]
+        state = {f"backbone.encoder.{k}": v for k, v in tensors.items() if not k.startswith(path + ".")}
+        state["head.classifier.weight"] = tensors[f"{path}.weight"]
+        state["head.classifier.bias"] = tensors[f"{path}.bias"]
     elif layout == "native":
         prefix = encoder.base_model_prefix + "."
         state = {f"backbone.encoder.{k[len(prefix):]}": v for k, v in tensors.items() if k.startswith(prefix)}
@@ -196,4 +225,4 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
         raise RunFolderError(f"{folder}/model.safetensors does not match its config: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
     model.to(device).eval()
-    return model, task, load_tokenizer(folder, trust), meta
+    return model, task, preprocessor, meta

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from .layer_order import group_parameters
 
 POOLINGS = ("mean", "cls", "pooler")
 # Architectures whose *ForSequenceClassification is exactly pooler -> dropout -> linear, so a run
@@ -86,28 +87,7 @@ class TextBackbone(nn.Module):
 
         The single source of layer order for unfreezing and layer-wise LR decay (DESIGN rule 4).
         """
-        blocks = _find_blocks(self.encoder)
-        block_of: dict[str, int] = {}
-        for i, (prefix, _) in enumerate(blocks):
-            block_of[prefix] = i
-        bottom, top = [], []
-        per_block: list[list[str]] = [[] for _ in blocks]
-        seen_block = False
-        for name, _ in self.encoder.named_parameters():
-            idx = next((block_of[p] for p in block_of if name.startswith(p + ".")), None)
-            full = f"encoder.{name}"
-            if idx is not None:
-                per_block[idx].append(full)
-                seen_block = True
-            elif not seen_block:
-                bottom.append(full)
-            else:
-                top.append(full)
-        groups = [("embeddings", bottom)] if bottom else []
-        groups += [(f"layer.{i}", names) for i, names in enumerate(per_block)]
-        if top:
-            groups.append(("top", top))
-        return groups
+        return group_parameters(self.encoder, "encoder.")
 
     @property
     def native_classification_head(self) -> bool:
@@ -119,21 +99,6 @@ def _forward_args(module: nn.Module) -> set[str]:
     import inspect
 
     return set(inspect.signature(module.forward).parameters)
-
-
-def _find_blocks(encoder: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The repeated transformer blocks: the ModuleList of same-class modules holding most parameters."""
-    best: list[tuple[str, nn.Module]] = []
-    best_params = -1
-    for name, mod in encoder.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and len({type(m) for m in mod}) == 1:
-            n = sum(p.numel() for p in mod.parameters())
-            if n > best_params:
-                best_params = n
-                best = [(f"{name}.{i}", m) for i, m in enumerate(mod)]
-    if not best:
-        raise ModelError(f"cannot find the repeated layers of {type(encoder).__name__} to order them")
-    return best
 
 
 def load_text_backbone(folder: Path, pooling: str | None = None, trust_remote_code: bool = False,

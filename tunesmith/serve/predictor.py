@@ -6,44 +6,52 @@ from typing import Any, Sequence
 
 import torch
 
-from ..data.batching import eval_batches
-from ..errors import DataError
+from ..data.batching import eval_batches, row_lengths
+from ..modalities import inputs_for
 from ..models.run_format import load_model
 
 
 class Predictor:
     def __init__(self, folder: str | Path, device: str = "cpu", batch_size: int = 64):
         self.folder = Path(folder)
-        self.model, self.task, self.tokenizer, self.meta = load_model(self.folder, device)
+        self.model, self.task, self.preprocessor, self.meta = load_model(self.folder, device)
+        self.inputs = inputs_for(self.task.modality)
         self.batch_size = batch_size
         self.device = torch.device(device)
-        self.max_length = int(self.meta["max_length"])
+        self.max_length = self.meta.get("max_length")
 
     @property
     def labels(self) -> list[str]:
         return list(self.task.labels)
 
+    @property
+    def tokenizer(self):
+        return self.preprocessor
+
     @torch.no_grad()
-    def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> torch.Tensor:
-        for i, t in enumerate(texts):
-            if not isinstance(t, str) or not t.strip():
-                raise DataError(f"input {i + 1} is empty or not text: {t!r}")
-        rows = self.task.encode(self.tokenizer, texts, pairs, self.max_length)
+    def logits_for(self, examples) -> torch.Tensor:
+        """Logits for examples read by the run's modality (texts, or image paths/bytes)."""
+        rows = self.inputs.encode(self.task, self.preprocessor, examples, self.max_length)
         out = torch.empty(len(rows), len(self.task.labels))
-        for idx in eval_batches([len(r["input_ids"]) for r in rows], self.batch_size):
-            batch = {k: v.to(self.device) for k, v in self.task.collate([rows[i] for i in idx]).items()}
-            out[idx] = self.model(batch).float().cpu()
+        for idx in eval_batches(row_lengths(rows), self.batch_size):
+            batch = self.task.collate([{k: v for k, v in rows[i].items() if k != "cache_key"} for i in idx])
+            out[idx] = self.model({k: v.to(self.device) for k, v in batch.items()}).float().cpu()
         return out
 
-    def predict(self, texts: str | Sequence[str], pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    def logits(self, inputs: Sequence[Any], pairs: Sequence[str] | None = None) -> torch.Tensor:
+        return self.logits_for(self.inputs.examples_from_inputs(list(inputs), pairs))
+
+    def predict(self, inputs: Any, pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One dict per input: {"input", "label", "score", "scores"}."""
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        if not texts:
+        if isinstance(inputs, (str, bytes, Path)):
+            inputs = [inputs]
+        inputs = list(inputs)
+        if not inputs:
             return []
-        decoded = self.task.decode(self.logits(texts, pairs))
-        return [{"input": t, **d} for t, d in zip(texts, decoded)]
+        decoded = self.task.decode(self.logits(inputs, pairs))
+        shown = [x if isinstance(x, str) else str(x) if isinstance(x, Path) else f"input {i + 1}"
+                 for i, x in enumerate(inputs)]
+        return [{"input": s, **d} for s, d in zip(shown, decoded)]
 
 
 def load(folder: str | Path, device: str = "cpu") -> Predictor:

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..data.batching import eval_batches
+from ..data.batching import eval_batches, row_lengths
 
 _FINGERPRINTS: dict[tuple, str] = {}
 
@@ -44,7 +44,8 @@ def model_fingerprint(folder: Path) -> str:
 def features_key(model_fp: str, pooling: str, precision: str, rows: Sequence[dict]) -> str:
     h = hashlib.sha256(f"v1|{model_fp}|{pooling}|{precision}|".encode())
     for r in rows:
-        h.update(repr((r["input_ids"], r.get("token_type_ids"))).encode())
+        # what decides the backbone's output: token ids, or (images) content hash + preprocessing
+        h.update(repr(r["cache_key"] if "cache_key" in r else (r["input_ids"], r.get("token_type_ids"))).encode())
         h.update(b"\n")
     return h.hexdigest()[:32]
 
@@ -54,10 +55,10 @@ def compute_features(backbone, collate, rows: Sequence[dict], batch_size: int, a
                      what: str) -> torch.Tensor:
     backbone.eval()
     out = torch.empty(len(rows), backbone.feature_dim)
-    lengths = [len(r["input_ids"]) for r in rows]
+    lengths = row_lengths(rows)
     with reporter.bar(f"features ({what})", len(rows)) as bar:
         for idx in eval_batches(lengths, batch_size):
-            batch = collate([{k: v for k, v in rows[i].items() if k != "label"} for i in idx])
+            batch = collate([{k: v for k, v in rows[i].items() if k not in ("label", "cache_key")} for i in idx])
             with autocast():
                 feats = backbone.forward_features(batch)
             out[idx] = feats.float()

@@ -21,6 +21,9 @@ def default_targets(encoder: nn.Module) -> list[str]:
     model_type = encoder.config.model_type
     if model_type in MAPPING:
         return list(MAPPING[model_type])
+    convs = sorted({n.rsplit(".", 1)[-1] for n, m in encoder.named_modules() if isinstance(m, nn.Conv2d)})
+    if convs and not any(isinstance(m, nn.MultiheadAttention) for m in encoder.modules()):
+        return convs  # a CNN (ResNet, ConvNeXt, ...): peft's LoRA on its convolutions
     linear = sorted({n.rsplit(".", 1)[-1] for n, m in encoder.named_modules() if isinstance(m, nn.Linear)})
     raise ConfigError(
         f"no default LoRA target modules for model type {model_type!r}; set strategy.lora.target_modules "

@@ -3,6 +3,6 @@ from ..registry import Registry
 
 TASKS: Registry = Registry("task")
 
-from . import text_classification  # noqa: E402,F401  (registers itself)
+from . import image_classification, text_classification  # noqa: E402,F401  (register themselves)
 
 __all__ = ["TASKS"]

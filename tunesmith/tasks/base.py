@@ -39,6 +39,16 @@ class TaskModel(nn.Module):
             features = self.backbone.forward_features(batch)
         return self.head(features.to(self.head_dtype))
 
+    def train(self, mode: bool = True) -> "TaskModel":
+        """Batch-norm layers whose weights are frozen keep their pre-trained running statistics:
+        frozen means frozen (and a LoRA run, which saves adapters only, reloads exactly)."""
+        super().train(mode)
+        if mode:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+                    m.eval()
+        return self
+
     @property
     def head_dtype(self) -> torch.dtype:
         return next(self.head.parameters()).dtype
@@ -54,3 +64,30 @@ class ClassificationHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(x))
+
+
+def classification_loss(model: TaskModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cross-entropy in fp32 (logits may come from a bf16 autocast)."""
+    import torch.nn.functional as F
+
+    logits = model(batch)
+    return {"loss": F.cross_entropy(logits.float(), batch["labels"]), "logits": logits}
+
+
+def classification_metrics(labels: Sequence[str], predictions: Sequence[int], references: Sequence[int]) -> dict[str, Any]:
+    import numpy as np
+
+    from ..evaluation.metrics import classification_metrics as metrics
+
+    return metrics(np.asarray(predictions), np.asarray(references), list(labels))
+
+
+def decode_classification(labels: Sequence[str], logits: torch.Tensor) -> list[dict[str, Any]]:
+    """{"label", "score", "scores"} per row: the same shape for every classification task."""
+    probs = torch.softmax(logits.detach().float(), dim=-1).cpu().numpy()
+    out = []
+    for p in probs:
+        k = int(p.argmax())
+        out.append({"label": labels[k], "score": float(p[k]),
+                    "scores": {label: float(p[i]) for i, label in enumerate(labels)}})
+    return out

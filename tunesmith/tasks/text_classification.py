@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import TASKS
-from .base import ClassificationHead, TaskModel
+from .base import (ClassificationHead, TaskModel, classification_loss, classification_metrics,
+                   decode_classification)
 
 
 @TASKS.register("text-classification")
@@ -59,26 +58,12 @@ class TextClassificationTask:
             batch["labels"] = torch.tensor([r["label"] for r in rows], dtype=torch.long)
         return batch
 
-    # -- training ----------------------------------------------------------------------------
+    # -- training / evaluation -------------------------------------------------------------
     def compute_loss(self, model: TaskModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits = model(batch)
-        loss = F.cross_entropy(logits.float(), batch["labels"])
-        return {"loss": loss, "logits": logits}
+        return classification_loss(model, batch)
 
-    # -- evaluation --------------------------------------------------------------------------
     def metrics(self, predictions: Sequence[int], references: Sequence[int]) -> dict[str, Any]:
-        from ..evaluation.metrics import classification_metrics
-
-        return classification_metrics(np.asarray(predictions), np.asarray(references), self.labels)
+        return classification_metrics(self.labels, predictions, references)
 
     def decode(self, logits: torch.Tensor) -> list[dict[str, Any]]:
-        probs = torch.softmax(logits.detach().float(), dim=-1).cpu().numpy()
-        out = []
-        for p in probs:
-            k = int(p.argmax())
-            out.append({
-                "label": self.labels[k],
-                "score": float(p[k]),
-                "scores": {label: float(p[i]) for i, label in enumerate(self.labels)},
-            })
-        return out
+        return decode_classification(self.labels, logits)

@@ -14,7 +14,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from ..data.batching import eval_batches, pad_waste, train_batches
+from ..data.batching import eval_batches, pad_waste, row_lengths, train_batches
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from ..strategies.base import count_params
 from .optim import build_optimizer, refresh_param_groups, warmup_linear_decay
@@ -42,10 +42,6 @@ class FitResult:
     resumed_from_step: int | None = None
 
 
-def _lengths(rows: Sequence[dict]) -> list[int]:
-    return [len(r["input_ids"]) if "input_ids" in r else 1 for r in rows]
-
-
 def make_accelerator(precision: str, grad_accum: int) -> Accelerator:
     """One Accelerator per run. accelerate keeps its state process-wide; a previous run in this
     process (tests, search, the Python API) may have used another precision, so reset it while
@@ -63,7 +59,7 @@ def evaluate_rows(model, task, rows: Sequence[dict], batch_size: int, autocast: 
     """Loss, predictions and probabilities in input order, batched by length for speed."""
     was_training = model.training
     model.eval()
-    lengths = _lengths(rows)
+    lengths = row_lengths(rows)
     logits_all: list[torch.Tensor | None] = [None] * len(rows)
     loss_sum = 0.0
     bar_ctx = reporter.bar(what, len(rows)) if reporter is not None else contextlib.nullcontext()
@@ -114,7 +110,7 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
     # Which weights train, at which learning rates.
     groups = strategy.param_groups(model, tc)
     optimizer = build_optimizer(groups, tc.lr, accelerator.device.type)
-    lengths = _lengths(train_rows)
+    lengths = row_lengths(train_rows)
     batches_per_epoch = math.ceil(len(train_rows) / tc.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum)
     total_steps = steps_per_epoch * tc.epochs

@@ -1,0 +1,118 @@
+"""Image encoders from local Hugging Face folders (ResNet, ConvNeXt, ViT, EfficientNet, ...).
+
+The backbone is transformers' own *ForImageClassification with its final linear layer replaced by
+an identity, so its "logits" are exactly the features that architecture's classifier reads (ResNet:
+pooled and flattened; ViT: the normed CLS token; ConvNeXt: the normed mean). Putting our trained
+linear back in that slot gives a folder `transformers.pipeline("image-classification")` loads and
+that computes what we computed, for every architecture, without per-model pooling code.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from .layer_order import group_parameters
+
+
+def find_classifier(model: nn.Module) -> str:
+    """Dotted path of the final linear layer of a *ForImageClassification model."""
+    for attr in ("classifier", "head", "fc"):
+        mod = getattr(model, attr, None)
+        if isinstance(mod, nn.Linear):
+            return attr
+        if isinstance(mod, nn.Sequential):
+            last = [i for i, m in enumerate(mod) if isinstance(m, nn.Linear)]
+            if last and last[-1] == len(mod) - 1:
+                return f"{attr}.{last[-1]}"
+    raise ModelError(f"{type(model).__name__}: cannot find its final classifier layer (looked for classifier, "
+                     "head, fc); tunesmith cannot graft a head on this architecture")
+
+
+class VisionBackbone(nn.Module):
+    """A pre-trained image model whose classifier slot is empty: pixels -> one feature vector."""
+
+    modality = "image"
+    pooling = "model"  # the architecture's own pooling, whatever its classifier reads
+    native_classification_head = True
+
+    def __init__(self, model: nn.Module, classifier_path: str | None = None):
+        super().__init__()
+        path = classifier_path or find_classifier(model)
+        linear = model.get_submodule(path)
+        if isinstance(linear, nn.Linear):
+            model.set_submodule(path, nn.Identity())
+            self.feature_dim = int(linear.in_features)
+        else:  # already emptied (a reload): the width comes from the config
+            self.feature_dim = _feature_dim_from_config(model.config)
+        self.encoder = model
+        self.classifier_path = path
+
+    @property
+    def config(self):
+        return self.encoder.config
+
+    def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encoder(pixel_values=batch["pixel_values"]).logits
+
+    def layer_groups(self) -> list[tuple[str, list[str]]]:
+        """Stem ('embeddings'), each stage or block, then final norms ('top'), bottom to top."""
+        return group_parameters(self.encoder, "encoder.")
+
+
+def _feature_dim_from_config(config) -> int:
+    for key in ("hidden_size", "hidden_dim"):
+        if isinstance(getattr(config, key, None), int):
+            return int(getattr(config, key))
+    sizes = getattr(config, "hidden_sizes", None)
+    if sizes:
+        return int(sizes[-1])
+    raise ModelError(f"cannot tell the feature width of {config.model_type}")
+
+
+def load_vision_backbone(folder: Path, trust_remote_code: bool = False, weights: bool = True,
+                         config=None) -> VisionBackbone:
+    """The image model in `folder` (any checkpoint AutoModelForImageClassification reads; its own
+    classifier, if any, is dropped). weights=False builds it from `config` (reloading a run)."""
+    from transformers import AutoConfig, AutoModelForImageClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if config is None:
+        try:
+            config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
+        except ValueError as e:
+            raise ModelError(f"{folder}: cannot read config.json: {e}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if weights:
+                model = AutoModelForImageClassification.from_pretrained(
+                    folder, config=config, trust_remote_code=trust_remote_code, local_files_only=True,
+                    use_safetensors=True)
+            else:
+                model = AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
+        except ValueError as e:
+            if "Unrecognized configuration class" in str(e):
+                raise ModelError(f"{folder}: model type {config.model_type!r} is not an image model transformers "
+                                 "can classify with (AutoModelForImageClassification)") from None
+            raise ModelError(f"cannot load the model in {folder}: {e}") from None
+        except (OSError, KeyError) as e:
+            raise ModelError(f"cannot load the model in {folder}: {e}") from None
+    return VisionBackbone(model)
+
+
+def load_image_processor(folder: Path, trust_remote_code: bool = False):
+    """The folder's own preprocessing (size, crop, mean, std), as `pipeline` would use it."""
+    from transformers import AutoImageProcessor
+
+    if not (Path(folder) / "preprocessor_config.json").is_file():
+        raise ModelError(f"{folder} has no preprocessor_config.json: tunesmith takes image size, mean and std "
+                         "from the model's own image processor config; add the one the model was trained with")
+    try:
+        return AutoImageProcessor.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load the image processor of {folder}: {e}") from None
