@@ -187,3 +187,21 @@ def test_real_weights_classify_a_cat(monkeypatch, tmp_path):
     print("\nchelsea top-5:", ", ".join(f"{i} {CATS.get(i, '')} {p:.3f}".replace("  ", " ") for i, p in ranked))
     assert any(i in CATS for i, _ in ranked), ranked
     assert ranked[0][0] in CATS, ranked
+
+
+@pytest.mark.slow
+def test_catalogue_model_fine_tunes_and_reloads(tmp_path):
+    """`--model efficientnet-lite0` end to end: partial fine-tune, run folder in safetensors,
+    tunesmith.load gives the run's own validation scores back."""
+    import tunesmith
+    from conftest import make_image_folder
+
+    train, val = make_image_folder(tmp_path / "tr", 8, seed=1), make_image_folder(tmp_path / "va", 4, seed=2)
+    res = tunesmith.finetune({"task": "image-classification", "out": str(tmp_path / "run"),
+                              "model": {"name": "efficientnet-lite0"}, "strategy": {"name": "partial"},
+                              "data": {"train": str(train), "validation": str(val)},
+                              "train": {"epochs": 2, "batch_size": 8, "precision": "fp32"}}, quiet=True)
+    assert res.metrics["accuracy"] >= 0.9
+    assert not list(res.out.glob("*.pth")) and (res.out / "model.safetensors").is_file()
+    again = tunesmith.evaluate(res.out, val)
+    assert again["confusion_matrix"] == res.metrics["confusion_matrix"]

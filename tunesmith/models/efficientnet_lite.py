@@ -231,6 +231,104 @@ def preprocess(images: list[Image.Image], image_size: int = IMAGE_SIZE) -> torch
     return torch.stack(out)
 
 
+class EfficientNetLiteProcessor:
+    """`preprocess` behind the small part of the transformers image-processor interface tunesmith
+    uses (call, image_mean/std, to_dict, save_pretrained), so training, the feature cache and
+    `tunesmith.load` treat the catalogue EfficientNet like any image model. Pixels are cropped and
+    resized in 8 bit, so `do_normalize=False` returns exact multiples of 1/255."""
+
+    processor_type = "TunesmithEfficientNetLiteProcessor"
+    image_mean = [m / 255.0 for m in MEAN_RGB]
+    image_std = [s / 255.0 for s in STDDEV_RGB]
+
+    def __init__(self, image_size: int = IMAGE_SIZE):
+        self.image_size = image_size
+
+    def __call__(self, images, return_tensors: str = "pt", do_normalize: bool = True) -> dict[str, torch.Tensor]:
+        x = preprocess(list(images), self.image_size)
+        if not do_normalize:  # back to [0, 1]: (x * 128 + 127) are the 8-bit pixels
+            x = (x * torch.tensor(STDDEV_RGB).view(1, 3, 1, 1) + torch.tensor(MEAN_RGB).view(1, 3, 1, 1)).round() / 255.0
+        return {"pixel_values": x}
+
+    def to_dict(self) -> dict:
+        return {"image_processor_type": self.processor_type, "image_size": self.image_size,
+                "image_mean": self.image_mean, "image_std": self.image_std, "crop_padding": CROP_PADDING}
+
+    def save_pretrained(self, folder) -> None:
+        import json
+
+        Path(folder, "preprocessor_config.json").write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+
+
+class EfficientNetLiteBackbone(nn.Module):
+    """The Backbone contract over EfficientNetLite0: batch -> pooled 1280-d features. The ImageNet
+    classifier and its dropout are removed, so no dead parameter counts as trainable."""
+
+    modality = "image"
+    pooling = "avg"
+    native_classification_head = False
+    feature_dim = HEAD_CHANNELS
+
+    def __init__(self, net: EfficientNetLite0):
+        super().__init__()
+        net.classifier = nn.Identity()
+        net.dropout = nn.Identity()
+        self.encoder = net
+
+    def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encoder.forward_features(batch["pixel_values"])
+
+    def layer_groups(self) -> list[tuple[str, list[str]]]:
+        return [(g, [f"encoder.{n}" for n in names]) for g, names in self.encoder.layer_groups()]
+
+
+BUILTIN_KEY = "tunesmith_builtin"
+
+
+def catalogue_folder() -> Path:
+    """A model folder for the catalogue: config.json (naming this module), model.safetensors
+    (renamed ImageNet weights, classifier dropped) and preprocessor_config.json, written once into
+    the cache so the rest of tunesmith (fingerprints, feature cache) sees an ordinary folder."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    source = cached_safetensors()
+    folder = source.parent / f"folder-{source.stem.rsplit('-', 1)[-1]}"
+    if (folder / "config.json").is_file():
+        return folder
+    state = rename_checkpoint_keys(load_file(str(source)))
+    load_state_strict(EfficientNetLite0(), state, str(source))  # refuse a mismatched file before writing
+    tmp = Path(tempfile.mkdtemp(dir=source.parent, prefix=".tmp-folder-"))
+    save_file({k: v for k, v in state.items() if not k.startswith("classifier.")}, str(tmp / "model.safetensors"),
+              metadata={"format": "pt"})
+    (tmp / "config.json").write_text(json.dumps({BUILTIN_KEY: "efficientnet-lite0", "image_size": IMAGE_SIZE,
+                                                 "feature_dim": HEAD_CHANNELS, "source": source.name}, indent=2))
+    EfficientNetLiteProcessor().save_pretrained(tmp)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def load_backbone(folder: Path | None = None, weights: bool = True) -> EfficientNetLiteBackbone:
+    """The catalogue folder (or a run's weights loaded separately when weights=False)."""
+    from safetensors.torch import load_file
+
+    net = EfficientNetLite0()
+    backbone = EfficientNetLiteBackbone(net)
+    if weights:
+        state = load_file(str(Path(folder) / "model.safetensors"))
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ModelError(f"{folder}/model.safetensors does not match EfficientNet-Lite0 "
+                             f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return backbone
+
+
 # ----------------------------------------------------------------------------- weights
 
 def _cache_root() -> Path:

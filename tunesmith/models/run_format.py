@@ -49,7 +49,7 @@ def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> st
     folder.mkdir(parents=True, exist_ok=True)
     backbone = model.backbone
     encoder = backbone.encoder
-    config = encoder.config.to_dict()
+    config = encoder.config.to_dict() if hasattr(encoder, "config") else {}
     config.pop("_name_or_path", None)
     labels = task.labels
     config.update({
@@ -72,6 +72,14 @@ def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> st
             "id2label": config["id2label"], "label2id": config["label2id"],
         }, indent=2))
         tensors = None
+    elif backbone.modality == "image" and not backbone.native_classification_head:
+        # a model of our own (the catalogue EfficientNet-Lite0): our names, config.json names the module
+        layout = "tunesmith"
+        tensors = dict(model.state_dict())
+        _atomic_write_text(folder / "config.json", json.dumps({
+            "architectures": ["TunesmithImageClassifier"], "tunesmith_builtin": meta["builtin"],
+            "tunesmith_note": "load with tunesmith.load(folder); see README.md.",
+            "id2label": config["id2label"], "label2id": config["label2id"]}, indent=2))
     elif backbone.modality == "image":
         # transformers' own *ForImageClassification with our linear back in its classifier slot
         layout = "native"
@@ -180,8 +188,10 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
     if layout == "lora-adapter":
         backbone, tensors = _load_lora_run(folder, meta, trust, modality)
     elif modality == "image":
-        cfg_dict = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
+        config = None
+        if layout == "native":
+            cfg_dict = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
         backbone = load_vision_backbone(folder, trust, weights=False, config=config)
         tensors = load_file(str(folder / "model.safetensors"))
     else:
@@ -204,7 +214,7 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
         if set(state) != expected:
             raise RunFolderError(f"{folder}/{ADAPTER_FILE} does not match the adapters of its base model "
                                  f"(missing {sorted(expected - set(state))[:5]})")
-    elif modality == "image":
+    elif modality == "image" and layout == "native":
         path = meta["classifier_path"]
         state = {f"backbone.encoder.{k}": v for k, v in tensors.items() if not k.startswith(path + ".")}
         state["head.classifier.weight"] = tensors[f"{path}.weight"]

@@ -80,6 +80,9 @@ def load_vision_backbone(folder: Path, trust_remote_code: bool = False, weights:
     from transformers import AutoConfig, AutoModelForImageClassification
     from transformers.utils import logging as hf_logging
 
+    builtin = _builtin(folder)
+    if builtin is not None:
+        return builtin.load_backbone(folder, weights)
     hf_logging.disable_progress_bar()
     if config is None:
         try:
@@ -109,6 +112,9 @@ def load_image_processor(folder: Path, trust_remote_code: bool = False):
     """The folder's own preprocessing (size, crop, mean, std), as `pipeline` would use it."""
     from transformers import AutoImageProcessor
 
+    builtin = _builtin(folder)
+    if builtin is not None:
+        return builtin.EfficientNetLiteProcessor()
     if not (Path(folder) / "preprocessor_config.json").is_file():
         raise ModelError(f"{folder} has no preprocessor_config.json: tunesmith takes image size, mean and std "
                          "from the model's own image processor config; add the one the model was trained with")
@@ -116,3 +122,21 @@ def load_image_processor(folder: Path, trust_remote_code: bool = False):
         return AutoImageProcessor.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load the image processor of {folder}: {e}") from None
+
+
+def _builtin(folder: Path):
+    """The module implementing a tunesmith-built model folder (config.json names it), else None."""
+    import json
+
+    cfg = Path(folder) / "config.json"
+    try:
+        name = json.loads(cfg.read_text(encoding="utf-8")).get("tunesmith_builtin") if cfg.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if name is None:
+        return None
+    if name != "efficientnet-lite0":
+        raise ModelError(f"{cfg}: unknown tunesmith_builtin model {name!r}")
+    from . import efficientnet_lite
+
+    return efficientnet_lite
