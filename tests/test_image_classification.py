@@ -103,3 +103,42 @@ def test_image_options_refused_for_text_and_bad_model_folder(tiny_bert, tmp_path
     with pytest.raises(ModelError, match="preprocessor_config.json"):
         tunesmith.finetune({"task": "image-classification", "out": str(tmp_path / "y"), "model": {"name": str(tiny_bert)},
                             "data": {"train": str(folder), "validation_split": 0.34}}, quiet=True)
+
+
+def test_report_shows_the_misclassified_images(image_folders):
+    import numpy as np
+
+    from tunesmith.data.images import image_examples
+    from tunesmith.evaluation.report import _misclassified_grid
+    from tunesmith.training.loop import EvalOutput
+
+    _, val = image_folders
+    ex = image_examples(str(val))
+    labels = ["blue", "green", "red"]
+    truth = [labels.index(y) for y in ex.labels]
+    preds = [(t + 1) % 3 if i % 2 == 0 else t for i, t in enumerate(truth)]  # every other image wrong
+    probs = np.full((len(ex), 3), 0.1)
+    probs[np.arange(len(ex)), preds] = 0.8
+    html = _misclassified_grid(ex, EvalOutput(0.0, preds, probs, {}), labels)
+    wrong = sum(p != t for p, t in zip(preds, truth))
+    assert f"{wrong} of {len(ex)} validation images misclassified" in html and "<img" in html
+    right = _misclassified_grid(ex, EvalOutput(0.0, truth, probs, {}), labels)
+    assert "No validation image was misclassified" in right
+
+
+def test_truncated_image_stops_the_run_or_is_skipped_and_listed(tiny_resnet, tmp_path):
+    from tunesmith.cli import main
+
+    train = make_image_folder(tmp_path / "train", 6, seed=3)
+    bad = train / "red" / "0.png"
+    bad.write_bytes(bad.read_bytes()[:60])  # cut mid-stream
+    out = tmp_path / "run"
+    args = ["train", "--task", "image-classification", "--data", str(train), "--model", str(tiny_resnet),
+            "--out", str(out), "--quiet", "--set", "train.epochs=1", "--set", "data.validation_split=0.34"]
+    assert main(args) != 0
+    assert not (out / "metrics.json").exists()  # nothing that looks finished
+    assert main(args + ["--skip-bad-images"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [s["input"] for s in metrics["skipped_inputs"]] == [str(bad)]
+    report = (out / "report.html").read_text()
+    assert "Skipped inputs (1)" in report and "0.png" in report

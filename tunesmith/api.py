@@ -52,14 +52,14 @@ def _coerce(config: RunConfig | dict | str | Path) -> RunConfig:
     return load_config(config)
 
 
-def load_splits(cfg: RunConfig, pre: Preflight, inputs) -> tuple[Any, Any, Any | None]:
+def load_splits(cfg: RunConfig, pre: Preflight, inputs, reporter=None) -> tuple[Any, Any, Any | None]:
     """Training, validation (given, or a stratified split of training) and optional test examples."""
     d = cfg.data
     if not d.train:
         raise ConfigError("no training data: give --data FILE (or data.train in the config)")
-    train = inputs.read(d.train, d, "training data")
+    train = inputs.read(d.train, d, "training data", reporter=reporter)
     if d.validation:
-        val = inputs.read(d.validation, d, "validation data")
+        val = inputs.read(d.validation, d, "validation data", reporter=reporter)
     else:
         tr_idx, va_idx, warns = stratified_split(train.labels, d.validation_split, d.split_seed)
         pre.warnings.extend(warns)
@@ -68,14 +68,19 @@ def load_splits(cfg: RunConfig, pre: Preflight, inputs) -> tuple[Any, Any, Any |
         val = train.subset(va_idx, f"{d.train} (validation split {d.validation_split:g})")
         train = train.subset(tr_idx)
     check_train_validation(train, val, pre)
-    test = inputs.read(d.test, d, "test data") if d.test else None
+    test = inputs.read(d.test, d, "test data", reporter=reporter) if d.test else None
     if test is not None:
         unseen = sorted(set(test.labels) - set(train.labels))
         if unseen:
             raise DataError(f"{d.test}: test labels {unseen} never appear in the training data")
-    for ex in (train, val, test):
-        for name, reason in getattr(ex, "skipped", None) or []:
-            pre.skipped.append((name, reason))
+    for ex in (train, val, test):  # a split keeps its source's list: count each input once
+        for item in getattr(ex, "skipped", None) or []:
+            if tuple(item) not in pre.skipped:
+                pre.skipped.append(tuple(item))
+    if pre.skipped:
+        shown = ", ".join(n for n, _ in pre.skipped[:3]) + (" ..." if len(pre.skipped) > 3 else "")
+        pre.warnings.append(f"skipped {len(pre.skipped)} unreadable input(s) as asked ({shown}); all are listed "
+                            "in report.html")
     return train, val, test
 
 
@@ -123,7 +128,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     # 1. Data: read and check everything before loading any model, so mistakes cost seconds.
     pre = Preflight()
     inputs = inputs_for(TASKS.get(cfg.task).modality)
-    train, val, test = load_splits(cfg, pre, inputs)
+    train, val, test = load_splits(cfg, pre, inputs, reporter)
     model_dir = resolve_model(cfg.model.name)
     auto = None
     if cfg.strategy.name == "auto":

@@ -14,8 +14,10 @@ TRAIN_FLAGS = {
     "--text-column": "data.text_column", "--text-pair-column": "data.text_pair_column",
     "--label-column": "data.label_column", "--model": "model.name", "--strategy": "strategy.name",
     "--out": "out", "--epochs": "train.epochs", "--lr": "train.lr", "--batch-size": "train.batch_size",
-    "--seed": "train.seed", "--precision": "train.precision",
+    "--seed": "train.seed", "--precision": "train.precision", "--image-column": "data.image_column",
 }
+# boolean switches: present -> True
+TRAIN_SWITCHES = {"--skip-bad-images": "data.skip_bad_images"}
 
 
 def _field_help(dotted: str) -> str:
@@ -35,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("-c", "--config", help="YAML config file (flags and --set override it)")
     for flag, key in TRAIN_FLAGS.items():
         tr.add_argument(flag, dest=key, default=None, help=_field_help(key))
+    for flag, key in TRAIN_SWITCHES.items():
+        tr.add_argument(flag, dest=key, action="store_const", const=True, default=None, help=_field_help(key))
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override any config key, e.g. --set train.lr=3e-5 (repeatable)")
     tr.add_argument("--resume", action="store_true", help="continue an unfinished run in --out from its last checkpoint")
@@ -74,7 +78,7 @@ def _train(args) -> int:
     from .api import finetune
     from .config import load_config
 
-    overrides = {key: getattr(args, key) for key in TRAIN_FLAGS.values()}
+    overrides = {key: getattr(args, key) for key in [*TRAIN_FLAGS.values(), *TRAIN_SWITCHES.values()]}
     cfg = load_config(args.config, overrides, args.set)
     finetune(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
     return 0

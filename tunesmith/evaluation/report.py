@@ -165,6 +165,35 @@ def _worst(ex, ev, labels: list[str]) -> str:
     return _table(["#", column, "true label", "predicted", "confidence", "p(true label)"], rows)
 
 
+def _misclassified_grid(ex, ev, labels: list[str], limit: int = 16) -> str:
+    """Wrongly classified validation images, most confident mistakes first, with true / predicted
+    label and confidence: mislabelled scans and confusable classes show up here at a glance."""
+    import matplotlib.pyplot as plt
+
+    from ..data.images import load_image
+
+    probs = np.asarray(ev.probabilities)
+    wrong = [i for i, y in enumerate(ex.labels) if labels[int(ev.predictions[i])] != y]
+    if not wrong:
+        return '<p class="muted">No validation image was misclassified.</p>'
+    wrong.sort(key=lambda i: -probs[i, int(ev.predictions[i])])
+    shown = wrong[:limit]
+    cols = min(4, len(shown))
+    rows = (len(shown) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.7 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, shown):
+        img = load_image(ex.items[i], ex.names[i])
+        img.thumbnail((160, 160))
+        ax.imshow(img)
+        pred = int(ev.predictions[i])
+        ax.set_title(f"true: {ex.labels[i][:18]}\npred: {labels[pred][:18]} ({probs[i, pred]:.2f})", fontsize=8)
+    fig.tight_layout()
+    return (f"<p>{len(wrong)} of {len(ex.labels)} validation images misclassified"
+            + (f"; the {len(shown)} most confident mistakes" if len(wrong) > len(shown) else "") + ":</p>" + _png(fig))
+
+
 def write_report(out: Path, cfg: RunConfig, metrics: dict, examples: dict, evals: dict, labels: list[str]) -> Path:
     """Write out/report.html atomically, so a crashed run never leaves a report that looks whole."""
     import matplotlib
@@ -188,6 +217,8 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, examples: dict, evals
             parts += [f"<h2>Per-class results ({split})</h2>", _per_class(metrics[split])]
     val_ex, val_ev = examples.get("validation"), evals.get("validation")
     if val_ex is not None and val_ev is not None and val_ex.labels:
+        if hasattr(val_ex, "items"):  # images: show them
+            parts += ["<h2>Misclassified validation images</h2>", _misclassified_grid(val_ex, val_ev, labels)]
         parts += [f"<h2>Worst-classified validation examples (lowest probability of the true label, "
                   f"up to {WORST_SHOWN})</h2>", _worst(val_ex, val_ev, labels)]
     skipped = metrics.get("skipped_inputs") or []

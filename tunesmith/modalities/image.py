@@ -26,9 +26,9 @@ def processor_fingerprint(processor) -> str:
 class ImageInputs:
     modality = "image"
 
-    def read(self, path: str, data_cfg, role: str, require_labels: bool = True) -> ImageExamples:
+    def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> ImageExamples:
         return image_examples(path, data_cfg.image_column, data_cfg.label_column, role,
-                              skip_bad=data_cfg.skip_bad_images, require_labels=require_labels)
+                              skip_bad=data_cfg.skip_bad_images, require_labels=require_labels, reporter=reporter)
 
     def load(self, model_dir: Path, model_cfg):
         from ..models.vision_backbone import load_image_processor, load_vision_backbone

@@ -11,7 +11,7 @@ from ..errors import DataError
 class TextInputs:
     modality = "text"
 
-    def read(self, path: str, data_cfg, role: str, require_labels: bool = True) -> TextExamples:
+    def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> TextExamples:
         return text_examples(path, data_cfg.text_column, data_cfg.label_column, data_cfg.text_pair_column,
                              require_labels, role)
 
