@@ -142,3 +142,15 @@ def test_truncated_image_stops_the_run_or_is_skipped_and_listed(tiny_resnet, tmp
     assert [s["input"] for s in metrics["skipped_inputs"]] == [str(bad)]
     report = (out / "report.html").read_text()
     assert "Skipped inputs (1)" in report and "0.png" in report
+
+
+def test_lora_on_a_cnn_saves_adapters_and_merges_to_a_plain_folder(tiny_resnet, image_folders, tmp_path):
+    from tunesmith.export.merge import export_merged
+
+    train, val = image_folders
+    res = tunesmith.finetune(_config(tiny_resnet, train, val, tmp_path / "run", "lora", epochs=2), quiet=True)
+    assert (res.out / "adapter.safetensors").is_file() and not (res.out / "model.safetensors").exists()
+    assert tunesmith.evaluate(res.out, val)["confusion_matrix"] == res.metrics["confusion_matrix"]
+    r = export_merged(res.out, tmp_path / "merged")
+    assert r["layout"] == "native" and max(r["max_abs_logit_diff"].values()) <= 1e-4
+    assert "transformers (merged folder, no peft)" in r["max_abs_logit_diff"]

@@ -153,7 +153,7 @@ def _export(args) -> int:
     r = export_merged(args.run, args.out, args.overwrite)
     print(f"merged {args.run} -> {r['out']} (layout {r['layout']})")
     for where, diff in r["max_abs_logit_diff"].items():
-        print(f"parity on {r['probes']} probe texts, {where}: max |logit diff| {diff:.2e} (<= {PARITY_TOLERANCE:g})")
+        print(f"parity on {r['probes']} probe inputs, {where}: max |logit diff| {diff:.2e} (<= {PARITY_TOLERANCE:g})")
     return 0
 
 

@@ -1,7 +1,7 @@
 """`tunesmith export RUN --merge --out DIR`: fold LoRA adapters into plain weights.
 
 The merged folder is written in a transformers-native layout where one exists, so it loads with
-transformers alone (no peft). Merging is checked, never assumed: the same probe texts go through
+transformers alone (no peft). Merging is checked, never assumed: the same probe inputs go through
 the unmerged run, the merged folder via tunesmith, and (where transformers can load it) the merged
 folder via transformers; the largest absolute logit difference must be within 1e-4 or nothing is
 left behind.
@@ -23,23 +23,45 @@ FALLBACK_PROBES = ["the plot was dull", "loved every minute of it", "an average 
                    "absolutely wonderful service", "terrible, never again", "it arrived on time", "meh"]
 
 
-def probe_texts(run: Path, n: int = 32) -> list[str]:
-    """Real inputs from the run's own training file where it is still there, else fixed sentences."""
-    import yaml
-
-    from ..data.preflight import text_examples
+def probe_inputs(run: Path, predictor, n: int = 32) -> list:
+    """Real inputs from the run's own training data where it is still there, else fixed ones."""
+    from ..api import saved_data_config
 
     try:
-        cfg = yaml.safe_load((run / "run_config.yaml").read_text(encoding="utf-8"))
-        d = cfg["data"]
-        ex = text_examples(d["train"], d["text_column"], d["label_column"], None, require_labels=False)
-        return ex.texts[:n]
-    except Exception:  # the training file may have moved; probes need only be text
+        ex = predictor.inputs.read(saved_data_config(run).train, saved_data_config(run), "probe data",
+                                   require_labels=False)
+        return (ex.items if predictor.inputs.modality == "image" else ex.texts)[:n]
+    except Exception:  # the training data may have moved; probes need only be valid inputs
+        if predictor.inputs.modality == "image":
+            return _synthetic_images(8)
         return FALLBACK_PROBES
 
 
+def _synthetic_images(n: int) -> list[bytes]:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
 @torch.no_grad()
-def _transformers_logits(folder: Path, texts: list[str]) -> torch.Tensor:
+def _transformers_logits(folder: Path, inputs: list, modality: str) -> torch.Tensor:
+    if modality == "image":
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        from ..data.images import load_image
+
+        model = AutoModelForImageClassification.from_pretrained(folder, local_files_only=True).eval()
+        proc = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        return model(**proc(images=[load_image(x) for x in inputs], return_tensors="pt")).logits
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True).eval()
@@ -47,7 +69,7 @@ def _transformers_logits(folder: Path, texts: list[str]) -> torch.Tensor:
     max_length = read_meta(folder)["max_length"]
     # One text per call: the XLM layout counts padding in its mean, so never batch here.
     return torch.cat([model(**tok(t, return_tensors="pt", truncation=True, max_length=max_length)).logits
-                      for t in texts])
+                      for t in inputs])
 
 
 def export_merged(run: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
@@ -61,7 +83,7 @@ def export_merged(run: str | Path, out: str | Path, overwrite: bool = False) -> 
             raise RunFolderError(f"--out {out} is not empty; choose a new folder (or --overwrite a previous export)")
         shutil.rmtree(out)
     predictor = load(run)
-    texts = probe_texts(run)
+    texts = probe_inputs(run, predictor)
     before = predictor.logits(texts)
 
     from ..strategies.lora import merge_lora
@@ -74,13 +96,14 @@ def export_merged(run: str | Path, out: str | Path, overwrite: bool = False) -> 
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        layout = save_model(tmp, predictor.model, predictor.task, predictor.tokenizer, merged_meta)
+        layout = save_model(tmp, predictor.model, predictor.task, predictor.preprocessor, merged_meta)
         for f in ("README.md", "report.html", "metrics.json", "run_config.yaml"):
             if (run / f).is_file():
                 shutil.copy2(run / f, tmp / f)
         diffs = {"tunesmith (merged folder)": float((load(tmp).logits(texts) - before).abs().max())}
         if layout in ("native", "xlm-mean"):
-            diffs["transformers (merged folder, no peft)"] = float((_transformers_logits(tmp, texts) - before).abs().max())
+            theirs = _transformers_logits(tmp, texts, predictor.inputs.modality)
+            diffs["transformers (merged folder, no peft)"] = float((theirs - before).abs().max())
         worst = max(diffs.values())
         if worst > PARITY_TOLERANCE:
             raise RunFolderError(f"merged weights disagree with the adapters: max |logit diff| {worst:.2e} > "
