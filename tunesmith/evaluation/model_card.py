@@ -79,6 +79,10 @@ def _how_to_load(name: str, layout: str, pooling: str, task: str = "text-classif
                   "logits:", "", "```bash",
                   f"tunesmith export {shlex.quote(name)} --merge --out {shlex.quote(name + '-merged')}",
                   "```", ""]
+    elif layout == "tunesmith" and task != "text-classification":
+        lines += ["**Note:** the base model is tunesmith's own module (transformers has no class for it), so "
+                  "`transformers.pipeline` cannot load this folder; use `tunesmith.load` or the CLI as above. "
+                  "The weights are safetensors.", ""]
     elif layout == "tunesmith":
         lines += [f"**Note:** this model pools token states with `{pooling}` pooling, which has no "
                   "transformers-native classification head. `transformers.pipeline` therefore cannot "

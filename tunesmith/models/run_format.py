@@ -8,8 +8,11 @@ Layouts:
   `pipeline` loads it too (see xlm_layout.py for why this is exact and where it refuses).
 - "lora-adapter": LoRA adapters + head only; the base model is read from its folder (checked by
   fingerprint). `tunesmith export --merge` writes plain weights in one of the layouts above.
-- "tunesmith": the pooling has no transformers-native head. Weights keep our names and config.json
-  carries no model_type, so transformers refuses the folder loudly instead of silently loading a
+- "native" (images): transformers' own *ForImageClassification with the trained linear in its
+  classifier slot, plus the model's image processor, so `pipeline("image-classification")` loads it.
+- "tunesmith": the pooling has no transformers-native head (or, for images, the model is our own
+  module, e.g. the catalogue EfficientNet-Lite0, named in config.json as `tunesmith_builtin`).
+  Weights keep our names and config.json carries no model_type, so transformers refuses the folder loudly instead of silently loading a
   different model; `tunesmith.load(OUT)` is the way in, and the model card says so.
 The head, label map and preprocessing always travel in the folder (DESIGN rule 6).
 """
@@ -45,7 +48,8 @@ def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata:
 
 
 def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> str:
-    """`tokenizer`: the run's preprocessor (a tokenizer, or an image processor), saved alongside."""
+    """Write weights, configs, the preprocessor (`tokenizer`: a tokenizer or an image processor) and
+    tunesmith.json into `folder`. Returns the layout."""
     folder.mkdir(parents=True, exist_ok=True)
     backbone = model.backbone
     encoder = backbone.encoder
