@@ -40,19 +40,25 @@ def _kill_after_first_checkpoint(cmd: list[str], out: Path, env: dict) -> None:
     assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES.names())
-def test_resume_after_sigkill_matches_uninterrupted(tiny_bert_mean, tmp_path, strategy):
+RESUME_CASES = [(name, ()) for name in STRATEGIES.names()] + [
+    ("gradual", ("--set", "strategy.unfreeze_every_steps=2")),  # killed at step 3: one group had joined
+]
+
+
+@pytest.mark.parametrize("strategy,extra", RESUME_CASES, ids=lambda v: v if isinstance(v, str) else "-".join(v)[6:])
+def test_resume_after_sigkill_matches_uninterrupted(tiny_bert_mean, tmp_path, strategy, extra):
     data = write_csv(tmp_path / "train.csv", sentiment_rows(320, seed=5))
     env = _env(tmp_path)
     ref = tmp_path / "ref"
-    subprocess.run(_train_cmd(tiny_bert_mean, data, ref, strategy), env=env, check=True, capture_output=True)
+    subprocess.run(_train_cmd(tiny_bert_mean, data, ref, strategy, *extra), env=env, check=True, capture_output=True)
 
     out = tmp_path / "killed"
-    _kill_after_first_checkpoint(_train_cmd(tiny_bert_mean, data, out, strategy), out, env)
+    _kill_after_first_checkpoint(_train_cmd(tiny_bert_mean, data, out, strategy, *extra), out, env)
     # Without --resume the unfinished folder is protected.
-    blocked = subprocess.run(_train_cmd(tiny_bert_mean, data, out, strategy), env=env, capture_output=True, text=True)
+    blocked = subprocess.run(_train_cmd(tiny_bert_mean, data, out, strategy, *extra), env=env, capture_output=True,
+                             text=True)
     assert blocked.returncode != 0 and "--resume" in blocked.stderr
-    done = subprocess.run(_train_cmd(tiny_bert_mean, data, out, strategy, "--resume"), env=env,
+    done = subprocess.run(_train_cmd(tiny_bert_mean, data, out, strategy, *extra, "--resume"), env=env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 

@@ -52,6 +52,45 @@ def test_gradual_unfreezes_one_group_per_epoch_and_keeps_optimizer_state(tiny_be
     assert res.params["trainable"] == res.params["total"]  # by epoch 4 all 3 groups train
 
 
+def test_gradual_by_steps_unfreezes_during_the_first_epoch(tiny_bert_mean, sentiment_csv, tmp_path):
+    # 144 training rows / batch 16 = 9 steps per epoch; a group joins every 3 steps
+    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "g", epochs=1, early_stopping_patience=None)
+    cfg["strategy"] = {"name": "gradual", "unfreeze_every_steps": 3}
+    res = tunesmith.finetune(cfg, quiet=True)
+    assert res.params["trainable_at_start"] == 32 * 2 + 2
+    assert res.params["trainable"] == res.params["total"]  # 3 groups joined within one epoch
+    with pytest.raises(ConfigError, match="set one"):
+        config_from_dict({"strategy": {"name": "gradual", "unfreeze_every": 1, "unfreeze_every_steps": 3}})
+    with pytest.raises(ConfigError, match="unfreeze_every_steps applies only to strategy gradual"):
+        config_from_dict({"strategy": {"name": "full", "unfreeze_every_steps": 3}})
+
+
+def test_new_param_groups_keep_the_optimizer_state_of_weights_already_training():
+    import torch
+
+    from tunesmith.training.optim import build_optimizer, refresh_param_groups, warmup_linear_decay
+
+    torch.manual_seed(0)
+    head, body = torch.nn.Linear(4, 2), torch.nn.Linear(4, 4)
+    body.requires_grad_(False)
+    opt = build_optimizer([{"params": list(head.parameters()), "lr": 1e-2}], 1e-2, "cpu")
+    sched = warmup_linear_decay(opt, 10, 0.0)
+    for _ in range(2):
+        head(body(torch.randn(8, 4))).pow(2).mean().backward()
+        opt.step(), sched.step(), opt.zero_grad()
+    moments = {k: v.clone() for k, v in opt.state[head.weight].items()}
+    body.requires_grad_(True)
+    refresh_param_groups(opt, sched, [{"params": list(head.parameters()), "lr": 1e-2},
+                                      {"params": list(body.parameters()), "lr": 1e-3}])
+    for k, v in moments.items():
+        assert torch.equal(opt.state[head.weight][k], v)  # kept, not reset
+    assert body.weight not in opt.state  # new weights start fresh...
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-2 * 0.8, 1e-3 * 0.8])  # ...at the current decay
+    head(body(torch.randn(8, 4))).pow(2).mean().backward()
+    opt.step()
+    assert int(opt.state[head.weight]["step"]) == 3 and int(opt.state[body.weight]["step"]) == 1
+
+
 def test_strategy_option_for_another_strategy_is_an_error():
     with pytest.raises(ConfigError, match="strategy.lora applies only to strategy lora"):
         config_from_dict({"strategy": {"name": "full", "lora": {"rank": 4}}})

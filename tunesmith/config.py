@@ -73,6 +73,9 @@ class StrategyConfig(_Section):
                                 "(default 2).")
     unfreeze_every: Optional[int] = Field(
         None, ge=1, description="gradual: epochs between unfreezing one more layer group from the top (default 1).")
+    unfreeze_every_steps: Optional[int] = Field(
+        None, ge=1, description="gradual: optimizer steps between unfreezing one more layer group (instead of epochs; "
+                                "for runs of few, long epochs).")
     lora: Optional[LoraConfig] = Field(None, description="lora: rank, alpha, dropout, target_modules.")
 
     @field_validator("name")
@@ -177,7 +180,9 @@ class RunConfig(_Section):
 
         # auto accepts every strategy's options: they apply if it picks that strategy.
         strategy = STRATEGIES.get(self.strategy.name) if self.strategy.name != "auto" else None
-        for option in ("unfreeze_top", "unfreeze_every", "lora"):
+        if self.strategy.unfreeze_every is not None and self.strategy.unfreeze_every_steps is not None:
+            raise ValueError("strategy.unfreeze_every (epochs) and strategy.unfreeze_every_steps (steps): set one")
+        for option in ("unfreeze_top", "unfreeze_every", "unfreeze_every_steps", "lora"):
             if strategy and getattr(self.strategy, option) is not None and option not in strategy.options:
                 owners = [n for n in STRATEGIES.names() if option in STRATEGIES.get(n).options]
                 raise ValueError(f"strategy.{option} applies only to strategy {' / '.join(owners)}, "

@@ -29,7 +29,9 @@ class Strategy(Protocol):
 
     def param_groups(self, model: nn.Module, train_cfg: Any) -> list[dict[str, Any]]: ...
 
-    def on_epoch_start(self, model: nn.Module, epoch: int) -> bool: ...
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> bool: ...  # True: the trainable set changed
+
+    def on_step(self, model: nn.Module, step: int) -> bool: ...  # after optimizer step `step`; True: changed
 
     def trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor]: ...
 

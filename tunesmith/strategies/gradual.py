@@ -1,6 +1,6 @@
-"""gradual: ULMFiT-style gradual unfreezing. Epoch 0 trains the head alone; every
-`unfreeze_every` epochs one more backbone layer group (from the top) joins. The optimizer keeps
-the state of parameters already training and picks up the new ones."""
+"""gradual: ULMFiT-style gradual unfreezing. The head trains alone first; every `unfreeze_every`
+epochs (or `unfreeze_every_steps` optimizer steps) one more backbone layer group, from the top,
+joins. The optimizer keeps the state of parameters already training and picks up the new ones."""
 from __future__ import annotations
 
 from typing import Any
@@ -17,15 +17,21 @@ class GradualStrategy:
     name = "gradual"
     defaults = {"epochs": 4, "lr": 1e-4, "head_lr_factor": 10.0, "patience": 3}
     uses_feature_cache = False
-    options = ("unfreeze_every",)
+    options = ("unfreeze_every", "unfreeze_every_steps")
     supports_layer_decay = True
 
-    def __init__(self, unfreeze_every: int | None = None, **_: Any):
+    def __init__(self, unfreeze_every: int | None = None, unfreeze_every_steps: int | None = None, **_: Any):
+        self.every_steps = unfreeze_every_steps
         self.every = unfreeze_every or 1
         self.top = 0
 
-    def _top_for(self, model: nn.Module, epoch: int) -> int:
-        return min(epoch // self.every, len(model.backbone.layer_groups()))
+    def _set_top(self, model: nn.Module, top: int) -> bool:
+        top = min(top, len(model.backbone.layer_groups()))
+        if top == self.top:
+            return False
+        self.top = top
+        set_trainable_groups(model, top)
+        return True
 
     def prepare(self, model: nn.Module) -> ParamCounts:
         self.top = 0
@@ -36,12 +42,10 @@ class GradualStrategy:
         return backbone_param_groups(model, train_cfg) + head_param_groups(model, train_cfg)
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> bool:
-        top = self._top_for(model, epoch)
-        if top == self.top:
-            return False
-        self.top = top
-        set_trainable_groups(model, top)
-        return True
+        return False if self.every_steps else self._set_top(model, epoch // self.every)
+
+    def on_step(self, model: nn.Module, step: int) -> bool:
+        return self._set_top(model, step // self.every_steps) if self.every_steps else False
 
     def trainable_state(self, model: nn.Module):
         return trainable_state(model)

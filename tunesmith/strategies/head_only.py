@@ -33,5 +33,8 @@ class HeadOnlyStrategy:
     def on_epoch_start(self, model: nn.Module, epoch: int) -> bool:
         return False
 
+    def on_step(self, model: nn.Module, step: int) -> bool:
+        return False
+
     def trainable_state(self, model: nn.Module):
         return trainable_state(model)

@@ -102,10 +102,11 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
     result = FitResult()
 
     # Where to start: a resumed run re-enters its epoch, so strategies whose trainable set changes
-    # by epoch (gradual) rebuild that epoch's set before the optimizer state is loaded into it.
+    # by epoch or step (gradual) rebuild that set before the optimizer state is loaded into it.
     ckpt = latest_checkpoint(checkpoint_dir) if resume else None
-    start_epoch = json.loads((ckpt / "state.json").read_text())["epoch"] if ckpt else 0
-    strategy.on_epoch_start(model, start_epoch)
+    saved = json.loads((ckpt / "state.json").read_text()) if ckpt else {"epoch": 0, "step": 0}
+    strategy.on_epoch_start(model, saved["epoch"])
+    strategy.on_step(model, saved["step"])
 
     # Which weights train, at which learning rates.
     groups = strategy.param_groups(model, tc)
@@ -195,6 +196,8 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     state["step"] += 1
+                    if strategy.on_step(raw_model, state["step"]):  # gradual unfreezing by steps
+                        refresh_param_groups(optimizer, scheduler, strategy.param_groups(raw_model, tc))
                 state["batch_in_epoch"] = bi + 1
                 bar.advance(len(idx), postfix=f"loss {np.mean(state['loss_window'][-20:]):.4f}")
                 if sync and tc.eval_every and state["step"] % tc.eval_every == 0:
