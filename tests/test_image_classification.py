@@ -154,3 +154,22 @@ def test_lora_on_a_cnn_saves_adapters_and_merges_to_a_plain_folder(tiny_resnet, 
     r = export_merged(res.out, tmp_path / "merged")
     assert r["layout"] == "native" and max(r["max_abs_logit_diff"].values()) <= 1e-4
     assert "transformers (merged folder, no peft)" in r["max_abs_logit_diff"]
+
+
+def test_head_only_second_run_reads_cached_image_features(tiny_resnet, image_folders, tmp_path):
+    train, val = image_folders
+    first = tunesmith.finetune(_config(tiny_resnet, train, val, tmp_path / "a", "head-only", epochs=3), quiet=True)
+    second = tunesmith.finetune(_config(tiny_resnet, train, val, tmp_path / "b", "head-only", epochs=3), quiet=True)
+    assert first.timings["feature_cache_hit"] == 0.0 and second.timings["feature_cache_hit"] == 1.0
+    assert second.metrics == first.metrics
+    # other preprocessing (a different image size) is another cache entry, never a stale hit
+    import json as _json
+    import shutil
+
+    other = tmp_path / "resnet-40px"
+    shutil.copytree(tiny_resnet, other)
+    cfg = _json.loads((other / "preprocessor_config.json").read_text())
+    cfg["size"] = {"shortest_edge": 40}
+    (other / "preprocessor_config.json").write_text(_json.dumps(cfg))
+    third = tunesmith.finetune(_config(other, train, val, tmp_path / "c", "head-only", epochs=3), quiet=True)
+    assert third.timings["feature_cache_hit"] == 0.0
