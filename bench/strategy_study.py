@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -63,31 +65,60 @@ def subset(pool: list[dict], per_class: str, seed: int) -> list[dict]:
     return out
 
 
+QUIET_CORES = 0.25  # a run whose machine had more other load than this counts for accuracy, not time
+
+
+def _busy_seconds() -> float:
+    """CPU-seconds the whole machine has been busy (all processes), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - (v[4] if len(v) > 4 else 0)) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run_one(strategy: str, train: Path, val: Path, test: Path, out: Path, seed: int) -> dict:
+    """One run; its wall time, and the cores other processes kept busy meanwhile (a shared machine
+    slows a 2-thread run several-fold, so such a run's time is not used)."""
     import tunesmith
 
     cfg = {"out": str(out), "model": {"name": "minilm", "max_length": 128},
            "data": {"train": str(train), "validation": str(val), "test": str(test)},
            "strategy": {"name": strategy}, "train": {"seed": seed}}
-    t0 = time.perf_counter()
+    busy0, own0, t0 = _busy_seconds(), _own_cpu_seconds(), time.perf_counter()
     res = tunesmith.finetune(cfg, quiet=True, overwrite=True)
+    wall = time.perf_counter() - t0
+    other = max(0.0, (_busy_seconds() - busy0 - (_own_cpu_seconds() - own0)) / wall)
     return {"accuracy": res.test_metrics["accuracy"], "macro_f1": res.test_metrics["macro_f1"],
-            "seconds": time.perf_counter() - t0, "trainable": res.params["trainable"],
+            "seconds": wall, "other_load_cores": round(other, 2), "trainable": res.params["trainable"],
             "epochs_run": len(res.history)}
 
 
-LOG_LINE = re.compile(r"\] (\S+)\s+(\S+)/class seed (\d+): acc ([\d.]+) f1 ([\d.]+) (\d+)s")
+LOG_LINE = re.compile(r"\] (\S+)\s+(\S+)/class seed (\d+): acc ([\d.]+) f1 ([\d.]+) (\d+)s"
+                      r"(?: other load ([\d.]+|unknown))?")
 
 
 def parse_log(path: Path) -> dict:
-    """Finished runs from a previous invocation's stdout, so an interrupted study resumes."""
+    """Finished runs from previous invocations' stdout, so an interrupted study resumes. Lines from
+    before other load was recorded have none (those runs had the machine to themselves); "unknown"
+    marks runs known to have shared it."""
     runs = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         m = LOG_LINE.search(line)
         if m:
-            s, size, seed, acc, f1, secs = m.groups()
-            runs[(s, size, int(seed))] = {"accuracy": float(acc), "macro_f1": float(f1), "seconds": float(secs)}
+            s, size, seed, acc, f1, secs, load = m.groups()
+            runs[(s, size, int(seed))] = {"accuracy": float(acc), "macro_f1": float(f1), "seconds": float(secs),
+                                          "other_load_cores": None if load is None else
+                                          (load if load == "unknown" else float(load))}
     return runs
+
+
+def quiet(r: dict) -> bool:
+    load = r.get("other_load_cores")
+    return load is None or (load != "unknown" and load <= QUIET_CORES)
 
 
 def summarise(results: list[dict], strategies: list[str], sizes: list[str]) -> dict:
@@ -99,10 +130,12 @@ def summarise(results: list[dict], strategies: list[str], sizes: list[str]) -> d
             if not rs:
                 continue
             accs = [r["accuracy"] for r in rs]
+            timed = [r for r in rs if quiet(r)] or rs
             table[size][s] = {
                 "accuracy_mean": statistics.mean(accs), "accuracy_std": statistics.pstdev(accs),
                 "macro_f1_mean": statistics.mean(r["macro_f1"] for r in rs),
-                "seconds_mean": statistics.mean(r["seconds"] for r in rs), "runs": len(rs),
+                "seconds_mean": statistics.mean(r["seconds"] for r in timed), "runs": len(rs),
+                "timed_runs": len(timed), "timing_all_loaded": not any(quiet(r) for r in rs),
                 "n_train": rs[0]["n_train"],
             }
     return table
@@ -143,6 +176,10 @@ def write_outputs(results, table, strategies, sizes, meta, quick: bool) -> None:
              f"(22.7M params). Data: {meta['data']}. Each cell: held-out test accuracy, mean ± std over "
              f"{meta['seeds']} seeds (the seed draws the training subset and seeds training), and mean wall time "
              "per run (model load, training, evaluation, saving). Every strategy runs with its defaults.", "",
+             f"Wall times are means over the runs that had the machine to themselves (other processes kept at "
+             f"most {QUIET_CORES} cores busy): {sum(quiet(r) for r in results)} of {len(results)} runs. The others "
+             "ran beside other jobs (on 2 cores that slows a run up to 4x) and count for accuracy only; a cell "
+             "marked * had no quiet run and shows its loaded time.", "",
              "![accuracy vs examples per class](strategy-choice.png)", "",
              "| examples per class | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
     for size in sizes:
@@ -150,7 +187,8 @@ def write_outputs(results, table, strategies, sizes, meta, quick: bool) -> None:
         for s in strategies:
             c = table.get(size, {}).get(s)
             spread = f"± {c['accuracy_std']:.3f}" if c and c["runs"] > 1 else "(1 seed)"
-            cells.append("–" if c is None else f"{c['accuracy_mean']:.3f} {spread} ({c['seconds_mean']:.0f} s)")
+            star = "*" if c and c["timing_all_loaded"] else ""
+            cells.append("–" if c is None else f"{c['accuracy_mean']:.3f} {spread} ({c['seconds_mean']:.0f} s{star})")
         n = next(iter(table[size].values()))["n_train"] if table.get(size) else "?"
         lines.append(f"| {size} (n={n}) | " + " | ".join(cells) + " |")
     lines += ["", "## The rule `auto` follows", "",
@@ -199,7 +237,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pool", type=int, default=2000, help="training pool ('all'); the main job's training size")
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--resume-log", help="a previous run's stdout: its finished runs are reused, not repeated")
+    ap.add_argument("--resume-log", action="append", default=[],
+                    help="a previous run's stdout (repeatable): its finished runs are reused, not repeated")
     ap.add_argument("--big-seeds", type=int, default=None,
                     help="seeds for the two largest sizes (default: --seeds); they cost most of the time")
     args = ap.parse_args(argv)
@@ -216,7 +255,9 @@ def main(argv=None) -> int:
     pool, val_rows = rows[:-200], rows[-200:]
     val = _write(work / "val.csv", val_rows)
     test = work / "test.csv"
-    previous = parse_log(Path(args.resume_log)) if args.resume_log else {}
+    previous = {}
+    for log in args.resume_log:
+        previous.update(parse_log(Path(log)))
     results = []
     total = sum(len(seeds[: args.big_seeds]) if (args.big_seeds is not None and z in sizes[-2:]) else len(seeds)
                 for z in sizes) * len(strategies)
@@ -234,8 +275,11 @@ def main(argv=None) -> int:
                 r.update(strategy=s, size=size, seed=seed, n_train=len(train_rows))
                 results.append(r)
                 done += 1
+                load = r.get("other_load_cores")
                 print(f"[{done}/{total}] {s:<10} {size:>4}/class seed {seed}: acc {r['accuracy']:.3f} "
-                      f"f1 {r['macro_f1']:.3f} {r['seconds']:.0f}s", flush=True)
+                      f"f1 {r['macro_f1']:.3f} {r['seconds']:.0f}s"
+                      + ("" if load is None else " other load " + (load if isinstance(load, str) else f"{load:.2f}")),
+                      flush=True)
     table = summarise(results, strategies, sizes)
     import platform
 
