@@ -153,6 +153,10 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     model = TaskModel(backbone, task.build_head(backbone))
     strategy = STRATEGIES.get(cfg.strategy.name)(**cfg.strategy.model_dump(exclude={"name"}))
     counts = strategy.prepare(model)
+    if cfg.train.gradient_checkpointing:
+        from .training.recompute import enable_activation_recompute
+
+        enable_activation_recompute(backbone)
     precision = resolve_precision(cfg.train.precision)
     accelerator = make_accelerator(precision, cfg.train.grad_accum)
     reporter.info(f"model: {cfg.model.name} ({backbone.pooling} pooling), strategy {strategy.name}: "
