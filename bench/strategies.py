@@ -21,10 +21,13 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from text_vs_hf_trainer import _cpu_jiffies, wait_for_idle  # noqa: E402  (shared, not copied)
 
 
 def child(args) -> None:
@@ -87,34 +90,41 @@ def main(argv=None) -> int:
             w.writeheader()
             w.writerows(part)
     results = {}
+    hz = __import__("os").sysconf("SC_CLK_TCK")
     for s in args.strategies.split(","):
         env_cache = {"TUNESMITH_CACHE": str(work / "cache")}
+        wait_for_idle(0.3, 120)
+        ru0, j0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_jiffies(), time.perf_counter()
         p = subprocess.run([sys.executable, __file__, "--one", s, "--data", str(data), "--work", str(work),
                             "--epochs", str(args.epochs), "--threads", str(args.threads)],
                            capture_output=True, text=True, env={**__import__("os").environ, **env_cache})
+        wall, j1, ru1 = time.perf_counter() - t0, _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        other = max(0.0, ((j1[0] - j0[0]) / hz - ours) / wall)
         if p.returncode != 0:
             results[s] = {"error": p.stderr[-2000:]}
             print(f"{s}: FAILED\n{p.stderr[-2000:]}", flush=True)
             continue
         results[s] = json.loads(p.stdout.strip().splitlines()[-1])
         r = results[s]
-        print(f"{s:<10} {r['samples_per_second']:>9.1f} samples/s  RSS {r['peak_rss_mb']:.0f} MB  "
-              f"trainable {r['trainable']:,}  acc {r['accuracy']:.3f}", flush=True)
+        r["other_load_cores"] = other
+        print(f"{s:<15} {r['samples_per_second']:>9.1f} samples/s  RSS {r['peak_rss_mb']:.0f} MB  "
+              f"trainable {r['trainable']:,}  acc {r['accuracy']:.3f}  other load {other:.2f} cores", flush=True)
     lines = [f"# Strategies side by side\n\n`python bench/strategies.py{' --quick' if args.quick else ''}`: "
              f"all-MiniLM-L6-v2, {args.train} train / 200 validation / 1000 test tweets, {args.epochs} epoch(s) "
              f"(head-only: its default {STRATEGIES.get('head-only').defaults['epochs']} head epochs), batch 32, fp32, "
              f"{args.threads} threads, each strategy's default LR.\n",
-             "| strategy | samples/s (training) | peak RSS MB | trainable / total params | held-out acc | macro-F1 |",
-             "|---|---|---|---|---|---|"]
+             "| strategy | samples/s (training) | peak RSS MB | trainable / total params | held-out acc | macro-F1 "
+             "| other load |", "|---|---|---|---|---|---|---|"]
     for s, r in results.items():
         if "error" in r:
-            lines.append(f"| {s} | failed | | | | |")
+            lines.append(f"| {s} | failed | | | | | |")
             continue
         sps = f"{r['samples_per_second']:.1f}"
         if r.get("feature_seconds") is not None:
             sps += f" (head on cached features; extraction {r['feature_seconds']:.1f} s once)"
         lines.append(f"| {s} | {sps} | {r['peak_rss_mb']:.0f} | {r['trainable']:,} / {r['total']:,} | "
-                     f"{r['accuracy']:.3f} | {r['macro_f1']:.3f} |")
+                     f"{r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['other_load_cores']:.2f} |")
     ok = lambda k: k in results and "error" not in results[k]  # noqa: E731
     for suffix in ("", "+recompute"):
         if ok("full" + suffix) and ok("lora" + suffix):
@@ -122,6 +132,8 @@ def main(argv=None) -> int:
                          f"{results['full' + suffix]['peak_rss_mb']:.0f} MB")
     if ok("full") and ok("partial"):
         lines.append(f"- partial (K=2) ÷ full samples/s: **{results['partial']['samples_per_second'] / results['full']['samples_per_second']:.2f}x**")
+    lines.append("\nother load: cores other processes kept busy while the row ran (a loaded 2-core machine "
+                 "slows a 2-thread run several-fold; compare rows with other load near 0).")
     md = "\n".join(lines) + "\n"
     print(md)
     out = HERE / "results"
