@@ -24,6 +24,11 @@ def _model_and_batch(folder, task_name="text-classification", image_root=None):
 
         ex = image_examples(str(image_root)).subset(range(0, 48, 3))
         labels = sorted(set(ex.labels))
+    elif task_cls.modality == "audio":
+        from tunesmith.data.audio import audio_examples
+
+        ex = audio_examples(str(image_root)).subset(range(0, 36, 3))
+        labels = sorted(set(ex.labels))
     else:
         from tunesmith.data.preflight import TextExamples
 
@@ -45,6 +50,8 @@ def task_setup(request, tiny_bert_mean, tiny_resnet, image_folders):
     name = request.param
     if TASKS.get(name).modality == "image":
         return name, tiny_resnet, *image_folders
+    if TASKS.get(name).modality == "audio":  # audio fixtures are built only when an audio task runs
+        return name, request.getfixturevalue("tiny_whisper"), *request.getfixturevalue("audio_folders")
     return name, tiny_bert_mean, None, None
 
 

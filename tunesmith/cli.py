@@ -15,9 +15,10 @@ TRAIN_FLAGS = {
     "--label-column": "data.label_column", "--model": "model.name", "--strategy": "strategy.name",
     "--out": "out", "--epochs": "train.epochs", "--lr": "train.lr", "--batch-size": "train.batch_size",
     "--seed": "train.seed", "--precision": "train.precision", "--image-column": "data.image_column",
+    "--audio-column": "data.audio_column",
 }
 # boolean switches: present -> True
-TRAIN_SWITCHES = {"--skip-bad-images": "data.skip_bad_images"}
+TRAIN_SWITCHES = {"--skip-bad-images": "data.skip_bad_images", "--skip-bad-audio": "data.skip_bad_audio"}
 
 
 def _field_help(dotted: str) -> str:
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--file", help="a .csv/.jsonl/.parquet/.txt file of inputs (.txt: one per line)")
     pr.add_argument("--text-column", help="column of --file holding the text (default: the run's)")
     pr.add_argument("--image-column", help="image runs: column of --file holding image paths (default: the run's)")
+    pr.add_argument("--audio-column", help="audio runs: column of --file holding clip paths (default: the run's)")
     pr.add_argument("--json", action="store_true", help="one JSON object per input")
 
     ex = sub.add_parser("export", help="write a run as plain weights others can load")
@@ -118,9 +120,10 @@ def _predict_inputs(args, predictor) -> tuple[list, list | None]:
 
             inputs += [line for line in _decode_utf8(path.read_bytes(), path).splitlines() if line.strip()]
         else:
-            dcfg = saved_data_config(predictor.folder, text_column=args.text_column, image_column=args.image_column)
+            dcfg = saved_data_config(predictor.folder, text_column=args.text_column, image_column=args.image_column,
+                                     audio_column=args.audio_column)
             ex = predictor.inputs.read(str(path), dcfg, "input", require_labels=False)
-            if predictor.inputs.modality == "image":
+            if predictor.inputs.modality in ("image", "audio"):
                 inputs += ex.items
             else:
                 if ex.pairs is not None:

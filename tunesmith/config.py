@@ -37,6 +37,15 @@ class DataConfig(_Section):
     skip_bad_images: bool = Field(
         False, description="Images: skip unreadable images instead of stopping; they are counted and listed in the "
         "report.")
+    audio_column: str = Field(
+        "audio", description="Audio: column holding a clip's path (relative to the table's folder) or its encoded "
+        "bytes (WAV, FLAC, OGG, MP3 where libsndfile has it).")
+    skip_bad_audio: bool = Field(
+        False, description="Audio: skip missing, unreadable, empty, silent or too-long clips instead of stopping; "
+        "they are counted and listed in the report.")
+    max_audio_seconds: float = Field(
+        30.0, gt=0, description="Audio: longest clip accepted, in seconds; longer ones are errors (or skipped with "
+        "skip_bad_audio), never cut silently. Whisper models take at most 30 s whatever this says.")
     validation_split: float = Field(
         0.1, gt=0.0, lt=0.9, description="Fraction held out for validation when no validation file is given."
     )

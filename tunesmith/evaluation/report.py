@@ -154,14 +154,14 @@ def _worst(ex, ev, labels: list[str]) -> str:
     rows = []
     for i in order:
         pred = int(ev.predictions[i])
-        if hasattr(ex, "texts"):
+        if getattr(ex, "texts", None) is not None and hasattr(ex, "pairs"):  # text rows (audio: a clip's name)
             text = ex.texts[i] if ex.pairs is None else f"{ex.texts[i]}\n⟷ {ex.pairs[i]}"
         else:
             text = ex.names[i]
         rows.append([f'<td class="num">{i + 1}</td>', f'<td class="text">{_e(text)}</td>',
                      f"<td>{_e(ex.labels[i])}</td>", f"<td>{_e(labels[pred])}</td>",
                      f'<td class="num">{probs[i, pred]:.3f}</td>', f'<td class="num">{p_true[i]:.3f}</td>'])
-    column = "text" if hasattr(ex, "texts") else "input"
+    column = "text" if getattr(ex, "texts", None) is not None and hasattr(ex, "pairs") else "input"
     return _table(["#", column, "true label", "predicted", "confidence", "p(true label)"], rows)
 
 
@@ -217,7 +217,9 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, examples: dict, evals
             parts += [f"<h2>Per-class results ({split})</h2>", _per_class(metrics[split])]
     val_ex, val_ev = examples.get("validation"), evals.get("validation")
     if val_ex is not None and val_ev is not None and val_ex.labels:
-        if hasattr(val_ex, "items"):  # images: show them
+        from ..data.images import ImageExamples
+
+        if isinstance(val_ex, ImageExamples):  # images: show them
             parts += ["<h2>Misclassified validation images</h2>", _misclassified_grid(val_ex, val_ev, labels)]
         parts += [f"<h2>Worst-classified validation examples (lowest probability of the true label, "
                   f"up to {WORST_SHOWN})</h2>", _worst(val_ex, val_ev, labels)]

@@ -13,6 +13,10 @@ def inputs_for(modality: str):
         from .image import ImageInputs
 
         return ImageInputs()
+    if modality == "audio":
+        from .audio import AudioInputs
+
+        return AudioInputs()
     raise ValueError(f"no inputs for modality {modality!r}")
 
 
