@@ -15,7 +15,7 @@ TRAIN_FLAGS = {
     "--label-column": "data.label_column", "--model": "model.name", "--strategy": "strategy.name",
     "--out": "out", "--epochs": "train.epochs", "--lr": "train.lr", "--batch-size": "train.batch_size",
     "--seed": "train.seed", "--precision": "train.precision", "--image-column": "data.image_column",
-    "--audio-column": "data.audio_column",
+    "--audio-column": "data.audio_column", "--guard-data": "data.guard",
 }
 # boolean switches: present -> True
 TRAIN_SWITCHES = {"--skip-bad-images": "data.skip_bad_images", "--skip-bad-audio": "data.skip_bad_audio"}
@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--text-pair-column")
     ev.add_argument("--label-column")
     ev.add_argument("--image-column")
+    ev.add_argument("--audio-column")
+    ev.add_argument("--no-base", action="store_true",
+                    help="speech recognition: skip scoring the pre-trained model on the same clips (before vs after)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     pr = sub.add_parser("predict", help="predict labels for texts or images")
@@ -89,9 +92,19 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from .api import evaluate
 
-    m = evaluate(args.run, args.data, args.text_column, args.label_column, args.text_pair_column, args.image_column)
+    m = evaluate(args.run, args.data, args.text_column, args.label_column, args.text_pair_column, args.image_column,
+                 args.audio_column, compare_base=not args.no_base)
     if args.json:
         print(json.dumps(m, indent=2))
+        return 0
+    if "wer" in m:  # speech recognition
+        base = m.get("base_model")
+        print(f"WER {m['wer']:.4f}   CER {m['cer']:.4f}   n={m['n']} utterances, {m['words']} words")
+        if base:
+            print(f"before fine-tuning (the base model on the same clips): WER {base['wer']:.4f}   CER {base['cer']:.4f}")
+        for x in m["worst_utterances"][:10]:
+            print(f"  {x['word_errors']} errors  {x['input']}\n    reference:  {x['reference']}\n"
+                  f"    hypothesis: {x['hypothesis']}")
         return 0
     print(f"accuracy {m['accuracy']:.4f}   macro-F1 {m['macro_f1']:.4f}   n={m['n']}")
     print(f"{'label':<20} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
@@ -123,7 +136,7 @@ def _predict_inputs(args, predictor) -> tuple[list, list | None]:
             dcfg = saved_data_config(predictor.folder, text_column=args.text_column, image_column=args.image_column,
                                      audio_column=args.audio_column)
             ex = predictor.inputs.read(str(path), dcfg, "input", require_labels=False)
-            if predictor.inputs.modality in ("image", "audio"):
+            if predictor.inputs.modality in ("image", "audio", "speech"):
                 inputs += ex.items
             else:
                 if ex.pairs is not None:
@@ -146,7 +159,8 @@ def _predict(args) -> int:
         if args.json:
             print(json.dumps(r, ensure_ascii=False))
         else:
-            print(f"{r['label']}\t{r['score']:.4f}\t{r['input']}")
+            print(f"{r['text']}\t{r['input']}" if "text" in r and "label" not in r
+                  else f"{r['label']}\t{r['score']:.4f}\t{r['input']}")
     return 0
 
 

@@ -17,6 +17,10 @@ def inputs_for(modality: str):
         from .audio import AudioInputs
 
         return AudioInputs()
+    if modality == "speech":  # speech recognition: clips + transcripts (the audio reader, a recogniser)
+        from .speech import SpeechInputs
+
+        return SpeechInputs()
     raise ValueError(f"no inputs for modality {modality!r}")
 
 

@@ -55,6 +55,10 @@ def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> st
     tunesmith.json into `folder`. Returns the layout."""
     folder.mkdir(parents=True, exist_ok=True)
     backbone = model.backbone
+    if backbone.modality == "speech":  # recognisers: transformers' own checkpoint + processor (speech_backbone.py)
+        from .speech_backbone import save_speech_run
+
+        return save_speech_run(folder, model, task, meta, META_FILE, FORMAT_VERSION)
     encoder = backbone.encoder
     config = encoder.config.to_dict() if hasattr(encoder, "config") else {}
     config.pop("_name_or_path", None)
@@ -242,6 +246,10 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
     trust = bool(meta.get("trust_remote_code", False))
     layout = meta["layout"]
     modality = TASKS.get(meta["task"]).modality
+    if modality == "speech":
+        from .speech_backbone import load_speech_run
+
+        return load_speech_run(folder, meta, device)
     if layout == "lora-adapter":
         backbone, tensors = _load_lora_run(folder, meta, trust, modality)
     elif modality == "image":

@@ -5,5 +5,6 @@ TASKS: Registry = Registry("task")
 
 from . import image_classification, text_classification  # noqa: E402,F401  (register themselves)
 from . import audio_classification  # noqa: E402,F401
+from . import speech_recognition  # noqa: E402,F401
 
 __all__ = ["TASKS"]
