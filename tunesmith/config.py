@@ -185,7 +185,8 @@ class SpeechConfig(_Section):
 
 class RunConfig(_Section):
     task: str = Field("text-classification",
-                      description="What the model learns: text-classification or image-classification.")
+                      description="What the model learns: text-classification, image-classification, "
+                      "audio-classification or speech-recognition.")
     out: Optional[str] = Field(None, description="Run folder: model, report, metrics and checkpoints go here.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -100,8 +100,10 @@ def ctc_tokenizer(vocab: dict[str, int]):
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "vocab.json"
         path.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        # do_lower_case=False: transformers' flag means "the vocabulary is upper case" (it upper-cases the
+        # input); ours is lower case and transcripts are lower-cased before tokenising (_label_ids).
         return Wav2Vec2CTCTokenizer(str(path), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|",
-                                    bos_token=None, eos_token=None, do_lower_case=True)
+                                    bos_token=None, eos_token=None, do_lower_case=False)
 
 
 @TASKS.register("speech-recognition")
@@ -194,7 +196,7 @@ class SpeechRecognitionTask:
                                 f"<|endoftext|> it exceeds the model's {limit} decoder positions. Cut the clip "
                                 "and its transcript into shorter pieces.")
             return ids + [int(self.tokenizer.eos_token_id)]
-        ids = self.tokenizer(text.strip()).input_ids
+        ids = self.tokenizer(" ".join(text.lower().split())).input_ids
         if not ids:
             raise DataError(f"{name}: transcript has no characters to learn")
         return ids
