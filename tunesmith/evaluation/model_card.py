@@ -52,12 +52,12 @@ def _results(metrics: dict[str, Any]) -> list[str]:
 
 
 def _how_to_load(name: str, layout: str, pooling: str, task: str = "text-classification") -> list[str]:
-    example = '"an example text"' if task == "text-classification" else '"image.png"'
+    example = {"text-classification": '"an example text"', "audio-classification": '"clip.wav"'}.get(task, '"image.png"')
     lines = ["```python", "import tunesmith", "",
              f"predictor = tunesmith.load({json.dumps(name)})",
              f"print(predictor.predict([{example}]))", "```", "",
              "From the command line:", "", "```bash",
-             f"tunesmith predict {shlex.quote(name)} {example if task == 'text-classification' else 'image.png'}",
+             f"tunesmith predict {shlex.quote(name)} {example if task == 'text-classification' else example.strip(chr(34))}",
              "```", ""]
     if layout in ("native", "xlm-mean"):
         lines += [f"This folder is also a standard transformers {task} checkpoint:", "",
@@ -79,6 +79,16 @@ def _how_to_load(name: str, layout: str, pooling: str, task: str = "text-classif
                   "logits:", "", "```bash",
                   f"tunesmith export {shlex.quote(name)} --merge --out {shlex.quote(name + '-merged')}",
                   "```", ""]
+    elif layout == "tunesmith" and task == "audio-classification":
+        lines += ["**Note:** this model averages the encoder's states over the frames that hold audio only. "
+                  "transformers' `WhisperForAudioClassification` averages over the whole padded 30 s window "
+                  "(a 1 s clip would be 29 parts silence), so it would predict differently, and tunesmith "
+                  "refuses to silently switch pooling to fit a format. `transformers.pipeline` therefore "
+                  "cannot load this folder; use `tunesmith.load` or the CLI as above. The weights are "
+                  "safetensors.", "",
+                  "The nearest standard format: a wav2vec2 or HuBERT encoder (`--model` a local folder). Its "
+                  "runs save as `Wav2Vec2ForSequenceClassification` / `HubertForSequenceClassification`, which "
+                  "`transformers.pipeline(\"audio-classification\", ...)` loads with the same scores.", ""]
     elif layout == "tunesmith" and task != "text-classification":
         lines += ["**Note:** the base model is tunesmith's own module (transformers has no class for it), so "
                   "`transformers.pipeline` cannot load this folder; use `tunesmith.load` or the CLI as above. "
