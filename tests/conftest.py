@@ -235,3 +235,21 @@ def tiny_wav2vec2(tmp_path_factory) -> Path:
 def audio_folders(tmp_path_factory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("audio")
     return make_audio_folder(d / "train", 12, seed=1), make_audio_folder(d / "val", 5, seed=2)
+
+
+# -- speech recognition (helpers in speech_helpers.py) ----------------------------------------
+@pytest.fixture(scope="session")
+def tiny_asr_whisper(tmp_path_factory) -> Path:
+    """A tiny random Whisper with a real Whisper tokenizer and generation config (English-only)."""
+    from speech_helpers import make_asr_whisper
+
+    return make_asr_whisper(tmp_path_factory.mktemp("models") / "tiny-asr-whisper")
+
+
+@pytest.fixture(scope="session")
+def speech_tables(tmp_path_factory) -> tuple[Path, Path]:
+    """(train.csv, val.csv): synthetic clips (column audio) with transcripts (column transcript)."""
+    from speech_helpers import SENTENCES, write_speech_table
+
+    d = tmp_path_factory.mktemp("speech")
+    return write_speech_table(d, SENTENCES * 2, "train.csv"), write_speech_table(d, SENTENCES[:4], "val.csv", seed=50)
