@@ -41,6 +41,23 @@ def tiny_wav2vec2_layer(tmp_path_factory):
     return make_tiny_wav2vec2(tmp_path_factory.mktemp("models") / "w2v-layer", feat_extract_norm="layer")
 
 
+@pytest.fixture(scope="module")
+def tiny_hubert(tmp_path_factory):
+    """The tiny wav2vec2's shape as a random HubertModel, with the same feature extractor."""
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    folder = tmp_path_factory.mktemp("models") / "tiny-hubert"
+    torch.manual_seed(0)
+    cfg = HubertConfig(vocab_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4),
+                       num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, layerdrop=0.0,
+                       mask_time_length=4)
+    HubertModel(cfg).save_pretrained(folder, safe_serialization=True)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True,
+                             return_attention_mask=False).save_pretrained(folder)
+    return folder
+
+
 def test_whisper_mel_rows_rebuild_the_extractor_output_exactly(tiny_whisper, audio_folders):
     inputs, fe, task, _ = _model(tiny_whisper)
     ex = audio_examples(str(audio_folders[0])).subset(range(0, 36, 5))
@@ -139,15 +156,20 @@ def test_head_only_reuses_cached_encoder_features(tiny_whisper, audio_folders, t
     assert second.metrics == first.metrics
 
 
-def test_wav2vec2_saves_a_folder_pipeline_loads_with_the_same_scores(tiny_wav2vec2, audio_folders, tmp_path):
+@pytest.mark.parametrize("arch", ["wav2vec2", "hubert"])
+def test_wav2vec2_saves_a_folder_pipeline_loads_with_the_same_scores(arch, tiny_wav2vec2, tiny_hubert, audio_folders,
+                                                                      tmp_path):
     from transformers import AutoModelForAudioClassification, pipeline
 
     train, val = audio_folders
-    res = tunesmith.finetune(_config(tiny_wav2vec2, train, val, tmp_path / "run", "full", epochs=6), quiet=True)
-    assert res.metrics["accuracy"] >= 0.85, res.history
+    folder = tiny_wav2vec2 if arch == "wav2vec2" else tiny_hubert
+    res = tunesmith.finetune(_config(folder, train, val, tmp_path / "run", "full", epochs=6), quiet=True)
+    if arch == "wav2vec2":
+        assert res.metrics["accuracy"] >= 0.85, res.history
     assert json.loads((res.out / "tunesmith.json").read_text())["layout"] == "native"
     model = AutoModelForAudioClassification.from_pretrained(res.out)
-    assert type(model).__name__ == "Wav2Vec2ForSequenceClassification"
+    assert type(model).__name__ == {"wav2vec2": "Wav2Vec2ForSequenceClassification",
+                                    "hubert": "HubertForSequenceClassification"}[arch]
     clips = sorted(str(p) for p in val.rglob("*.*"))[::2]
     ours = tunesmith.load(res.out).predict(clips)
     pipe = pipeline("audio-classification", model=str(res.out), top_k=None)
@@ -159,6 +181,20 @@ def test_wav2vec2_saves_a_folder_pipeline_loads_with_the_same_scores(tiny_wav2ve
     again = tunesmith.evaluate(res.out, val)
     assert again["confusion_matrix"] == res.metrics["confusion_matrix"]
     assert 'pipeline("audio-classification"' in (res.out / "README.md").read_text()
+
+
+def test_lora_run_exports_merged_weights_pipeline_loads(tiny_wav2vec2, audio_folders, tmp_path):
+    from tunesmith.export.merge import export_merged
+
+    train, val = audio_folders
+    res = tunesmith.finetune(_config(tiny_wav2vec2, train, val, tmp_path / "run", "lora", epochs=2, lr=1e-2),
+                             quiet=True)
+    r = export_merged(res.out, tmp_path / "merged")
+    assert r["layout"] == "native" and r["probes"] == 32
+    assert max(r["max_abs_logit_diff"].values()) <= 1e-4 and "transformers (merged folder, no peft)" in r["max_abs_logit_diff"]
+    clips = sorted(str(p) for p in val.rglob("*.*"))[:4]
+    assert [x["label"] for x in tunesmith.load(tmp_path / "merged").predict(clips)] == [
+        x["label"] for x in tunesmith.load(res.out).predict(clips)]
 
 
 def test_cli_train_table_and_predict_json(tiny_whisper, audio_folders, tmp_path):
