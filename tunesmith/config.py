@@ -21,8 +21,8 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     train: Optional[str] = Field(
-        None, description="Training data: a .csv, .tsv, .jsonl/.json or .parquet file; for images also a folder "
-        "with one sub-folder of images per class.")
+        None, description="Training data: a .csv, .tsv, .jsonl/.json or .parquet file; for images and audio also a "
+        "folder with one sub-folder of images (clips) per class.")
     validation: Optional[str] = Field(
         None, description="Validation file. When absent, a stratified split of the training data is held out."
     )
