@@ -222,3 +222,16 @@ def test_predict_refuses_what_is_not_a_clip():
     buf = io.BytesIO()
     sf.write(buf, _tone(300, 0.2, 16000), 16000, format="WAV")
     assert AudioInputs().examples_from_inputs([buf.getvalue()]).names == ["input 1"]
+
+
+def test_predict_names_a_silent_clip_without_the_training_flag(tmp_path, tiny_whisper):
+    from tunesmith.config import ModelConfig
+    from tunesmith.modalities.audio import AudioInputs
+    from tunesmith.tasks import TASKS
+
+    sf.write(tmp_path / "quiet.wav", np.zeros(4000, dtype="float32"), 16000)
+    inputs = AudioInputs()
+    _, fe = inputs.load(tiny_whisper, ModelConfig(name=str(tiny_whisper)))
+    ex = inputs.examples_from_inputs([str(tmp_path / "quiet.wav")])
+    with pytest.raises(DataError, match=r"quiet.wav: silent clip \(all zeros\)\. Remove or replace the clip\.$"):
+        inputs.encode(TASKS.get("audio-classification")(["a", "b"]), fe, ex)

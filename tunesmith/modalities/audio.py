@@ -121,8 +121,9 @@ class AudioInputs:
 
 
 def _model_audio(item, name: str, rate: int, limit: float | None) -> np.ndarray:
-    """load_audio, where "too long" now means longer than the model's window: data.max_audio_seconds
-    (checked when the data was read, where --skip-bad-audio applies) was set above it."""
+    """load_audio for encoding. "Too long" here means longer than the model's window, so
+    data.max_audio_seconds (checked when the data was read, where --skip-bad-audio applies) was set
+    above it; the fix is different, and so is the message."""
     try:
         return load_audio(item, name, rate, limit)
     except BadAudioError as e:
@@ -131,7 +132,8 @@ def _model_audio(item, name: str, rate: int, limit: float | None) -> np.ndarray:
                             f"(Whisper cannot take it whole, and tunesmith never cuts clips silently). Cut the clip, "
                             f"or set data.max_audio_seconds to {limit:g} or less so that --skip-bad-audio skips such "
                             "clips.") from None
-        raise
+        # here (predict, or a clip changed since it was read) --skip-bad-audio does not apply: no hint
+        raise DataError(f"{e.name}: {e.reason}. Remove or replace the clip.") from None
 
 
 class _Null:
