@@ -55,7 +55,8 @@ def make_asr_whisper(folder: Path, multilingual: bool = False, seed: int = 0) ->
     model = WhisperForConditionalGeneration(cfg)
     gen = dict(decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, max_length=48,
                no_timestamps_token_id=ids["<|notimestamps|>"], prev_sot_token_id=ids["<|startofprev|>"],
-               is_multilingual=multilingual, return_timestamps=False, suppress_tokens=[],
+               is_multilingual=multilingual, return_timestamps=False,
+               suppress_tokens=[ids[t] for t in specials[1:]],  # a random model must still write text
                begin_suppress_tokens=[eot])
     if multilingual:
         gen.update(lang_to_id={"<|en|>": ids["<|en|>"], "<|de|>": ids["<|de|>"]},

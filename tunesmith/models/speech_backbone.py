@@ -82,6 +82,11 @@ class WhisperBackbone(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
+        from .audio_backbone import _freeze_as_buffer
+
+        # The encoder's positions are fixed sinusoids transformers keeps frozen; as a buffer (same
+        # state_dict key) no strategy can start training them.
+        _freeze_as_buffer(model.model.encoder.embed_positions, "weight")
         self.encoder = model
         self.feature_dim = int(model.config.d_model)
 
@@ -106,7 +111,7 @@ class WhisperBackbone(nn.Module):
         return self.encoder.model.encoder(batch["input_features"]).last_hidden_state
 
     def layer_groups(self) -> list[tuple[str, list[str]]]:
-        """Bottom to top: the audio stem (two convolutions + positions), each encoder layer, the
+        """Bottom to top: the audio stem (two convolutions), each encoder layer, the
         encoder's final norm, the decoder's positions, each decoder layer, and "top": the token
         embeddings, which are also the output projection (tied), so they sit next to the head."""
         named = [n for n, _ in self.encoder.named_parameters()]
@@ -116,8 +121,7 @@ class WhisperBackbone(nn.Module):
         def pick(prefixes: tuple[str, ...]) -> list[str]:
             return [f"encoder.{n}" for n in named if n.startswith(prefixes)]
 
-        groups.append(("encoder.stem", pick(("model.encoder.conv1.", "model.encoder.conv2.",
-                                            "model.encoder.embed_positions."))))
+        groups.append(("encoder.stem", pick(("model.encoder.conv1.", "model.encoder.conv2."))))
         groups += [(f"encoder.layer.{i}", pick((f"model.encoder.layers.{i}.",))) for i in range(len(m.encoder.layers))]
         groups.append(("encoder.norm", pick(("model.encoder.layer_norm.",))))
         groups.append(("decoder.embeddings", pick(("model.decoder.embed_positions.",))))
