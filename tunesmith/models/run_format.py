@@ -13,6 +13,9 @@ Layouts:
 - "native" (audio): wav2vec2 / HuBERT as Wav2Vec2ForSequenceClassification / HubertForSequenceClassification
   (identity projector, our linear as classifier: exactly our mean pooling), plus the feature
   extractor, so `pipeline("audio-classification")` loads it. Whisper runs use "tunesmith".
+- "native" (speech recognition): transformers' own WhisperForConditionalGeneration / *ForCTC with
+  its generation config, tokenizer and feature extractor, so `pipeline("automatic-speech-recognition")`
+  loads it (LoRA merged on save); written and read by speech_backbone.py.
 - "tunesmith": the pooling has no transformers-native head (or, for images, the model is our own
   module, e.g. the catalogue EfficientNet-Lite0, named in config.json as `tunesmith_builtin`).
   Weights keep our names and config.json carries no model_type, so transformers refuses the folder loudly instead of silently loading a
