@@ -222,6 +222,10 @@ def test_cli_train_table_and_predict_json(tiny_whisper, audio_folders, tmp_path)
     assert all(set(x) == {"input", "label", "score", "scores"} and x["label"] in {"high", "low", "noise"}
                for x in lines)
     assert lines == tunesmith.load(out).predict(clips)
+    r = subprocess.run([sys.executable, "-m", "tunesmith", "evaluate", str(out), "--data", str(table), "--json"],
+                       capture_output=True, text=True)  # the run's own columns (path, kind) are the defaults
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["n"] == 36
 
 
 def test_catalogue_whisper_entries_never_convert_to_compare(tmp_path, tiny_whisper):
