@@ -80,10 +80,11 @@ def _how_to_load(name: str, layout: str, pooling: str, task: str = "text-classif
                   f"tunesmith export {shlex.quote(name)} --merge --out {shlex.quote(name + '-merged')}",
                   "```", ""]
     elif layout == "tunesmith" and task == "audio-classification":
-        lines += ["**Note:** this model averages the encoder's states over the frames that hold audio only. "
-                  "transformers' `WhisperForAudioClassification` averages over the whole padded 30 s window "
-                  "(a 1 s clip would be 29 parts silence), so it would predict differently, and tunesmith "
-                  "refuses to silently switch pooling to fit a format. `transformers.pipeline` therefore "
+        lines += ["**Note:** this model averages the encoder's states over the frames that hold audio only, "
+                  "and no transformers class computes exactly that for this encoder: for Whisper, "
+                  "`WhisperForAudioClassification` averages over the whole padded 30 s window (a 1 s clip "
+                  "would be 29 parts silence), so it would predict differently, and tunesmith refuses to "
+                  "silently switch pooling to fit a format. `transformers.pipeline` therefore "
                   "cannot load this folder; use `tunesmith.load` or the CLI as above. The weights are "
                   "safetensors.", "",
                   "The nearest standard format: a wav2vec2 or HuBERT encoder (`--model` a local folder). Its "
