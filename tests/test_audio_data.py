@@ -24,10 +24,12 @@ def _peak_hz(x: np.ndarray, rate: int) -> float:
     return float(np.fft.rfftfreq(len(x), 1 / rate)[spec.argmax()])
 
 
-@pytest.mark.parametrize("ext,subtype", [("wav", "PCM_16"), ("flac", "PCM_24"), ("ogg", "VORBIS"), ("wav", "FLOAT")])
-def test_formats_resampled_to_the_model_rate(tmp_path, ext, subtype):
+@pytest.mark.parametrize("ext,subtype,rate", [("wav", "PCM_16", 44100), ("flac", "PCM_24", 22050),
+                                              ("ogg", "VORBIS", 44100), ("wav", "FLOAT", 8000),
+                                              ("opus", "OPUS", 48000), ("aiff", "PCM_16", 44100)])
+def test_formats_resampled_to_the_model_rate(tmp_path, ext, subtype, rate):
     path = tmp_path / f"a.{ext}"
-    sf.write(path, _tone(1000, 0.5, 44100), 44100, subtype=subtype)
+    sf.write(path, _tone(1000, 0.5, rate), rate, subtype=subtype, format="OGG" if ext == "opus" else None)
     x = load_audio(str(path), str(path), 16000)
     assert x.dtype == np.float32 and x.ndim == 1
     assert abs(len(x) - 8000) <= 1  # 0.5 s at 16 kHz
