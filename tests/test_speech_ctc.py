@@ -86,3 +86,19 @@ def test_ctc_run_folder_loads_with_pipeline_and_predicts_the_same(w2v, tmp_path)
     asr = pipeline("automatic-speech-recognition", model=str(out))
     for p, r in zip(wavs, predicted):
         assert asr(load_audio(str(p), p.name, 16000))["text"].strip() == r["text"]
+
+
+def test_a_clip_too_short_for_its_transcript_is_an_error_naming_it(w2v, tmp_path):
+    import soundfile as sf
+
+    from speech_helpers import say
+    from tunesmith.errors import DataError
+
+    inputs = inputs_for("speech")
+    backbone, fe = inputs.load(w2v, ModelConfig(name=str(w2v)))
+    sf.write(tmp_path / "short.wav", say("go")[:1600], 16000)  # 0.1 s: 19 CTC frames
+    (tmp_path / "t.csv").write_text("audio,transcript\nshort.wav,this transcript is far too long for the clip\n")
+    ex = inputs.read(str(tmp_path / "t.csv"), DataConfig(text_column="transcript"), "data")
+    task = TASKS.get("speech-recognition").for_run(backbone, fe, ex.texts, {}, 0.0)
+    with pytest.raises(DataError, match="short.wav.*too short"):
+        task.encode(ex)

@@ -206,3 +206,22 @@ def test_clip_longer_than_the_window_is_an_error_naming_it(whisper_en, tmp_path)
     (tmp_path / "t.csv").write_text(f"audio,transcript\n{long.name},yes go no stop up down\n")
     with pytest.raises(DataError, match="long.wav.*at most 1 s"):
         _rows(task, inputs, tmp_path / "t.csv")
+
+
+def test_whisper_layer_groups_cover_the_model_bottom_to_top(whisper_en):
+    from tunesmith.strategies.base import set_trainable_groups
+
+    _, model, _ = _task(whisper_en)
+    groups = model.backbone.layer_groups()
+    assert [g for g, _ in groups] == ["encoder.stem", "encoder.layer.0", "encoder.layer.1", "encoder.norm",
+                                      "decoder.embeddings", "decoder.layer.0", "decoder.layer.1", "top"]
+    names = [n for _, ns in groups for n in ns]
+    params = {n for n, _ in model.backbone.named_parameters()}
+    assert len(names) == len(set(names)) and set(names) == params
+    assert "encoder.model.encoder.embed_positions.weight" not in params  # fixed sinusoids: a buffer
+    assert {n for n, _ in model.head.named_parameters()} == {"weight", "bias"}  # the decoder's final norm
+    # freezing the whole encoder: unfreeze the decoder's groups (positions, layers, top) from the top
+    set_trainable_groups(model, 4)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and not any(".model.encoder." in n for n in trainable)
+    assert {"head.weight", "head.bias", "backbone.encoder.model.decoder.embed_tokens.weight"} <= trainable

@@ -101,12 +101,6 @@ class WhisperBackbone(nn.Module):
             decoder.layer_norm = _HeadSlot(decoder.layer_norm)
         return decoder.layer_norm._head[0]
 
-    def put_head_back(self) -> None:
-        """Undo take_head (for saving a plain transformers model)."""
-        decoder = self.encoder.model.decoder
-        if isinstance(decoder.layer_norm, _HeadSlot):
-            decoder.layer_norm = decoder.layer_norm._head[0]
-
     def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.encoder.model.encoder(batch["input_features"]).last_hidden_state
 
@@ -255,9 +249,9 @@ def _plain_model(model) -> nn.Module:
 
     backbone = model.backbone
     if backbone.kind == "seq2seq":
-        plain = copy.deepcopy(backbone.encoder)
+        plain = copy.deepcopy(backbone.encoder)  # the head comes along as its own copy (_HeadSlot.__deepcopy__)
         decoder = plain.model.decoder
-        if isinstance(decoder.layer_norm, _HeadSlot):
+        if isinstance(decoder.layer_norm, _HeadSlot):  # put Whisper's own final norm back in place
             decoder.layer_norm = decoder.layer_norm._head[0]
         merge_lora(plain)
         return plain
@@ -337,9 +331,7 @@ def load_speech_run(folder: Path, meta: dict[str, Any], device):
             sd.pop("backbone.encoder.proj_out.weight", None)
         backbone.encoder.generation_config = GenerationConfig.from_pretrained(folder)
     else:
-        config.vocab_size = cfg_dict.get("vocab_size", config.vocab_size)
-        base_cfg = copy.deepcopy(config)
-        backbone = load_speech_backbone(folder, trust, weights=False, config=base_cfg)
+        backbone = load_speech_backbone(folder, trust, weights=False, config=config)  # the encoder alone
         tensors = load_file(str(folder / "model.safetensors"))
         model = TaskModel(backbone, task.build_head(backbone))
         prefix = backbone.encoder.base_model_prefix + "."
