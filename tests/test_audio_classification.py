@@ -240,6 +240,20 @@ def test_catalogue_whisper_entries_never_convert_to_compare(tmp_path, tiny_whisp
     assert not split.installed()  # a model split across packages needs every part
 
 
+def test_encoders_load_from_other_checkpoint_classes(tmp_path, tiny_whisper, tiny_wav2vec2):
+    """A CTC (speech recognition) wav2vec2 folder and a bare WhisperModel folder give the same encoder
+    weights as the folders they were made from; their heads/decoders are dropped."""
+    from transformers import Wav2Vec2ForCTC, WhisperModel
+
+    from tunesmith.models.audio_backbone import load_audio_backbone
+
+    Wav2Vec2ForCTC.from_pretrained(tiny_wav2vec2).save_pretrained(tmp_path / "ctc", safe_serialization=True)
+    WhisperModel.from_pretrained(tiny_whisper).save_pretrained(tmp_path / "wm", safe_serialization=True)
+    for src, copy in ((tiny_wav2vec2, tmp_path / "ctc"), (tiny_whisper, tmp_path / "wm")):
+        a, b = load_audio_backbone(src).state_dict(), load_audio_backbone(copy).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_model_folder_mistakes(tmp_path, tiny_whisper):
     import shutil
 
@@ -251,6 +265,12 @@ def test_model_folder_mistakes(tmp_path, tiny_whisper):
     (bare / "preprocessor_config.json").unlink()
     with pytest.raises(ModelError, match="no preprocessor_config.json.*WhisperFeatureExtractor"):
         load_feature_extractor(bare)
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(str(bare / "model.safetensors"))
+    save_file({k: v for k, v in w.items() if ".encoder.layers.1." not in k}, str(bare / "model.safetensors"))
+    with pytest.raises(ModelError, match=r"Whisper encoder weights are incomplete .*missing layers\.1\."):
+        load_audio_backbone(bare)
     from conftest import make_tiny_bert
 
     with pytest.raises(ModelError, match="model type 'bert' is not an audio encoder"):
