@@ -3,7 +3,6 @@ generation, save / reload / predict and `transformers.pipeline` parity, on a tin
 with a real Whisper tokenizer and synthetic speech (speech_helpers.py)."""
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 

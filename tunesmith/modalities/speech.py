@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..data.audio import AudioExamples
-from ..errors import DataError
 
 
 class SpeechInputs:
@@ -35,18 +34,8 @@ class SpeechInputs:
         return task.encode(ex, reporter)
 
     def examples_from_inputs(self, inputs: Sequence[Any], pairs=None) -> AudioExamples:
-        """What `predict` was given (paths or encoded bytes) -> examples without transcripts."""
-        items: list[str | bytes] = []
-        for i, x in enumerate(inputs):
-            if isinstance(x, (bytes, bytearray)):
-                items.append(bytes(x))
-            elif isinstance(x, (str, Path)):
-                p = Path(x)
-                if not p.is_file():
-                    raise DataError(f"input {i + 1}: audio file not found: {p}")
-                items.append(str(p.resolve()))
-            else:
-                raise DataError(f"input {i + 1}: expected an audio file path or encoded audio bytes, "
-                                f"got {type(x).__name__}")
-        names = [str(x) if isinstance(x, (str, Path)) else f"input {i + 1}" for i, x in enumerate(inputs)]
-        return AudioExamples("input", items, None, names)
+        """What `predict` was given (paths or encoded bytes) -> examples without transcripts; the
+        audio modality's own check, shared (one copy)."""
+        from .audio import AudioInputs
+
+        return AudioInputs().examples_from_inputs(inputs, pairs)

@@ -52,7 +52,8 @@ def language_token(language: str, lang_to_id: dict[str, int]) -> str:
     return token
 
 
-def whisper_generation(generation_config, options: dict[str, Any], decoder_positions: int | None = None) -> tuple[Any, list[int], str, int]:
+def whisper_generation(generation_config, options: dict[str, Any],
+                       decoder_positions: int | None = None) -> tuple[Any, list[int], str, int]:
     """(generation config for greedy decoding of this run, decoder prompt ids, language code, decoder positions)."""
     gc = copy.deepcopy(generation_config)
     multilingual = bool(getattr(gc, "is_multilingual", False) and getattr(gc, "lang_to_id", None))
@@ -345,7 +346,8 @@ class SpeechRecognitionTask:
         return [self.tokenizer.decode(best[i, :int(n)].tolist()).strip() for i, n in enumerate(lengths)]
 
     @torch.no_grad()
-    def evaluate(self, model, rows: Sequence[dict], batch_size: int, autocast) -> tuple[dict[str, Any], list[str], list[dict]]:
+    def evaluate(self, model, rows: Sequence[dict], batch_size: int,
+                 autocast) -> tuple[dict[str, Any], list[str], list[dict]]:
         """(metrics, hypotheses in input order, per-utterance scores): teacher-forced loss where rows
         carry transcripts, batched greedy transcription, WER/CER after normalisation."""
         from ..data.batching import eval_batches
