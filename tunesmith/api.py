@@ -368,17 +368,15 @@ def _evaluate_speech(predictor, ex, compare_base: bool) -> dict[str, Any]:
     rows = predictor.inputs.encode(task, predictor.preprocessor, ex)
     metrics, hyps, per = task.evaluate(predictor.model, rows, bs, contextlib.nullcontext)
     metrics["worst_utterances"] = worst_utterances(ex.names, ex.texts, hyps, per)
-    if compare_base:
+    if compare_base and task.kind == "ctc":
+        metrics["base_model"] = None  # a CTC base model has no head for this run's characters: nothing to compare
+    elif compare_base:
         meta = predictor.meta
         base_dir = resolve_model(meta.get("catalogue_name") or meta["base_model_path"])
         backbone = load_speech_backbone(base_dir, bool(meta.get("trust_remote_code", False)))
         base = TaskModel(backbone, task.build_head(backbone)).eval()
-        if backbone.kind == "ctc":
-            metrics["base_model"] = None  # a CTC base model has no head for this run's characters to compare
-        else:
-            task.prepare_model(base)
-            m, _, _ = task.evaluate(base, rows, bs, contextlib.nullcontext)
-            metrics["base_model"] = m
+        task.prepare_model(base)
+        metrics["base_model"], _, _ = task.evaluate(base, rows, bs, contextlib.nullcontext)
     return metrics
 
 
