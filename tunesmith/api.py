@@ -226,9 +226,10 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
         torch.set_num_threads(threads)
     timings.update({"train_seconds": result.train_seconds,
                     "train_samples_per_second": result.samples / max(result.train_seconds, 1e-9),
-                    # head-only trains on features: no tokens pass through the backbone while training
+                    # head-only trains on features: no tokens pass through the backbone while training;
+                    # speech has audio frames, not tokens (utterances/s is the figure there)
                     "train_tokens_per_second": (result.tokens / max(result.train_seconds, 1e-9)
-                                                if not strategy.uses_feature_cache else None)})
+                                                if not strategy.uses_feature_cache and not speech else None)})
 
     # Strategies that grow the trainable set (gradual) report where they ended, and where they began.
     end = count_params(model)
