@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -34,6 +32,15 @@ def _model(folder, labels=("high", "low", "noise")):
     task = TASKS.get("audio-classification")(list(labels), dropout=0.0)
     torch.manual_seed(0)
     return inputs, fe, task, TaskModel(backbone, task.build_head(backbone)).eval()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine two threads spin."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -197,8 +204,12 @@ def test_lora_run_exports_merged_weights_pipeline_loads(tiny_wav2vec2, audio_fol
         x["label"] for x in tunesmith.load(res.out).predict(clips)]
 
 
-def test_cli_train_table_and_predict_json(tiny_whisper, audio_folders, tmp_path):
+def test_cli_train_table_and_predict_json(tiny_whisper, audio_folders, tmp_path, capsys):
+    """The CLI in-process (test_audio_data.py runs `python -m tunesmith` itself): train from a table,
+    predict --json, evaluate --json with the run's own columns."""
     import csv
+
+    from tunesmith.cli import main
 
     train, val = audio_folders
     table = tmp_path / "train.csv"
@@ -208,24 +219,21 @@ def test_cli_train_table_and_predict_json(tiny_whisper, audio_folders, tmp_path)
         for p in sorted(train.rglob("*.*")):
             w.writerow([os.path.relpath(p, tmp_path), p.parent.name])  # read from the table folder
     out = tmp_path / "cli-run"
-    r = subprocess.run([sys.executable, "-m", "tunesmith", "train", "--task", "audio-classification",
-                        "--data", str(table), "--audio-column", "path", "--label-column", "kind",
-                        "--model", str(tiny_whisper), "--out", str(out), "--strategy", "head-only", "--epochs", "20",
-                        "--lr", "0.05", "--precision", "fp32", "--set", "train.threads=1", "--quiet"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assert main(["train", "--task", "audio-classification", "--data", str(table), "--audio-column", "path",
+                 "--label-column", "kind", "--model", str(tiny_whisper), "--out", str(out), "--strategy", "head-only",
+                 "--epochs", "20", "--lr", "0.05", "--precision", "fp32", "--set", "train.threads=1", "--quiet"]) == 0
+    capsys.readouterr()
     clips = [str(p) for p in sorted(val.rglob("*.*"))[:3]]
-    r = subprocess.run([sys.executable, "-m", "tunesmith", "predict", str(out), *clips, "--json"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert main(["predict", str(out), *clips, "--json"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["input"] for x in lines] == clips
     assert all(set(x) == {"input", "label", "score", "scores"} and x["label"] in {"high", "low", "noise"}
                for x in lines)
     assert lines == tunesmith.load(out).predict(clips)
-    r = subprocess.run([sys.executable, "-m", "tunesmith", "evaluate", str(out), "--data", str(table), "--json"],
-                       capture_output=True, text=True)  # the run's own columns (path, kind) are the defaults
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["n"] == 36
+    assert main(["evaluate", str(out), "--data", str(table), "--json"]) == 0  # columns path/kind: the run's
+    assert json.loads(capsys.readouterr().out)["n"] == 36
+    assert main(["predict", str(out), str(tmp_path / "missing.wav")]) == 2
+    assert "input 1: audio file not found" in capsys.readouterr().err
 
 
 def test_catalogue_whisper_entries_never_convert_to_compare(tmp_path, tiny_whisper):
