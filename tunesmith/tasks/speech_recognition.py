@@ -310,11 +310,7 @@ class SpeechRecognitionTask:
 
         raw = getattr(model, "module", model)  # DDP wraps the TaskModel
         if self.kind == "seq2seq":
-            out = raw.backbone.encoder(input_features=batch["input_features"], attention_mask=batch["frame_mask"],
-                                       decoder_input_ids=batch["decoder_input_ids"], use_cache=False)
-            logits = out.logits
-            loss = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=PAD_LABEL)
-            return {"loss": loss, "logits": logits}
+            return self._seq2seq_loss(raw, batch)
         hidden = raw.backbone.forward_features(batch)
         logits = raw.head(hidden.to(raw.head_dtype))
         log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)
@@ -325,9 +321,21 @@ class SpeechRecognitionTask:
                           reduction="mean", zero_infinity=True)
         return {"loss": loss, "logits": logits}
 
+    def _seq2seq_loss(self, raw, batch: dict[str, torch.Tensor], encoder_outputs=None) -> dict[str, torch.Tensor]:
+        """Teacher-forced token cross-entropy; `encoder_outputs` (evaluation) saves a second encoder pass."""
+        import torch.nn.functional as F
+
+        out = raw.backbone.encoder(input_features=None if encoder_outputs is not None else batch["input_features"],
+                                   attention_mask=batch["frame_mask"], encoder_outputs=encoder_outputs,
+                                   decoder_input_ids=batch["decoder_input_ids"], use_cache=False)
+        logits = out.logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=PAD_LABEL)
+        return {"loss": loss, "logits": logits}
+
     @torch.no_grad()
-    def transcribe_batch(self, model, batch: dict[str, torch.Tensor]) -> list[str]:
-        """Greedy decoding, exactly as `pipeline("automatic-speech-recognition")` does for this folder."""
+    def transcribe_batch(self, model, batch: dict[str, torch.Tensor], encoder_outputs=None) -> list[str]:
+        """Greedy decoding, exactly as `pipeline("automatic-speech-recognition")` does for this folder
+        (given `encoder_outputs`, generate() reuses them instead of running the encoder again)."""
         raw = getattr(model, "module", model)
         if self.kind == "seq2seq":
             from transformers.utils import logging as hf_logging
@@ -335,8 +343,9 @@ class SpeechRecognitionTask:
             verbosity = hf_logging.get_verbosity()
             hf_logging.set_verbosity_error()  # generate() warns per call about its own length defaults
             try:
+                extra = {"encoder_outputs": encoder_outputs} if encoder_outputs is not None else {}
                 ids = raw.backbone.encoder.generate(input_features=batch["input_features"],
-                                                    attention_mask=batch["frame_mask"])
+                                                    attention_mask=batch["frame_mask"], **extra)
             finally:
                 hf_logging.set_verbosity(verbosity)
             return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
@@ -361,9 +370,14 @@ class SpeechRecognitionTask:
         for idx in eval_batches([r.get("length", 1) for r in rows], batch_size):
             batch = {k: v.to(device) for k, v in self.collate([rows[i] for i in idx]).items()}
             with autocast():
-                if has_labels:
+                encoded = None
+                if has_labels and self.kind == "seq2seq":  # one encoder pass for both the loss and decoding
+                    raw = getattr(model, "module", model)
+                    encoded = raw.backbone.encoder.model.encoder(batch["input_features"])
+                    loss_sum += float(self._seq2seq_loss(raw, batch, encoded)["loss"]) * len(idx)
+                elif has_labels:
                     loss_sum += float(self.compute_loss(model, batch)["loss"]) * len(idx)
-                texts = self.transcribe_batch(model, batch)
+                texts = self.transcribe_batch(model, batch, encoded)
             for j, i in enumerate(idx):
                 hyps[i] = texts[j]
         model.train(was_training)
