@@ -106,6 +106,9 @@ def _transformers_logits(folder: Path, inputs: list, modality: str) -> torch.Ten
 def export_merged(run: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
     run, out = Path(run), Path(out)
     meta = read_meta(run)
+    if meta.get("lora_merged"):  # speech recognition runs save LoRA merged (speech_backbone.py)
+        raise RunFolderError(f"{run}: its LoRA adapters were merged into plain weights when the run was saved; "
+                             "nothing to merge, the folder already loads with transformers alone")
     if meta["layout"] != "lora-adapter":
         raise RunFolderError(f"{run} was trained with strategy {meta.get('strategy')!r}: its weights are already "
                              "plain, nothing to merge (--merge is for lora runs)")
