@@ -70,8 +70,9 @@ def make_asr_whisper(folder: Path, multilingual: bool = False, seed: int = 0) ->
     return folder
 
 
-def make_ctc_wav2vec2(folder: Path, seed: int = 0) -> Path:
-    """A 2-layer random Wav2Vec2Model (layer-norm feature encoder, 80x downsampling: 200 frames/s)."""
+def make_ctc_wav2vec2(folder: Path, seed: int = 0, norm: str = "layer") -> Path:
+    """A 2-layer random Wav2Vec2Model (80x downsampling: 200 frames/s); norm "layer" (takes attention
+    masks) or "group" (wav2vec2-base style: normalises over time, padding included; no masks)."""
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
@@ -80,12 +81,12 @@ def make_ctc_wav2vec2(folder: Path, seed: int = 0) -> Path:
     cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                          conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4),
                          num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, layerdrop=0.0,
-                         feat_extract_norm="layer", do_stable_layer_norm=True, mask_time_length=4,
+                         feat_extract_norm=norm, do_stable_layer_norm=norm == "layer", mask_time_length=4,
                          hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
                          final_dropout=0.0)
     Wav2Vec2Model(cfg).save_pretrained(folder, safe_serialization=True)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=True).save_pretrained(folder)
+                             return_attention_mask=norm == "layer").save_pretrained(folder)
     return folder
 
 

@@ -62,10 +62,16 @@ def test_loss_falls_and_a_memorised_utterance_decodes_exactly(w2v, tmp_path):
     assert hyps == ["yes go.", "no stop."] and metrics["wer"] == 0.0 and metrics["cer"] == 0.0
 
 
-def test_ctc_run_folder_loads_with_pipeline_and_predicts_the_same(w2v, tmp_path):
+@pytest.mark.parametrize("norm", ["layer", "group"])
+def test_ctc_run_folder_loads_with_pipeline_and_predicts_the_same(norm, w2v, tmp_path):
+    """Layer-norm encoders batch with attention masks; group-norm ones (wav2vec2-base style) are
+    transcribed clip by clip, so both match pipeline(), which runs each clip alone."""
     from transformers import AutoModelForCTC, Wav2Vec2Processor, pipeline
 
     from tunesmith.data.audio import load_audio
+
+    if norm == "group":
+        w2v = make_ctc_wav2vec2(tmp_path / "w2v-group", norm="group")
 
     train = write_speech_table(tmp_path / "d", SENTENCES * 2, "train.csv")
     val = write_speech_table(tmp_path / "d", SENTENCES[:3], "val.csv", seed=40)

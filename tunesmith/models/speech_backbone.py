@@ -142,13 +142,17 @@ class CtcBackbone(nn.Module):
         super().__init__()
         self.encoder = model
         self.feature_dim = int(model.config.hidden_size)
+        # Group-norm feature encoders (wav2vec2-base) normalise over time, padding included, and are
+        # meant to get zero-padded input without a mask (transformers' own advice); layer-norm ones take it.
+        self.uses_attention_mask = getattr(model.config, "feat_extract_norm", "layer") == "layer"
 
     @property
     def config(self):
         return self.encoder.config
 
     def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.encoder(batch["input_values"], attention_mask=batch.get("attention_mask")).last_hidden_state
+        mask = batch.get("attention_mask") if self.uses_attention_mask else None
+        return self.encoder(batch["input_values"], attention_mask=mask).last_hidden_state
 
     def frame_lengths(self, attention_mask: torch.Tensor) -> torch.Tensor:
         """Output frames per input: what CTC's input_lengths must be."""

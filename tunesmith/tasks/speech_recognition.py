@@ -367,6 +367,10 @@ class SpeechRecognitionTask:
         hyps: list[str | None] = [None] * len(rows)
         loss_sum = 0.0
         has_labels = "labels" in rows[0]
+        if self.kind == "ctc" and not getattr(model, "module", model).backbone.uses_attention_mask:
+            # group-norm encoders see the padding of a batch: one clip at a time, so a clip's transcript
+            # never depends on its batch (and matches pipeline(), which also runs clips alone)
+            batch_size = 1
         for idx in eval_batches([r.get("length", 1) for r in rows], batch_size):
             batch = {k: v.to(device) for k, v in self.collate([rows[i] for i in idx]).items()}
             with autocast():
