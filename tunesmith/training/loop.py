@@ -100,10 +100,15 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _improved(value: float, best: float | None, metric: str) -> bool:
+def _improved(record: dict[str, Any], best: dict[str, Any] | None, metric: str) -> bool:
     if best is None:
         return True
-    return value < best - 1e-12 if metric in LOWER_IS_BETTER else value > best + 1e-12
+    value, ref = record[metric], best[metric]
+    if metric in ("wer", "cer") and abs(value - ref) <= 1e-12:
+        # Error rates tie often on a small validation set (a few dozen utterances); the lower
+        # validation loss breaks the tie rather than the earliest evaluation winning.
+        return record["loss"] < best["loss"] - 1e-12
+    return value < ref - 1e-12 if metric in LOWER_IS_BETTER else value > ref + 1e-12
 
 
 def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[dict], train_cfg,
@@ -159,7 +164,7 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
                   **{k: ev.metrics[k] for k in history_metrics}}
         state["history"].append(record)
         value = record[tc.metric]
-        if _improved(value, state["best_value"], tc.metric):
+        if _improved(record, state["best_eval"], tc.metric):
             state["best_value"], state["best_eval"], state["evals_since_best"] = value, record, 0
             best_weights = strategy.trainable_state(raw_model)
         else:
