@@ -336,6 +336,7 @@ def load_speech_run(folder: Path, meta: dict[str, Any], device):
         backbone.encoder.generation_config = GenerationConfig.from_pretrained(folder)
     else:
         backbone = load_speech_backbone(folder, trust, weights=False, config=config)  # the encoder alone
+        task.set_conv_geometry(config)  # the frame rate behind the CTC length check of labelled clips
         tensors = load_file(str(folder / "model.safetensors"))
         model = TaskModel(backbone, task.build_head(backbone))
         prefix = backbone.encoder.base_model_prefix + "."
