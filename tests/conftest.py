@@ -144,3 +144,112 @@ def tiny_resnet(tmp_path_factory) -> Path:
 def image_folders(tmp_path_factory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("images")
     return make_image_folder(d / "train", 16, seed=1), make_image_folder(d / "val", 6, seed=2)
+
+
+# -- audio (audio-classification) ------------------------------------------------------------
+TONES = {"low": 300.0, "high": 2400.0, "noise": None}  # class -> tone frequency (None: white noise)
+
+
+def make_tiny_whisper(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer random WhisperForConditionalGeneration (32 dims, 16 mel bins) whose feature extractor
+    has a 1 s window (chunk_length=1 -> 100 mel frames, max_source_positions=50), safetensors.
+    init_std 0.1, not 0.02: at 0.02 the random conv front end is so weak that the sinusoidal positions
+    swamp every frame, pooled features then carry a clip's length rather than its sound, and a frozen
+    encoder (head-only, LoRA) could not learn tones apart."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    cfg = WhisperConfig(vocab_size=64, num_mel_bins=16, d_model=32, encoder_layers=2, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                        max_source_positions=50, max_target_positions=32, pad_token_id=1, bos_token_id=2,
+                        eos_token_id=3, decoder_start_token_id=2, init_std=0.1)
+    WhisperForConditionalGeneration(cfg).save_pretrained(folder, safe_serialization=True)
+    WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=1,
+                            n_fft=400).save_pretrained(folder)
+    return folder
+
+
+def make_tiny_wav2vec2(folder: Path, seed: int = 0, feat_extract_norm: str = "group") -> Path:
+    """A 2-layer random Wav2Vec2Model (32 dims, 3 conv layers, 80x downsampling) with its feature
+    extractor (16 kHz, normalised; attention masks only for the layer-norm variant), safetensors."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    layer = feat_extract_norm == "layer"
+    cfg = Wav2Vec2Config(vocab_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4),
+                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, layerdrop=0.0,
+                         feat_extract_norm=feat_extract_norm, do_stable_layer_norm=layer,
+                         mask_time_length=4, classifier_proj_size=16)
+    Wav2Vec2Model(cfg).save_pretrained(folder, safe_serialization=True)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=layer).save_pretrained(folder)
+    return folder
+
+
+def tone_clip(kind: str, seconds: float, rate: int, rng, channels: int = 1):
+    """A clip of class `kind`: a tone with a little noise, or noise alone; random level."""
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    f = TONES[kind]
+    x = (np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3)) if f else rng.normal(0, 0.5, t.shape))
+    x = x * rng.uniform(0.2, 0.8) + rng.normal(0, 0.02, t.shape)
+    x = np.clip(x, -1, 1).astype("float32")
+    return np.stack([x, x * 0.9], axis=1) if channels == 2 else x
+
+
+def make_audio_folder(root: Path, per_class: int, seed: int = 0) -> Path:
+    """root/<class>/<i>.<wav|flac|ogg>: 0.3-0.9 s clips at mixed rates (8-44.1 kHz), some stereo."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    formats = [("wav", "PCM_16"), ("flac", "PCM_16"), ("ogg", "VORBIS")]
+    rates = [16000, 8000, 22050, 44100]
+    for kind in TONES:
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            ext, subtype = formats[i % len(formats)]
+            rate = rates[i % len(rates)]
+            x = tone_clip(kind, rng.uniform(0.3, 0.9), rate, rng, channels=2 if i % 5 == 4 else 1)
+            sf.write(root / kind / f"{i}.{ext}", x, rate, subtype=subtype)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory) -> Path:
+    return make_tiny_whisper(tmp_path_factory.mktemp("models") / "tiny-whisper")
+
+
+@pytest.fixture(scope="session")
+def tiny_wav2vec2(tmp_path_factory) -> Path:
+    return make_tiny_wav2vec2(tmp_path_factory.mktemp("models") / "tiny-wav2vec2")
+
+
+@pytest.fixture(scope="session")
+def audio_folders(tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("audio")
+    return make_audio_folder(d / "train", 12, seed=1), make_audio_folder(d / "val", 5, seed=2)
+
+
+# -- speech recognition (helpers in speech_helpers.py) ----------------------------------------
+@pytest.fixture(scope="session")
+def tiny_asr_whisper(tmp_path_factory) -> Path:
+    """A tiny random Whisper with a real Whisper tokenizer and generation config (English-only)."""
+    from speech_helpers import make_asr_whisper
+
+    return make_asr_whisper(tmp_path_factory.mktemp("models") / "tiny-asr-whisper")
+
+
+@pytest.fixture(scope="session")
+def speech_tables(tmp_path_factory) -> tuple[Path, Path]:
+    """(train.csv, val.csv): synthetic clips (column audio) with transcripts (column transcript)."""
+    from speech_helpers import SENTENCES, write_speech_table
+
+    d = tmp_path_factory.mktemp("speech")
+    return write_speech_table(d, SENTENCES * 2, "train.csv"), write_speech_table(d, SENTENCES[:4], "val.csv", seed=50)

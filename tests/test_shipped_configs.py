@@ -16,10 +16,16 @@ def test_there_are_configs():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_config_runs(path, tiny_bert_mean, sentiment_csv, sentiment_test_csv, tiny_resnet, image_folders, tmp_path):
+def test_config_runs(path, tiny_bert_mean, sentiment_csv, sentiment_test_csv, tiny_resnet, image_folders, tmp_path,
+                     request):
     task = (yaml.safe_load(path.read_text()) or {}).get("task", "text-classification")
     if TASKS.get(task).modality == "image":
         model, train, test, extra = tiny_resnet, *image_folders, {}
+    elif TASKS.get(task).modality == "speech":  # clips + transcripts; the tiny Whisper's decoder is short
+        model, (train, test) = request.getfixturevalue("tiny_asr_whisper"), request.getfixturevalue("speech_tables")
+        extra = {"speech.max_new_tokens": 6}
+    elif TASKS.get(task).modality == "audio":
+        model, (train, test), extra = request.getfixturevalue("tiny_whisper"), request.getfixturevalue("audio_folders"), {}
     else:
         model, train, test, extra = tiny_bert_mean, sentiment_csv, sentiment_test_csv, {"model.max_length": 32}
     cfg = load_config(path, {"model.name": str(model), "data.train": str(train), "data.validation": None,

@@ -57,19 +57,26 @@ def load_splits(cfg: RunConfig, pre: Preflight, inputs, reporter=None) -> tuple[
     d = cfg.data
     if not d.train:
         raise ConfigError("no training data: give --data FILE (or data.train in the config)")
+    speech = inputs.modality == "speech"  # transcripts, not class labels: no class checks apply
     train = inputs.read(d.train, d, "training data", reporter=reporter)
     if d.validation:
         val = inputs.read(d.validation, d, "validation data", reporter=reporter)
     else:
-        tr_idx, va_idx, warns = stratified_split(train.labels, d.validation_split, d.split_seed)
+        split_on = train.labels if not speech else [""] * len(train)  # speech: a plain random split
+        tr_idx, va_idx, warns = stratified_split(split_on, d.validation_split, d.split_seed)
         pre.warnings.extend(warns)
         if not va_idx:
             raise DataError(f"{d.train}: too few rows to hold out a validation split; give --validation-data")
         val = train.subset(va_idx, f"{d.train} (validation split {d.validation_split:g})")
         train = train.subset(tr_idx)
-    check_train_validation(train, val, pre)
+    if speech:
+        from .tasks.speech_recognition import check_speech_splits
+
+        check_speech_splits(train, val, pre)
+    else:
+        check_train_validation(train, val, pre)
     test = inputs.read(d.test, d, "test data", reporter=reporter) if d.test else None
-    if test is not None:
+    if test is not None and not speech:
         unseen = sorted(set(test.labels) - set(train.labels))
         if unseen:
             raise DataError(f"{d.test}: test labels {unseen} never appear in the training data")
@@ -129,6 +136,9 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     pre = Preflight()
     inputs = inputs_for(TASKS.get(cfg.task).modality)
     train, val, test = load_splits(cfg, pre, inputs, reporter)
+    speech = getattr(TASKS.get(cfg.task), "generates_text", False)  # speech recognition: transcripts out
+    guard = (inputs.read(cfg.data.guard, cfg.data, "guard data", reporter=reporter)
+             if speech and cfg.data.guard else None)
     model_dir = resolve_model(cfg.model.name)
     auto = None
     if cfg.strategy.name == "auto":
@@ -146,11 +156,19 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
                   + (f", {len(test)} test" if test else "") + " examples")
 
     # 2. Pre-trained model + task head.
-    backbone, preprocessor = inputs.load(model_dir, cfg.model)
-    labels = sorted(set(train.labels))
-    task = TASKS.get(cfg.task)(labels, dropout=cfg.train.dropout, **inputs.task_kwargs(preprocessor, cfg.augment))
+    if speech:  # a recogniser: the task comes from the model's processor (CTC: and the transcripts' characters)
+        backbone, preprocessor = inputs.load(model_dir, cfg.model, cfg.speech.model_dump())
+        labels = []
+        task = TASKS.get(cfg.task).for_run(backbone, preprocessor, train.texts, cfg.speech.model_dump(),
+                                           cfg.train.dropout)
+    else:
+        backbone, preprocessor = inputs.load(model_dir, cfg.model)
+        labels = sorted(set(train.labels))
+        task = TASKS.get(cfg.task)(labels, dropout=cfg.train.dropout, **inputs.task_kwargs(preprocessor, cfg.augment))
     torch.manual_seed(cfg.train.seed)
     model = TaskModel(backbone, task.build_head(backbone))
+    if speech:
+        task.prepare_model(model)  # greedy decoding settings onto the model, where generate() reads them
     strategy = STRATEGIES.get(cfg.strategy.name)(**cfg.strategy.model_dump(exclude={"name"}))
     counts = strategy.prepare(model)
     if cfg.train.gradient_checkpointing:
@@ -164,13 +182,15 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
 
     # 3. Preprocess once (tokenize; decode and resize images).
     def enc(ex, augment: bool = False) -> list[dict]:
-        return _label_rows(task, inputs.encode(task, preprocessor, ex, cfg.model.max_length, augment, reporter),
-                           ex.labels)
+        encoded = inputs.encode(task, preprocessor, ex, cfg.model.max_length, augment, reporter)
+        return encoded if speech else _label_rows(task, encoded, ex.labels)
 
     # Training rows carry augmentation only when the backbone trains: cached features are clean.
     rows = {"train": enc(train, augment=not strategy.uses_feature_cache), "validation": enc(val)}
     if test is not None:
         rows["test"] = enc(test)
+    if guard is not None:
+        rows["guard"] = enc(guard)
 
     # 4. Head-only: run the frozen backbone once per split (or read the cache), train on features.
     timings: dict[str, float] = {}
@@ -189,6 +209,16 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
         reporter.info(f"features: {'read from cache' if all(hits) else 'computed'} in "
                       f"{timings['feature_seconds']:.1f}s")
 
+    # Speech: score the pre-trained model first, for "WER before vs after" (and the guard set's forgetting check).
+    before: dict[str, Any] = {}
+    if speech:
+        model.to(accelerator.device)
+        for split in ("validation", "guard"):
+            if split in rows:
+                before[split] = evaluate_rows(model, task, rows[split], cfg.train.eval_batch_size,
+                                              accelerator.autocast).metrics
+        reporter.info("before fine-tuning: " + ", ".join(f"{k} WER {m['wer']:.4f}" for k, m in before.items()))
+
     # 5. Train.
     threads = torch.get_num_threads()
     if strategy.uses_feature_cache:
@@ -200,9 +230,10 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
         torch.set_num_threads(threads)
     timings.update({"train_seconds": result.train_seconds,
                     "train_samples_per_second": result.samples / max(result.train_seconds, 1e-9),
-                    # head-only trains on features: no tokens pass through the backbone while training
+                    # head-only trains on features: no tokens pass through the backbone while training;
+                    # speech has audio frames, not tokens (utterances/s is the figure there)
                     "train_tokens_per_second": (result.tokens / max(result.train_seconds, 1e-9)
-                                                if not strategy.uses_feature_cache else None)})
+                                                if not strategy.uses_feature_cache and not speech else None)})
 
     # Strategies that grow the trainable set (gradual) report where they ended, and where they began.
     end = count_params(model)
@@ -213,6 +244,17 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     val_eval = evaluate_rows(model, task, fit_rows["validation"], cfg.train.eval_batch_size, autocast)
     test_eval = (evaluate_rows(model, task, fit_rows["test"], cfg.train.eval_batch_size, autocast)
                  if "test" in fit_rows else None)
+    guard_eval = (evaluate_rows(model, task, rows["guard"], cfg.train.eval_batch_size, autocast)
+                  if "guard" in rows else None)
+    guard_summary = None
+    if guard_eval is not None:  # catastrophic forgetting: did general speech get worse?
+        from .evaluation.speech_metrics import guard_check
+
+        guard_summary, msg = guard_check(cfg.data.guard, before["guard"], guard_eval.metrics,
+                                         cfg.train.guard_max_wer_increase)
+        if msg:
+            pre.warnings.append(msg)
+            reporter.warn(msg)
 
     # 7. Save model, report, card; metrics.json last marks the run finished.
     model_meta = {
@@ -246,11 +288,21 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     }
     if auto is not None:
         metrics["run"]["auto"] = {"picked": auto.strategy, "reasons": auto.reasons}
+    if speech:
+        from .evaluation.speech_metrics import worst_utterances
+
+        metrics["before_finetuning"] = before
+        metrics["guard"] = guard_summary
+        metrics["worst_utterances"] = {
+            split: worst_utterances(ex.names, ex.texts, ev.predictions, ev.details)
+            for split, ex, ev in (("validation", val, val_eval), ("test", test, test_eval), ("guard", guard, guard_eval))
+            if ev is not None}
+        metrics["run"]["speech"] = task.state()
     from .evaluation.report import write_report
     from .evaluation.model_card import write_model_card
 
-    examples = {"validation": val, "test": test}
-    evals = {"validation": val_eval, "test": test_eval}
+    examples = {"validation": val, "test": test, "guard": guard}
+    evals = {"validation": val_eval, "test": test_eval, "guard": guard_eval}
     files = {"model": out / "model.safetensors", "metrics": out / METRICS_FILE}
     files["report"] = write_report(out, cfg, metrics, examples, evals, labels)
     files["model_card"] = write_model_card(out, cfg, metrics, labels, layout)
@@ -261,10 +313,17 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     tmp = out / f".{METRICS_FILE}.tmp{os.getpid()}"
     tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     os.replace(tmp, out / METRICS_FILE)
-    reporter.info(f"done in {timings['total_seconds']:.1f}s: validation accuracy {val_eval.metrics['accuracy']:.4f}, "
-                  f"macro-F1 {val_eval.metrics['macro_f1']:.4f}" + (
-                      f"; test accuracy {test_eval.metrics['accuracy']:.4f}" if test_eval else "")
-                  + f"\n  model + report in {out}/")
+    if speech:
+        reporter.info(f"done in {timings['total_seconds']:.1f}s: validation WER {before['validation']['wer']:.4f} -> "
+                      f"{val_eval.metrics['wer']:.4f}, CER {val_eval.metrics['cer']:.4f}"
+                      + (f"; test WER {test_eval.metrics['wer']:.4f}" if test_eval else "")
+                      + (f"; guard WER {guard_summary['wer_before']:.4f} -> {guard_summary['wer_after']:.4f}"
+                         if guard_summary else "") + f"\n  model + report in {out}/")
+    else:
+        reporter.info(f"done in {timings['total_seconds']:.1f}s: validation accuracy {val_eval.metrics['accuracy']:.4f}, "
+                      f"macro-F1 {val_eval.metrics['macro_f1']:.4f}" + (
+                          f"; test accuracy {test_eval.metrics['accuracy']:.4f}" if test_eval else "")
+                      + f"\n  model + report in {out}/")
     return RunResult(out, val_eval.metrics, test_eval.metrics if test_eval else None, result.history,
                      params, timings, files, pre.warnings)
 
@@ -282,13 +341,18 @@ def saved_data_config(run: Path, **overrides):
 
 
 def evaluate(run: str | Path, data: str | Path, text_column: str | None = None, label_column: str | None = None,
-             text_pair_column: str | None = None, image_column: str | None = None) -> dict[str, Any]:
-    """Score a finished run on labelled data; columns default to the ones the run trained on."""
+             text_pair_column: str | None = None, image_column: str | None = None, audio_column: str | None = None,
+             compare_base: bool = True) -> dict[str, Any]:
+    """Score a finished run on labelled data; columns default to the ones the run trained on.
+    Speech recognition: WER/CER, the worst utterances and (compare_base) the pre-trained model's WER
+    on the same clips, "before vs after"."""
     run = Path(run)
     predictor = load(run)
     dcfg = saved_data_config(run, text_column=text_column, label_column=label_column,
-                             text_pair_column=text_pair_column, image_column=image_column)
+                             text_pair_column=text_pair_column, image_column=image_column, audio_column=audio_column)
     ex = predictor.inputs.read(str(data), dcfg, "evaluation data")
+    if getattr(predictor.task, "generates_text", False):
+        return _evaluate_speech(predictor, ex, compare_base)
     unseen = sorted(set(ex.labels) - set(predictor.labels))
     if unseen:
         raise DataError(f"{data}: labels {unseen} are not among the model's labels {predictor.labels}")
@@ -296,6 +360,29 @@ def evaluate(run: str | Path, data: str | Path, text_column: str | None = None, 
     preds = logits.argmax(-1).tolist()
     refs = [predictor.task.label2id[y] for y in ex.labels]
     return predictor.task.metrics(preds, refs)
+
+
+def _evaluate_speech(predictor, ex, compare_base: bool) -> dict[str, Any]:
+    """WER/CER of a speech run on transcribed clips; with compare_base, the base model's too."""
+    import contextlib
+
+    from .evaluation.speech_metrics import worst_utterances
+    from .models.speech_backbone import load_speech_backbone
+
+    task, bs = predictor.task, predictor.batch_size
+    rows = predictor.inputs.encode(task, predictor.preprocessor, ex)
+    metrics, hyps, per = task.evaluate(predictor.model, rows, bs, contextlib.nullcontext)
+    metrics["worst_utterances"] = worst_utterances(ex.names, ex.texts, hyps, per)
+    if compare_base and task.kind == "ctc":
+        metrics["base_model"] = None  # a CTC base model has no head for this run's characters: nothing to compare
+    elif compare_base:
+        meta = predictor.meta
+        base_dir = resolve_model(meta.get("catalogue_name") or meta["base_model_path"])
+        backbone = load_speech_backbone(base_dir, bool(meta.get("trust_remote_code", False)))
+        base = TaskModel(backbone, task.build_head(backbone)).eval()
+        task.prepare_model(base)
+        metrics["base_model"], _, _ = task.evaluate(base, rows, bs, contextlib.nullcontext)
+    return metrics
 
 
 __all__ = ["finetune", "evaluate", "load", "Predictor", "RunResult"]

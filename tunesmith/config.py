@@ -21,8 +21,8 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     train: Optional[str] = Field(
-        None, description="Training data: a .csv, .tsv, .jsonl/.json or .parquet file; for images also a folder "
-        "with one sub-folder of images per class.")
+        None, description="Training data: a .csv, .tsv, .jsonl/.json or .parquet file; for images and audio also a "
+        "folder with one sub-folder of images (clips) per class.")
     validation: Optional[str] = Field(
         None, description="Validation file. When absent, a stratified split of the training data is held out."
     )
@@ -37,6 +37,18 @@ class DataConfig(_Section):
     skip_bad_images: bool = Field(
         False, description="Images: skip unreadable images instead of stopping; they are counted and listed in the "
         "report.")
+    audio_column: str = Field(
+        "audio", description="Audio: column holding a clip's path (relative to the table's folder) or its encoded "
+        "bytes (WAV, FLAC, OGG, MP3 where libsndfile has it).")
+    skip_bad_audio: bool = Field(
+        False, description="Audio: skip missing, unreadable, empty, silent or too-long clips instead of stopping; "
+        "they are counted and listed in the report.")
+    max_audio_seconds: float = Field(
+        30.0, gt=0, description="Audio: longest clip accepted, in seconds; longer ones are errors (or skipped with "
+        "skip_bad_audio), never cut silently. Whisper models take at most 30 s whatever this says.")
+    guard: Optional[str] = Field(
+        None, description="Speech recognition: a guard set (table of clips + transcripts, same columns) of general "
+        "speech the model must not forget; scored before and after fine-tuning (report, metrics.json, model card).")
     validation_split: float = Field(
         0.1, gt=0.0, lt=0.9, description="Fraction held out for validation when no validation file is given."
     )
@@ -115,8 +127,13 @@ class TrainConfig(_Section):
         3, ge=1, description="Stop after this many evaluations without improvement (null: never stop early). "
         "Default: 3 (full), 10 (head-only).",
     )
-    metric: Literal["accuracy", "macro_f1", "loss"] = Field(
-        "macro_f1", description="Validation metric that picks the best model and drives early stopping."
+    metric: Optional[Literal["accuracy", "macro_f1", "loss", "wer", "cer"]] = Field(
+        None, description="Validation metric that picks the best model and drives early stopping (loss, wer and cer: "
+        "lower is better). Default: macro_f1 (classification), wer (speech-recognition)."
+    )
+    guard_max_wer_increase: float = Field(
+        0.05, ge=0, description="Speech recognition: warn when WER on the guard set (data.guard) rises by more than "
+        "this (absolute, 0.05 = 5 points) from before to after fine-tuning: the model is forgetting general speech."
     )
     seed: int = Field(42, description="Seed for weights init, dropout and data order; recorded in the run.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -151,15 +168,37 @@ class AugmentConfig(_Section):
     color_jitter: float = Field(0.1, ge=0, lt=1, description="Brightness/contrast/saturation jitter strength (0: off).")
 
 
+class SpeechConfig(_Section):
+    language: Optional[str] = Field(
+        None, description="Speech recognition: language of the transcripts (e.g. en, de, german). Multilingual "
+        "Whisper: sets the <|language|> prompt token (default: the model's generation config, else en); English-only "
+        "(*.en) checkpoints take none. Also picks the WER normaliser (en: Whisper's English normaliser).")
+    task: Literal["transcribe", "translate"] = Field(
+        "transcribe", description="Multilingual Whisper: the task token of the prompt (transcribe, or translate to "
+        "English).")
+    max_new_tokens: int = Field(
+        128, ge=1, le=444, description="Speech recognition: longest transcript generated when evaluating and "
+        "predicting (greedy decoding; saved in generation_config.json so pipeline() decodes the same).")
+    spec_augment: bool = Field(
+        False, description="SpecAugment while training: mask random time spans (and feature bands) of the input, "
+        "as the model config's apply_spec_augment does; evaluation never masks.")
+    mask_time_prob: float = Field(0.05, ge=0, lt=1, description="SpecAugment: share of time steps masked.")
+    mask_time_length: int = Field(10, ge=1, description="SpecAugment: length of each time mask, in frames.")
+    mask_feature_prob: float = Field(0.0, ge=0, lt=1, description="SpecAugment: share of feature channels masked.")
+    mask_feature_length: int = Field(10, ge=1, description="SpecAugment: width of each feature mask, in channels.")
+
+
 class RunConfig(_Section):
     task: str = Field("text-classification",
-                      description="What the model learns: text-classification or image-classification.")
+                      description="What the model learns: text-classification, image-classification, "
+                      "audio-classification or speech-recognition.")
     out: Optional[str] = Field(None, description="Run folder: model, report, metrics and checkpoints go here.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    speech: SpeechConfig = Field(default_factory=SpeechConfig)
 
     @field_validator("task")
     @classmethod
@@ -181,6 +220,21 @@ class RunConfig(_Section):
 
         if self.augment.model_fields_set and TASKS.get(self.task).modality != "image":
             raise ValueError(f"augment.* applies to image tasks, not {self.task!r}; remove it")
+        task_cls = TASKS.get(self.task)
+        speech = getattr(task_cls, "generates_text", False)
+        if not speech:
+            if self.speech.model_fields_set:
+                raise ValueError(f"speech.* applies to speech-recognition, not {self.task!r}; remove it")
+            if self.data.guard:
+                raise ValueError(f"data.guard (--guard-data) applies to speech-recognition, not {self.task!r}")
+        allowed_metrics = getattr(task_cls, "history_metrics", ("loss", "accuracy", "macro_f1"))
+        if self.train.metric is not None and self.train.metric not in allowed_metrics:
+            raise ValueError(f"train.metric {self.train.metric!r} is not scored by task {self.task!r}; "
+                             f"use one of {', '.join(allowed_metrics)}")
+        if speech and self.strategy.name in ("head-only", "auto"):
+            raise ValueError(f"strategy {self.strategy.name!r} does not apply to speech-recognition: head-only caches "
+                             "pooled features, and a recogniser's decoder needs the whole sequence. Use full, partial, "
+                             "gradual, bitfit or lora (README: Speech recognition)")
         from .strategies import STRATEGIES
 
         # auto accepts every strategy's options: they apply if it picks that strategy.
@@ -215,6 +269,10 @@ class RunConfig(_Section):
             c.train.lr = defaults["lr"]
         if c.train.head_lr is None:
             c.train.head_lr = c.train.lr * defaults.get("head_lr_factor", 1.0)
+        if c.train.metric is None:  # what the task scores: macro_f1 for classifiers, wer for speech
+            from .tasks import TASKS
+
+            c.train.metric = getattr(TASKS.get(c.task), "default_metric", "macro_f1")
         if "early_stopping_patience" not in self.train.model_fields_set:
             c.train.early_stopping_patience = defaults.get("patience", 3)
         return c

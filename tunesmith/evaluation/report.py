@@ -76,7 +76,10 @@ def _confusion_png(cm: dict[str, Any], title: str) -> str:
     return _png(fig)
 
 
-def _curves_png(history: list[dict[str, Any]]) -> str:
+_METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "wer": "WER", "cer": "CER"}
+
+
+def _curves_png(history: list[dict[str, Any]], metric_keys: tuple[str, ...] = ("accuracy", "macro_f1")) -> str:
     import matplotlib.pyplot as plt
 
     def series(key: str) -> tuple[list, list]:
@@ -86,7 +89,7 @@ def _curves_png(history: list[dict[str, Any]]) -> str:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     # Markers on every point so a one-evaluation run still shows something, not an empty axis.
     for ax, keys in ((left, [("train_loss", "train loss"), ("loss", "validation loss")]),
-                     (right, [("accuracy", "validation accuracy"), ("macro_f1", "validation macro-F1")])):
+                     (right, [(k, f"validation {_METRIC_NAMES.get(k, k)}") for k in metric_keys])):
         for key, name in keys:
             xs, ys = series(key)
             if xs:
@@ -97,7 +100,8 @@ def _curves_png(history: list[dict[str, Any]]) -> str:
             ax.legend()
     left.set_title("loss")
     right.set_title("validation metrics")
-    right.set_ylim(-0.02, 1.02)
+    if set(metric_keys) <= {"accuracy", "macro_f1"}:
+        right.set_ylim(-0.02, 1.02)  # error rates (WER) can pass 1: insertions
     return _png(fig)
 
 
@@ -154,14 +158,14 @@ def _worst(ex, ev, labels: list[str]) -> str:
     rows = []
     for i in order:
         pred = int(ev.predictions[i])
-        if hasattr(ex, "texts"):
+        if getattr(ex, "texts", None) is not None and hasattr(ex, "pairs"):  # text rows (audio: a clip's name)
             text = ex.texts[i] if ex.pairs is None else f"{ex.texts[i]}\n⟷ {ex.pairs[i]}"
         else:
             text = ex.names[i]
         rows.append([f'<td class="num">{i + 1}</td>', f'<td class="text">{_e(text)}</td>',
                      f"<td>{_e(ex.labels[i])}</td>", f"<td>{_e(labels[pred])}</td>",
                      f'<td class="num">{probs[i, pred]:.3f}</td>', f'<td class="num">{p_true[i]:.3f}</td>'])
-    column = "text" if hasattr(ex, "texts") else "input"
+    column = "text" if getattr(ex, "texts", None) is not None and hasattr(ex, "pairs") else "input"
     return _table(["#", column, "true label", "predicted", "confidence", "p(true label)"], rows)
 
 
@@ -194,12 +198,64 @@ def _misclassified_grid(ex, ev, labels: list[str], limit: int = 16) -> str:
             + (f"; the {len(shown)} most confident mistakes" if len(wrong) > len(shown) else "") + ":</p>" + _png(fig))
 
 
+def _speech_headline(metrics: dict[str, Any]) -> str:
+    """WER/CER per split, before (pre-trained model) and after fine-tuning."""
+    before = metrics.get("before_finetuning") or {}
+    rows = []
+    for split in ("validation", "test", "guard"):
+        m = metrics.get(split) if split != "guard" else (metrics.get("guard") or {}).get("after")
+        if m:
+            b = before.get(split) or {}
+            rows.append([f"<td>{split}</td>"] + [f'<td class="num">{_e(_num(v))}</td>' for v in (
+                b.get("wer"), m.get("wer"), b.get("cer"), m.get("cer"), m.get("loss"), m.get("n"))])
+    return _table(["split", "WER before", "WER after", "CER before", "CER after", "loss", "utterances"], rows)
+
+
+def _guard_note(metrics: dict[str, Any]) -> str:
+    g = metrics.get("guard")
+    if not g:
+        return ('<p class="muted">No guard set: give --guard-data (general speech the model must not forget) to '
+                "check that fine-tuning did not make the model worse elsewhere.</p>")
+    cls = "warn" if g["forgetting"] else "muted"
+    what = ("the model is forgetting general speech" if g["forgetting"] else "within the allowed increase")
+    return (f'<p class="{cls}">Guard set {_e(g["source"])}: WER {g["wer_before"]:.4f} before, {g["wer_after"]:.4f} '
+            f"after ({g['wer_increase']:+.4f}; allowed increase {g['max_wer_increase']:g}): {_e(what)}.</p>")
+
+
+def _worst_utterances(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return '<p class="muted">Every utterance was transcribed without a word error.</p>'
+    rows = [[f'<td class="text">{_e(x["input"])}</td>', f'<td class="text">{_e(x["reference"])}</td>',
+             f'<td class="text">{_e(x["hypothesis"])}</td>', f'<td class="num">{x["word_errors"]}</td>',
+             f'<td class="num">{x["wer"]:.3f}</td>'] for x in items[:WORST_SHOWN]]
+    return _table(["clip", "reference", "hypothesis", "word errors", "WER"], rows)
+
+
+def _speech_parts(metrics: dict[str, Any]) -> list[str]:
+    parts = ["<h2>Results</h2>", _speech_headline(metrics), _guard_note(metrics),
+             '<p class="muted">WER/CER: corpus-level edits over reference words/characters, after the model\'s '
+             "text normaliser; \"before\" is the pre-trained model on the same clips.</p>",
+             "<h2>Training curves</h2>"]
+    history = metrics.get("history") or []
+    parts.append(_curves_png(history, ("wer", "cer")) if history else '<p class="muted">No evaluations were recorded.</p>')
+    best = metrics.get("best_evaluation")
+    if best:
+        parts.append(f"<p>Kept weights from step {_e(best.get('step'))} (epoch {_e(best.get('epoch'))}).</p>")
+    for split, items in (metrics.get("worst_utterances") or {}).items():
+        parts += [f"<h2>Worst {split} utterances (most word errors, up to {WORST_SHOWN})</h2>", _worst_utterances(items)]
+    return parts
+
+
 def write_report(out: Path, cfg: RunConfig, metrics: dict, examples: dict, evals: dict, labels: list[str]) -> Path:
     """Write out/report.html atomically, so a crashed run never leaves a report that looks whole."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot's first import
     out = Path(out)
+    if cfg.task == "speech-recognition":
+        parts = [f"<h1>tunesmith run: {_e(out.name)}</h1>", "<h2>Run</h2>", _summary(cfg, metrics),
+                 *_speech_parts(metrics)]
+        return _write_page(out, parts, metrics)
     parts = [f"<h1>tunesmith run: {_e(out.name)}</h1>", "<h2>Run</h2>", _summary(cfg, metrics),
              "<h2>Results</h2>", _headline(metrics)]
     for split in ("validation", "test"):
@@ -217,10 +273,16 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, examples: dict, evals
             parts += [f"<h2>Per-class results ({split})</h2>", _per_class(metrics[split])]
     val_ex, val_ev = examples.get("validation"), evals.get("validation")
     if val_ex is not None and val_ev is not None and val_ex.labels:
-        if hasattr(val_ex, "items"):  # images: show them
+        from ..data.images import ImageExamples
+
+        if isinstance(val_ex, ImageExamples):  # images: show them
             parts += ["<h2>Misclassified validation images</h2>", _misclassified_grid(val_ex, val_ev, labels)]
         parts += [f"<h2>Worst-classified validation examples (lowest probability of the true label, "
                   f"up to {WORST_SHOWN})</h2>", _worst(val_ex, val_ev, labels)]
+    return _write_page(out, parts, metrics)
+
+
+def _write_page(out: Path, parts: list[str], metrics: dict) -> Path:
     skipped = metrics.get("skipped_inputs") or []
     if skipped:
         parts += [f"<h2>Skipped inputs ({len(skipped)})</h2>",

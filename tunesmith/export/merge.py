@@ -30,10 +30,12 @@ def probe_inputs(run: Path, predictor, n: int = 32) -> list:
     try:
         ex = predictor.inputs.read(saved_data_config(run).train, saved_data_config(run), "probe data",
                                    require_labels=False)
-        return (ex.items if predictor.inputs.modality == "image" else ex.texts)[:n]
+        return (ex.items if predictor.inputs.modality in ("image", "audio") else ex.texts)[:n]
     except Exception:  # the training data may have moved; probes need only be valid inputs
         if predictor.inputs.modality == "image":
             return _synthetic_images(8)
+        if predictor.inputs.modality == "audio":
+            return _synthetic_clips(8)
         return FALLBACK_PROBES
 
 
@@ -52,8 +54,37 @@ def _synthetic_images(n: int) -> list[bytes]:
     return out
 
 
+def _synthetic_clips(n: int) -> list[bytes]:
+    """Half-second WAVs (tones of rising pitch in noise) at 16 kHz: valid, non-silent audio."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 16000
+    out = []
+    for i in range(n):
+        buf = io.BytesIO()
+        x = 0.3 * np.sin(2 * np.pi * 200 * (i + 1) * t) + rng.normal(0, 0.05, t.shape)
+        sf.write(buf, x.astype("float32"), 16000, format="WAV")
+        out.append(buf.getvalue())
+    return out
+
+
 @torch.no_grad()
 def _transformers_logits(folder: Path, inputs: list, modality: str) -> torch.Tensor:
+    if modality == "audio":
+        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+        from ..data.audio import load_audio
+
+        model = AutoModelForAudioClassification.from_pretrained(folder, local_files_only=True).eval()
+        fe = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
+        rate = int(fe.sampling_rate)
+        # one clip per call, as pipeline("audio-classification") runs them
+        return torch.cat([model(**fe(load_audio(x, f"probe {i + 1}", rate), sampling_rate=rate,
+                                     return_tensors="pt")).logits for i, x in enumerate(inputs)])
     if modality == "image":
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -75,6 +106,9 @@ def _transformers_logits(folder: Path, inputs: list, modality: str) -> torch.Ten
 def export_merged(run: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
     run, out = Path(run), Path(out)
     meta = read_meta(run)
+    if meta.get("lora_merged"):  # speech recognition runs save LoRA merged (speech_backbone.py)
+        raise RunFolderError(f"{run}: its LoRA adapters were merged into plain weights when the run was saved; "
+                             "nothing to merge, the folder already loads with transformers alone")
     if meta["layout"] != "lora-adapter":
         raise RunFolderError(f"{run} was trained with strategy {meta.get('strategy')!r}: its weights are already "
                              "plain, nothing to merge (--merge is for lora runs)")

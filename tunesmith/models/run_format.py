@@ -10,6 +10,12 @@ Layouts:
   fingerprint). `tunesmith export --merge` writes plain weights in one of the layouts above.
 - "native" (images): transformers' own *ForImageClassification with the trained linear in its
   classifier slot, plus the model's image processor, so `pipeline("image-classification")` loads it.
+- "native" (audio): wav2vec2 / HuBERT as Wav2Vec2ForSequenceClassification / HubertForSequenceClassification
+  (identity projector, our linear as classifier: exactly our mean pooling), plus the feature
+  extractor, so `pipeline("audio-classification")` loads it. Whisper runs use "tunesmith".
+- "native" (speech recognition): transformers' own WhisperForConditionalGeneration / *ForCTC with
+  its generation config, tokenizer and feature extractor, so `pipeline("automatic-speech-recognition")`
+  loads it (LoRA merged on save); written and read by speech_backbone.py.
 - "tunesmith": the pooling has no transformers-native head (or, for images, the model is our own
   module, e.g. the catalogue EfficientNet-Lite0, named in config.json as `tunesmith_builtin`).
   Weights keep our names and config.json carries no model_type, so transformers refuses the folder loudly instead of silently loading a
@@ -52,6 +58,10 @@ def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> st
     tunesmith.json into `folder`. Returns the layout."""
     folder.mkdir(parents=True, exist_ok=True)
     backbone = model.backbone
+    if backbone.modality == "speech":  # recognisers: transformers' own checkpoint + processor (speech_backbone.py)
+        from .speech_backbone import save_speech_run
+
+        return save_speech_run(folder, model, task, meta, META_FILE, FORMAT_VERSION)
     encoder = backbone.encoder
     config = encoder.config.to_dict() if hasattr(encoder, "config") else {}
     config.pop("_name_or_path", None)
@@ -93,6 +103,8 @@ def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> st
         config["architectures"] = [type(encoder).__name__]
         _atomic_write_text(folder / "config.json", json.dumps(config, indent=2))
         meta = {**meta, "classifier_path": backbone.classifier_path}
+    elif backbone.modality == "audio":
+        layout, tensors = _audio_layout(folder, backbone, model, config)
     elif backbone.native_classification_head:
         layout = "native"
         prefix = encoder.base_model_prefix
@@ -128,6 +140,50 @@ def save_model(folder: Path, model, task, tokenizer, meta: dict[str, Any]) -> st
     return layout
 
 
+def _audio_layout(folder: Path, backbone, model, config: dict) -> tuple[str, dict[str, torch.Tensor]]:
+    """wav2vec2 / HuBERT: transformers' *ForSequenceClassification computes exactly our mean-pooled
+    model when its projector is the identity and its classifier is our linear (pooling a linear map
+    of the frames = that map of the pooled frames), so `pipeline("audio-classification")` loads the
+    folder. Whisper (and other encoders): no transformers class pools over the audio frames only, so
+    the tunesmith layout, which transformers refuses loudly rather than loading a different model."""
+    from .audio_backbone import NATIVE_SEQUENCE_CLASSIFIERS
+
+    encoder, head = backbone.encoder, model.head.classifier
+    if backbone.native_classification_head:
+        d = backbone.feature_dim
+        tensors = {f"{encoder.base_model_prefix}.{k}": v for k, v in encoder.state_dict().items()}
+        tensors.update({"projector.weight": torch.eye(d), "projector.bias": torch.zeros(d),
+                        "classifier.weight": head.weight, "classifier.bias": head.bias})
+        config.update(architectures=[NATIVE_SEQUENCE_CLASSIFIERS[encoder.config.model_type]],
+                      classifier_proj_size=d, use_weighted_layer_sum=False)
+        _atomic_write_text(folder / "config.json", json.dumps(config, indent=2))
+        return "native", tensors
+    config["architectures"] = [type(encoder).__name__]
+    _atomic_write_text(folder / ENCODER_CONFIG, json.dumps(config, indent=2))
+    _atomic_write_text(folder / "config.json", json.dumps({
+        "architectures": ["TunesmithAudioClassifier"],
+        "tunesmith_note": f"{backbone.kind} encoder, mean over the encoder frames that hold audio (not the "
+                          "padded window), then a linear head: no transformers class computes this; load with "
+                          "tunesmith.load(folder). See README.md.",
+        "id2label": config["id2label"], "label2id": config["label2id"]}, indent=2))
+    return "tunesmith", dict(model.state_dict())
+
+
+def _audio_state(folder: Path, layout: str, backbone, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Saved audio tensors -> our state dict (the inverse of _audio_layout)."""
+    if layout != "native":
+        return tensors
+    d = backbone.feature_dim
+    if not (torch.equal(tensors["projector.weight"], torch.eye(d)) and not tensors["projector.bias"].any()):
+        raise RunFolderError(f"{folder}/model.safetensors: the projector is not the identity tunesmith saves; this "
+                             "folder was changed after training (train it again, or load it with transformers)")
+    prefix = backbone.encoder.base_model_prefix + "."
+    state = {f"backbone.encoder.{k[len(prefix):]}": v for k, v in tensors.items() if k.startswith(prefix)}
+    state["head.classifier.weight"] = tensors["classifier.weight"]
+    state["head.classifier.bias"] = tensors["classifier.bias"]
+    return state
+
+
 def _without_pad_token(tokenizer):
     """A copy whose pad token is unset, so batched `pipeline` calls fail instead of mis-scoring."""
     import copy
@@ -156,6 +212,10 @@ def _load_lora_run(folder: Path, meta: dict[str, Any], trust: bool, modality: st
         from .vision_backbone import load_vision_backbone
 
         backbone = load_vision_backbone(base, trust)
+    elif modality == "audio":
+        from .audio_backbone import load_audio_backbone
+
+        backbone = load_audio_backbone(base, trust)
     else:
         from .text_backbone import load_text_backbone
 
@@ -189,6 +249,10 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
     trust = bool(meta.get("trust_remote_code", False))
     layout = meta["layout"]
     modality = TASKS.get(meta["task"]).modality
+    if modality == "speech":
+        from .speech_backbone import load_speech_run
+
+        return load_speech_run(folder, meta, device)
     if layout == "lora-adapter":
         backbone, tensors = _load_lora_run(folder, meta, trust, modality)
     elif modality == "image":
@@ -197,6 +261,14 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
             cfg_dict = json.loads((folder / "config.json").read_text(encoding="utf-8"))
             config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
         backbone = load_vision_backbone(folder, trust, weights=False, config=config)
+        tensors = load_file(str(folder / "model.safetensors"))
+    elif modality == "audio":
+        from .audio_backbone import load_audio_backbone
+
+        cfg_dict = json.loads((folder / ("config.json" if layout == "native" else ENCODER_CONFIG))
+                              .read_text(encoding="utf-8"))
+        config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
+        backbone = load_audio_backbone(folder, trust, weights=False, config=config)
         tensors = load_file(str(folder / "model.safetensors"))
     else:
         cfg_file = folder / ("config.json" if layout in ("native", "xlm-mean") else ENCODER_CONFIG)
@@ -207,9 +279,14 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
         backbone = TextBackbone(AutoModel.from_config(config, trust_remote_code=trust), meta["pooling"])
         tensors = load_file(str(folder / "model.safetensors"))
     encoder = backbone.encoder
-    preprocessor = (load_image_processor(folder, trust) if modality == "image" else load_tokenizer(folder, trust))
-    kwargs = ({"image_mean": list(preprocessor.image_mean), "image_std": list(preprocessor.image_std)}
-              if modality == "image" else {"pad_token_id": meta.get("pad_token_id", 0)})
+    if modality == "audio":
+        from .audio_backbone import load_feature_extractor
+
+        preprocessor, kwargs = load_feature_extractor(folder, trust), {}
+    else:
+        preprocessor = (load_image_processor(folder, trust) if modality == "image" else load_tokenizer(folder, trust))
+        kwargs = ({"image_mean": list(preprocessor.image_mean), "image_std": list(preprocessor.image_std)}
+                  if modality == "image" else {"pad_token_id": meta.get("pad_token_id", 0)})
     task = TASKS.get(meta["task"])(meta["labels"], dropout=meta.get("dropout", 0.1), **kwargs)
     model = TaskModel(backbone, task.build_head(backbone))
     if layout == "lora-adapter":
@@ -218,6 +295,8 @@ def load_model(folder: Path, device: str | torch.device = "cpu"):
         if set(state) != expected:
             raise RunFolderError(f"{folder}/{ADAPTER_FILE} does not match the adapters of its base model "
                                  f"(missing {sorted(expected - set(state))[:5]})")
+    elif modality == "audio":
+        state = _audio_state(folder, layout, backbone, tensors)
     elif modality == "image" and layout == "native":
         path = meta["classifier_path"]
         state = {f"backbone.encoder.{k}": v for k, v in tensors.items() if not k.startswith(path + ".")}

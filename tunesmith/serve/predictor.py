@@ -38,17 +38,32 @@ class Predictor:
             out[idx] = self.model({k: v.to(self.device) for k, v in batch.items()}).float().cpu()
         return out
 
+    @torch.no_grad()
+    def transcribe_examples(self, examples) -> list[str]:
+        """Speech recognition: transcripts in input order, by the run's own greedy decoding (batched)."""
+        import contextlib
+
+        rows = self.inputs.encode(self.task, self.preprocessor, examples)
+        _, texts, _ = self.task.evaluate(self.model, rows, self.batch_size, contextlib.nullcontext)
+        return texts
+
+    def transcribe(self, inputs: Sequence[Any]) -> list[str]:
+        return self.transcribe_examples(self.inputs.examples_from_inputs(list(inputs)))
+
     def logits(self, inputs: Sequence[Any], pairs: Sequence[str] | None = None) -> torch.Tensor:
         return self.logits_for(self.inputs.examples_from_inputs(list(inputs), pairs))
 
     def predict(self, inputs: Any, pairs: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """One dict per input: {"input", "label", "score", "scores"}."""
+        """One dict per input: {"input", "label", "score", "scores"}; speech recognition: {"input", "text"}."""
         if isinstance(inputs, (str, bytes, Path)):
             inputs = [inputs]
         inputs = list(inputs)
         if not inputs:
             return []
-        decoded = self.task.decode(self.logits(inputs, pairs))
+        if getattr(self.task, "generates_text", False):
+            decoded = [{"text": t} for t in self.transcribe(inputs)]
+        else:
+            decoded = self.task.decode(self.logits(inputs, pairs))
         shown = [x if isinstance(x, str) else str(x) if isinstance(x, Path) else f"input {i + 1}"
                  for i, x in enumerate(inputs)]
         return [{"input": s, **d} for s, d in zip(shown, decoded)]

@@ -21,6 +21,11 @@ def default_targets(encoder: nn.Module) -> list[str]:
     model_type = encoder.config.model_type
     if model_type in MAPPING:
         return list(MAPPING[model_type])
+    names = {n.rsplit(".", 1)[-1] for n, m in encoder.named_modules() if isinstance(m, nn.Linear)}
+    if {"q_proj", "v_proj"} <= names:
+        # BART-style attention (Whisper, wav2vec2, HuBERT, ...; peft's table has none of them): query and
+        # value, the pair peft picks for BART/OPT and LoRA's paper adapts
+        return ["q_proj", "v_proj"]
     convs = sorted({n.rsplit(".", 1)[-1] for n, m in encoder.named_modules() if isinstance(m, nn.Conv2d)})
     if convs and not any(isinstance(m, nn.MultiheadAttention) for m in encoder.modules()):
         return convs  # a CNN (ResNet, ConvNeXt, ...): peft's LoRA on its convolutions

@@ -4,5 +4,7 @@ from ..registry import Registry
 TASKS: Registry = Registry("task")
 
 from . import image_classification, text_classification  # noqa: E402,F401  (register themselves)
+from . import audio_classification  # noqa: E402,F401
+from . import speech_recognition  # noqa: E402,F401
 
 __all__ = ["TASKS"]

@@ -21,12 +21,19 @@ from .optim import build_optimizer, refresh_param_groups, warmup_linear_decay
 from .precision import accelerate_mixed_precision
 
 
+# What each evaluation records in the history (and the metrics train.metric may pick from), unless
+# the task names its own (speech recognition: loss, wer, cer).
+CLASSIFICATION_METRICS = ("loss", "accuracy", "macro_f1")
+LOWER_IS_BETTER = {"loss", "wer", "cer"}
+
+
 @dataclass
 class EvalOutput:
     loss: float
-    predictions: list[int]
-    probabilities: np.ndarray
+    predictions: list  # class ids (classification) or transcripts (speech recognition)
+    probabilities: np.ndarray | None  # classification only
     metrics: dict[str, Any]
+    details: list[dict] | None = None  # per-example scores where the task gives them (speech: WER per utterance)
 
 
 @dataclass
@@ -57,6 +64,11 @@ def make_accelerator(precision: str, grad_accum: int) -> Accelerator:
 def evaluate_rows(model, task, rows: Sequence[dict], batch_size: int, autocast: Callable,
                   reporter=None, what: str = "eval") -> EvalOutput:
     """Loss, predictions and probabilities in input order, batched by length for speed."""
+    if hasattr(task, "evaluate"):
+        # A task that generates its output (speech recognition) scores itself: batched generate(),
+        # then WER/CER. Classification below needs only logits.
+        metrics, predictions, details = task.evaluate(model, rows, batch_size, autocast)
+        return EvalOutput(metrics.get("loss", float("nan")), predictions, None, metrics, details)
     was_training = model.training
     model.eval()
     lengths = row_lengths(rows)
@@ -88,10 +100,15 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _improved(value: float, best: float | None, metric: str) -> bool:
+def _improved(record: dict[str, Any], best: dict[str, Any] | None, metric: str) -> bool:
     if best is None:
         return True
-    return value < best - 1e-12 if metric == "loss" else value > best + 1e-12
+    value, ref = record[metric], best[metric]
+    if metric in ("wer", "cer") and abs(value - ref) <= 1e-12:
+        # Error rates tie often on a small validation set (a few dozen utterances); the lower
+        # validation loss breaks the tie rather than the earliest evaluation winning.
+        return record["loss"] < best["loss"] - 1e-12
+    return value < ref - 1e-12 if metric in LOWER_IS_BETTER else value > ref + 1e-12
 
 
 def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[dict], train_cfg,
@@ -99,6 +116,7 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
     """Train `model` in place; at the end it holds the best weights seen on validation."""
     tc = train_cfg
     set_seed(tc.seed)
+    history_metrics = getattr(task, "history_metrics", CLASSIFICATION_METRICS)
     result = FitResult()
 
     # Where to start: a resumed run re-enters its epoch, so strategies whose trainable set changes
@@ -143,10 +161,10 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
         state["loss_window"] = []
         record = {"epoch": epoch, "step": state["step"],
                   "train_loss": float(np.mean(window)) if window else None,
-                  "loss": ev.metrics["loss"], "accuracy": ev.metrics["accuracy"], "macro_f1": ev.metrics["macro_f1"]}
+                  **{k: ev.metrics[k] for k in history_metrics}}
         state["history"].append(record)
         value = record[tc.metric]
-        if _improved(value, state["best_value"], tc.metric):
+        if _improved(record, state["best_eval"], tc.metric):
             state["best_value"], state["best_eval"], state["evals_since_best"] = value, record, 0
             best_weights = strategy.trainable_state(raw_model)
         else:
@@ -154,8 +172,8 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
         patience = tc.early_stopping_patience
         if patience is not None and state["evals_since_best"] >= patience:
             state["stopped_early"] = True
-        reporter.info(f"  step {record['step']}: val loss {record['loss']:.4f}  accuracy {record['accuracy']:.4f}"
-                      f"  macro-F1 {record['macro_f1']:.4f}" + ("  (best)" if state["evals_since_best"] == 0 else ""))
+        reporter.info(f"  step {record['step']}: " + "  ".join(f"val {k} {record[k]:.4f}" for k in history_metrics)
+                      + ("  (best)" if state["evals_since_best"] == 0 else ""))
         return record
 
     def checkpoint() -> None:

@@ -1,0 +1,428 @@
+"""Speech recognition: audio -> text, for Whisper (encoder-decoder) and wav2vec2-style (CTC) models.
+
+Whisper labels. A Whisper decoder reads a prompt before the text: <|startoftranscript|>, then for
+multilingual checkpoints the language and task tokens (<|de|> <|transcribe|>), then
+<|notimestamps|>; English-only checkpoints (*.en) have no language or task tokens. The prompt is
+built from the model's own generation config (the ids `generate()` will force), so training and
+decoding agree by construction. Teacher forcing feeds  prompt + text  and predicts  text + <|endoftext|>
+(the one-token shift transformers' Whisper does with `shift_tokens_right`, done explicitly here so
+<|startoftranscript|> is never doubled); the prompt positions and the padding are -100, so the loss
+is the transcript alone. Text is tokenised with a leading space, as Whisper was trained and writes.
+
+CTC labels. A character vocabulary is built from the training transcripts (lower-cased; space is
+the word delimiter "|", <pad> is the CTC blank); it is saved with the run as vocab.json and a
+Wav2Vec2CTCTokenizer, so `pipeline` decodes exactly as we do (greedy: best class per frame,
+repeats merged, blanks dropped).
+
+Evaluation transcribes by batched greedy decoding and scores WER/CER with jiwer after the model's
+text normaliser (evaluation/speech_metrics.py).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import TASKS
+from ..errors import ConfigError, DataError
+
+CHUNK = 32  # clips per feature-extractor call
+PAD_LABEL = -100
+
+
+def language_token(language: str, lang_to_id: dict[str, int]) -> str:
+    """'de', 'german' or '<|de|>' -> '<|de|>', checked against the model's own language tokens."""
+    from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+    lang = language.strip().lower()
+    if lang.startswith("<|") and lang.endswith("|>"):
+        token = lang
+    else:
+        token = f"<|{TO_LANGUAGE_CODE.get(lang, lang)}|>"
+    if token not in lang_to_id:
+        known = ", ".join(sorted(t[2:-2] for t in lang_to_id)[:30])
+        raise ConfigError(f"speech.language {language!r}: this model has no language token {token}; "
+                          f"it knows: {known}{' ...' if len(lang_to_id) > 30 else ''}")
+    return token
+
+
+def whisper_generation(generation_config, options: dict[str, Any],
+                       decoder_positions: int | None = None) -> tuple[Any, list[int], str, int]:
+    """(generation config for greedy decoding of this run, decoder prompt ids, language code, decoder positions)."""
+    gc = copy.deepcopy(generation_config)
+    multilingual = bool(getattr(gc, "is_multilingual", False) and getattr(gc, "lang_to_id", None))
+    prompt = [int(gc.decoder_start_token_id)]
+    language = options.get("language")
+    if multilingual:
+        token = language_token(language or getattr(gc, "language", None) or "en", gc.lang_to_id)
+        task = options.get("task") or "transcribe"
+        gc.language, gc.task = token[2:-2], task
+        prompt += [int(gc.lang_to_id[token]), int(gc.task_to_id[task])]
+        language = token[2:-2]
+    else:
+        if language is not None and language.strip().lower() not in ("en", "english", "<|en|>"):
+            raise ConfigError(f"speech.language {language!r}: this Whisper checkpoint is English-only (*.en: it "
+                              "has no language tokens); use a multilingual one (e.g. whisper-base) for other languages")
+        if options.get("task") not in (None, "transcribe"):
+            raise ConfigError("speech.task: an English-only Whisper only transcribes; remove speech.task")
+        language = "en"
+    if getattr(gc, "no_timestamps_token_id", None) is not None:
+        prompt.append(int(gc.no_timestamps_token_id))
+    gc.return_timestamps = False
+    gc.num_beams, gc.do_sample = 1, False
+    # The length limit is max_new_tokens alone (a max_length beside it only draws a warning per call).
+    positions = int(decoder_positions or getattr(gc, "max_length", None) or 448)
+    gc.max_length = None
+    gc.max_new_tokens = int(options.get("max_new_tokens") or 128)
+    if len(prompt) + gc.max_new_tokens > positions:
+        raise ConfigError(f"speech.max_new_tokens {gc.max_new_tokens}: with the {len(prompt)}-token prompt it exceeds "
+                          f"the decoder's {positions} positions; use at most {positions - len(prompt)}")
+    return gc, prompt, language, positions
+
+
+def build_ctc_vocab(transcripts: Sequence[str]) -> dict[str, int]:
+    """<pad> (the CTC blank, id 0), <unk>, "|" (word delimiter), then every character seen, sorted."""
+    chars = sorted({c for t in transcripts for c in t.lower() if not c.isspace()} - {"|"})
+    vocab = {"<pad>": 0, "<unk>": 1, "|": 2}
+    for c in chars:
+        vocab[c] = len(vocab)
+    return vocab
+
+
+def ctc_tokenizer(vocab: dict[str, int]):
+    from transformers import Wav2Vec2CTCTokenizer
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "vocab.json"
+        path.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        # do_lower_case=False: transformers' flag means "the vocabulary is upper case" (it upper-cases the
+        # input); ours is lower case and transcripts are lower-cased before tokenising (_label_ids).
+        return Wav2Vec2CTCTokenizer(str(path), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|",
+                                    bos_token=None, eos_token=None, do_lower_case=False)
+
+
+@TASKS.register("speech-recognition")
+class SpeechRecognitionTask:
+    name = "speech-recognition"
+    modality = "speech"
+    pipeline_task = "automatic-speech-recognition"
+    generates_text = True  # api/loop/report branch on this: transcripts, not class labels
+    history_metrics = ("loss", "wer", "cer")
+    default_metric = "wer"
+    labels: list[str] = []
+
+    def __init__(self, kind: str, processor, options: dict[str, Any], dropout: float = 0.0,
+                 generation_config=None, decoder_positions: int | None = None):
+        self.kind = kind
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.feature_extractor = processor.feature_extractor
+        self.dropout = dropout
+        self.options = dict(options)
+        self.label2id: dict[str, int] = {}
+        if kind == "seq2seq":
+            self.generation_config, self.prompt_ids, self.language, self.decoder_positions = whisper_generation(
+                generation_config, options, decoder_positions)
+        else:
+            self.generation_config, self.prompt_ids = None, []
+            self.language = options.get("language")
+        english = (self.language or "").lower() in ("en", "english")
+        self.normaliser = "english" if english else "basic"
+        from ..evaluation.speech_metrics import text_normaliser
+
+        self.normalise = text_normaliser(self.normaliser, self.tokenizer)
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def for_run(cls, backbone, processor, transcripts: Sequence[str], options: dict[str, Any], dropout: float):
+        """The task for a new run: Whisper's processor as is; for CTC a character tokenizer from `transcripts`."""
+        if backbone.kind == "seq2seq":
+            return cls("seq2seq", processor, options, dropout, backbone.encoder.generation_config,
+                       int(backbone.config.max_target_positions))
+        from transformers import Wav2Vec2Processor
+
+        tokenizer = ctc_tokenizer(build_ctc_vocab(transcripts))
+        task = cls("ctc", Wav2Vec2Processor(feature_extractor=processor, tokenizer=tokenizer), options, dropout)
+        task.set_conv_geometry(backbone.config)
+        return task
+
+    @classmethod
+    def from_saved(cls, folder: Path, state: dict[str, Any], dropout: float = 0.0):
+        from transformers import GenerationConfig, Wav2Vec2Processor, WhisperProcessor
+
+        if state["kind"] == "seq2seq":
+            processor = WhisperProcessor.from_pretrained(folder, local_files_only=True)
+            return cls("seq2seq", processor, state["options"], dropout, GenerationConfig.from_pretrained(folder),
+                       state.get("decoder_positions"))
+        return cls("ctc", Wav2Vec2Processor.from_pretrained(folder, local_files_only=True), state["options"], dropout)
+
+    def state(self) -> dict[str, Any]:
+        """What tunesmith.json keeps to rebuild this task (the processor files hold the rest)."""
+        return {"kind": self.kind, "options": self.options, "language": self.language,
+                "decoder_positions": getattr(self, "decoder_positions", None),
+                "prompt_ids": self.prompt_ids, "normaliser": self.normaliser}
+
+    def processor_to_save(self):
+        return self.processor
+
+    def prepare_model(self, model) -> None:
+        """Decoding settings live on the model, where `generate()` and a saved folder both read them."""
+        if self.kind == "seq2seq":
+            model.backbone.encoder.generation_config = copy.deepcopy(self.generation_config)
+
+    def build_head(self, backbone: nn.Module) -> nn.Module:
+        if self.kind == "seq2seq":
+            return backbone.take_head()
+        from ..models.speech_backbone import CtcHead
+
+        return CtcHead(backbone.feature_dim, len(self.tokenizer), self.dropout)
+
+    # -- data ------------------------------------------------------------------------------------
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.feature_extractor.sampling_rate)
+
+    def _label_ids(self, text: str, name: str) -> list[int]:
+        if self.kind == "seq2seq":
+            ids = self.tokenizer(" " + text.strip(), add_special_tokens=False).input_ids
+            limit = self.decoder_positions
+            if len(self.prompt_ids) + len(ids) + 1 > limit:
+                raise DataError(f"{name}: transcript is {len(ids)} tokens; with the decoder prompt and "
+                                f"<|endoftext|> it exceeds the model's {limit} decoder positions. Cut the clip "
+                                "and its transcript into shorter pieces.")
+            return ids + [int(self.tokenizer.eos_token_id)]
+        ids = self.tokenizer(" ".join(text.lower().split())).input_ids
+        if not ids:
+            raise DataError(f"{name}: transcript has no characters to learn")
+        return ids
+
+    def encode(self, ex, reporter=None) -> list[dict]:
+        """One row per clip: features computed once (training epochs only stack them), label ids
+        when the examples carry transcripts, and the reference text for scoring."""
+        from ..data.audio import load_audio
+        from ..modalities.audio import model_max_seconds, split_mel
+
+        rate = self.sampling_rate
+        window = model_max_seconds(self.feature_extractor) if self.kind == "seq2seq" else None
+        rows: list[dict] = []
+        bar = reporter.bar("preprocess audio", len(ex)) if reporter is not None else None
+        ctx = bar if bar is not None else _Null()
+        with ctx as b:
+            for start in range(0, len(ex), CHUNK):
+                names = ex.names[start:start + CHUNK]
+                waves = [load_audio(item, name, rate) for item, name in zip(ex.items[start:start + CHUNK], names)]
+                for w, name in zip(waves, names):
+                    if window is not None and len(w) / rate > window + 1e-6:
+                        raise DataError(f"{name}: clip is {len(w) / rate:.1f} s; this model hears at most {window:g} s "
+                                        "at a time. Cut it into shorter clips (with their transcripts).")
+                if self.kind == "seq2seq":
+                    fe = self.feature_extractor(waves, sampling_rate=rate, return_tensors="np",
+                                                return_attention_mask=True)
+                    for mel, mask, w in zip(fe["input_features"], fe["attention_mask"], waves):
+                        compact, fill = split_mel(mel, len(w), self.feature_extractor.hop_length)
+                        rows.append({"mel": compact, "mel_fill": fill, "frames": int(mask.sum()),
+                                     "length": int(mask.sum())})
+                else:
+                    for w in waves:
+                        values = self.feature_extractor(w, sampling_rate=rate, return_tensors="np").input_values[0]
+                        rows.append({"input_values": torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)),
+                                     "length": len(values)})
+                if b is not None:
+                    b.advance(len(waves))
+        for i, r in enumerate(rows):
+            r["name"] = ex.names[i]
+            if ex.texts is not None:
+                r["text"] = ex.texts[i]
+                r["labels"] = self._label_ids(ex.texts[i], ex.names[i])
+                if self.kind == "ctc":
+                    self._check_ctc_length(r)
+        return rows
+
+    def _check_ctc_length(self, row: dict) -> None:
+        """CTC needs at least one output frame per label character (plus one between repeats)."""
+        frames = row["length"]
+        for k, s in zip(self._conv_kernel, self._conv_stride):
+            frames = (frames - k) // s + 1
+        labels = row["labels"]
+        need = len(labels) + sum(1 for a, b in zip(labels, labels[1:]) if a == b)
+        if frames < need:
+            raise DataError(f"{row['name']}: clip gives {frames} CTC frames but its transcript needs {need}; the clip "
+                            "is too short for what it says (check the transcript belongs to this clip)")
+
+    _conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
+    _conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
+
+    def set_conv_geometry(self, config) -> None:
+        """The CTC encoder's frame rate (its convolution kernels and strides), for the length check."""
+        self._conv_kernel, self._conv_stride = tuple(config.conv_kernel), tuple(config.conv_stride)
+
+    def collate(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.kind == "seq2seq":
+            n_frames = int(self.feature_extractor.nb_max_frames)
+            n_mels = rows[0]["mel"].shape[0]
+            feats = torch.empty((len(rows), n_mels, n_frames), dtype=torch.float32)
+            mask = torch.zeros((len(rows), n_frames), dtype=torch.long)
+            for i, r in enumerate(rows):
+                k = r["mel"].shape[1]
+                feats[i, :, :k] = r["mel"]
+                feats[i, :, k:] = r["mel_fill"]
+                mask[i, :r["frames"]] = 1
+            batch = {"input_features": feats, "frame_mask": mask}
+            if "labels" in rows[0]:
+                longest = max(len(r["labels"]) for r in rows)
+                p = len(self.prompt_ids)
+                width = p - 1 + longest
+                pad = int(self.tokenizer.eos_token_id)
+                dec = torch.full((len(rows), width), pad, dtype=torch.long)
+                labels = torch.full((len(rows), width), PAD_LABEL, dtype=torch.long)
+                for i, r in enumerate(rows):
+                    seq = self.prompt_ids + r["labels"]  # prompt, text, <|endoftext|>
+                    dec[i, :len(seq) - 1] = torch.tensor(seq[:-1])
+                    labels[i, p - 1:len(seq) - 1] = torch.tensor(r["labels"])
+                batch.update(decoder_input_ids=dec, labels=labels)
+            return batch
+        longest = max(r["input_values"].shape[0] for r in rows)
+        values = torch.zeros((len(rows), longest), dtype=torch.float32)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = r["input_values"].shape[0]
+            values[i, :n] = r["input_values"]
+            mask[i, :n] = 1
+        batch = {"input_values": values, "attention_mask": mask}
+        if "labels" in rows[0]:
+            longest = max(len(r["labels"]) for r in rows)
+            labels = torch.full((len(rows), longest), PAD_LABEL, dtype=torch.long)
+            for i, r in enumerate(rows):
+                labels[i, :len(r["labels"])] = torch.tensor(r["labels"])
+            batch["labels"] = labels
+        return batch
+
+    # -- training / evaluation -------------------------------------------------------------------
+    def compute_loss(self, model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Token cross-entropy (Whisper) or CTC loss (encoders), in fp32 and ignoring padding."""
+        import torch.nn.functional as F
+
+        raw = getattr(model, "module", model)  # DDP wraps the TaskModel
+        if self.kind == "seq2seq":
+            return self._seq2seq_loss(raw, batch)
+        hidden = raw.backbone.forward_features(batch)
+        logits = raw.head(hidden.to(raw.head_dtype))
+        log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)
+        input_lengths = raw.backbone.frame_lengths(batch["attention_mask"])
+        labels = batch["labels"]
+        valid = labels >= 0
+        loss = F.ctc_loss(log_probs, labels[valid], input_lengths, valid.sum(-1), blank=int(self.tokenizer.pad_token_id),
+                          reduction="mean", zero_infinity=True)
+        return {"loss": loss, "logits": logits}
+
+    def _seq2seq_loss(self, raw, batch: dict[str, torch.Tensor], encoder_outputs=None) -> dict[str, torch.Tensor]:
+        """Teacher-forced token cross-entropy; `encoder_outputs` (evaluation) saves a second encoder pass."""
+        import torch.nn.functional as F
+
+        out = raw.backbone.encoder(input_features=None if encoder_outputs is not None else batch["input_features"],
+                                   attention_mask=batch["frame_mask"], encoder_outputs=encoder_outputs,
+                                   decoder_input_ids=batch["decoder_input_ids"], use_cache=False)
+        logits = out.logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=PAD_LABEL)
+        return {"loss": loss, "logits": logits}
+
+    @torch.no_grad()
+    def transcribe_batch(self, model, batch: dict[str, torch.Tensor], encoder_outputs=None) -> list[str]:
+        """Greedy decoding, exactly as `pipeline("automatic-speech-recognition")` does for this folder
+        (given `encoder_outputs`, generate() reuses them instead of running the encoder again)."""
+        raw = getattr(model, "module", model)
+        if self.kind == "seq2seq":
+            from transformers.utils import logging as hf_logging
+
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # generate() warns per call about its own length defaults
+            try:
+                extra = {"encoder_outputs": encoder_outputs} if encoder_outputs is not None else {}
+                ids = raw.backbone.encoder.generate(input_features=batch["input_features"],
+                                                    attention_mask=batch["frame_mask"], **extra)
+            finally:
+                hf_logging.set_verbosity(verbosity)
+            return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        logits = raw.head(raw.backbone.forward_features(batch).to(raw.head_dtype))
+        lengths = raw.backbone.frame_lengths(batch["attention_mask"])
+        best = logits.argmax(-1).cpu()
+        return [self.tokenizer.decode(best[i, :int(n)].tolist()).strip() for i, n in enumerate(lengths)]
+
+    @torch.no_grad()
+    def evaluate(self, model, rows: Sequence[dict], batch_size: int,
+                 autocast) -> tuple[dict[str, Any], list[str], list[dict]]:
+        """(metrics, hypotheses in input order, per-utterance scores): teacher-forced loss where rows
+        carry transcripts, batched greedy transcription, WER/CER after normalisation."""
+        from ..data.batching import eval_batches
+
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        hyps: list[str | None] = [None] * len(rows)
+        loss_sum = 0.0
+        has_labels = "labels" in rows[0]
+        if self.kind == "ctc" and not getattr(model, "module", model).backbone.uses_attention_mask:
+            # group-norm encoders see the padding of a batch: one clip at a time, so a clip's transcript
+            # never depends on its batch (and matches pipeline(), which also runs clips alone)
+            batch_size = 1
+        for idx in eval_batches([r.get("length", 1) for r in rows], batch_size):
+            batch = {k: v.to(device) for k, v in self.collate([rows[i] for i in idx]).items()}
+            with autocast():
+                encoded = None
+                if has_labels and self.kind == "seq2seq":  # one encoder pass for both the loss and decoding
+                    raw = getattr(model, "module", model)
+                    encoded = raw.backbone.encoder.model.encoder(batch["input_features"])
+                    loss_sum += float(self._seq2seq_loss(raw, batch, encoded)["loss"]) * len(idx)
+                elif has_labels:
+                    loss_sum += float(self.compute_loss(model, batch)["loss"]) * len(idx)
+                texts = self.transcribe_batch(model, batch, encoded)
+            for j, i in enumerate(idx):
+                hyps[i] = texts[j]
+        model.train(was_training)
+        out_hyps = [h or "" for h in hyps]
+        if not has_labels:
+            return {"n": len(rows)}, out_hyps, []
+        m = self.metrics(out_hyps, [r["text"] for r in rows], keep_details=True)
+        per = m.pop("per_utterance")
+        m["loss"] = loss_sum / len(rows)
+        return m, out_hyps, per
+
+    def metrics(self, predictions: Sequence[str], references: Sequence[str], keep_details: bool = False) -> dict[str, Any]:
+        from ..evaluation.speech_metrics import speech_metrics
+
+        m = speech_metrics(references, predictions, self.normalise)
+        if not keep_details:
+            m.pop("per_utterance")
+        return m
+
+    def decode(self, outputs: torch.Tensor) -> list[dict[str, Any]]:
+        """Generated token ids (Whisper) or per-frame logits (CTC, unpadded) -> {"text"} per row."""
+        if self.kind == "seq2seq":
+            return [{"text": t.strip()} for t in self.tokenizer.batch_decode(outputs, skip_special_tokens=True)]
+        return [{"text": self.tokenizer.decode(ids.tolist()).strip()} for ids in outputs.argmax(-1)]
+
+
+def check_speech_splits(train, val, report) -> None:
+    """Speech counterpart of the classification cross-set checks: the same clip in training and
+    validation makes validation WER optimistic."""
+    from ..data.preflight import _rows
+
+    train_keys = set(train.dedup_keys())
+    dup = [i for i, k in enumerate(val.dedup_keys()) if k in train_keys]
+    if dup:
+        report.warnings.append(f"{len(dup)} of {len(val)} validation clips also appear in the training data "
+                               f"({val.source} {_rows(dup)}): validation WER will be optimistic.")
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
