@@ -4,7 +4,14 @@
 # (e.g. --train 60 --val 20 --guard 20 --epochs 1 for a quick look).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v espeak-ng >/dev/null || { echo "needs espeak-ng: apt-get install -y espeak-ng" >&2; exit 2; }
+if ! command -v espeak-ng >/dev/null; then
+  if [ "$(id -u)" = "0" ]; then
+    apt-get install -y espeak-ng || { apt-get update && apt-get install -y espeak-ng; }
+  else
+    echo "espeak-ng is not installed. Install it, then rerun:  sudo apt-get install espeak-ng" >&2
+    exit 1
+  fi
+fi
 bash scripts/setup.sh
 . .venv/bin/activate
 python examples/accent.py "$@"

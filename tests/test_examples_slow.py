@@ -39,3 +39,13 @@ def test_dicom_example(tmp_path):
     out = run("dicom.py", "--train-per-source", "4", "--test-per-source", "2", "--data", str(tmp_path / "data"),
               "--out", str(tmp_path / "runs" / "dicom"), cwd=tmp_path)
     assert "test accuracy" in out and '"label"' in out
+
+
+def test_accent_example(tmp_path):
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed: apt-get install -y espeak-ng (examples/accent.sh does)")
+    out = run("accent.py", "--train", "6", "--val", "3", "--guard", "3", "--epochs", "1",
+              "--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs" / "accent"), cwd=tmp_path)
+    assert "held-out en-gb-scotland sentences: WER" in out and "guard set (en-us)" in out

@@ -1,6 +1,7 @@
 """finetune / evaluate / load: the one entry point that the CLI, examples and search all call."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -216,7 +217,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
         for split in ("validation", "guard"):
             if split in rows:
                 before[split] = evaluate_rows(model, task, rows[split], cfg.train.eval_batch_size,
-                                              accelerator.autocast).metrics
+                                              contextlib.nullcontext).metrics  # fp32, as "after" is scored
         reporter.info("before fine-tuning: " + ", ".join(f"{k} WER {m['wer']:.4f}" for k, m in before.items()))
 
     # 5. Train.
@@ -239,8 +240,12 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     end = count_params(model)
     params = {"trainable": end.trainable, "total": end.total, "trainable_at_start": counts.trainable}
 
-    # 6. Final evaluation with the kept weights; test scored once.
-    autocast = accelerator.autocast
+    # 6. Final evaluation with the kept weights; test scored once. In full precision, as `tunesmith
+    # predict` / `evaluate` and transformers.pipeline compute from the saved folder: the scores a run
+    # reports are the scores its model gives (bf16 decoding changes transcripts, and can flip a
+    # borderline class). Training-time validation stays in the training precision.
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # drops accelerate's autocast on forward
+    autocast = contextlib.nullcontext
     val_eval = evaluate_rows(model, task, fit_rows["validation"], cfg.train.eval_batch_size, autocast)
     test_eval = (evaluate_rows(model, task, fit_rows["test"], cfg.train.eval_batch_size, autocast)
                  if "test" in fit_rows else None)
