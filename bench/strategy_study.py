@@ -178,7 +178,7 @@ def write_outputs(results, table, strategies, sizes, meta, quick: bool) -> None:
              "per run (model load, training, evaluation, saving). Every strategy runs with its defaults.", "",
              f"Wall times are means over the runs that had the machine to themselves (other processes kept at "
              f"most {QUIET_CORES} cores busy): {sum(quiet(r) for r in results)} of {len(results)} runs. The others "
-             "ran beside other jobs (on 2 cores that slows a run up to 4x) and count for accuracy only; a cell "
+             "ran beside other jobs (on 2 cores that slowed a run up to 17x here) and count for accuracy only; a cell "
              "marked * had no quiet run and shows its loaded time.", "",
              "![accuracy vs examples per class](strategy-choice.png)", "",
              "| examples per class | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
