@@ -24,4 +24,25 @@ def inputs_for(modality: str):
     raise ValueError(f"no inputs for modality {modality!r}")
 
 
-__all__ = ["inputs_for"]
+def file_inputs(inputs, file_kind: str, expected: str) -> list:
+    """What `predict` was given for a file modality (paths or encoded bytes) -> items to decode:
+    bytes as they are, paths resolved and checked to exist, anything else refused naming the input."""
+    from pathlib import Path
+
+    from ..errors import DataError
+
+    items: list = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, (bytes, bytearray)):
+            items.append(bytes(x))
+        elif isinstance(x, (str, Path)):
+            p = Path(x)
+            if not p.is_file():
+                raise DataError(f"input {i + 1}: {file_kind} not found: {p}")
+            items.append(str(p.resolve()))
+        else:
+            raise DataError(f"input {i + 1}: expected {expected}, got {type(x).__name__}")
+    return items
+
+
+__all__ = ["inputs_for", "file_inputs"]

@@ -22,6 +22,7 @@ import torch
 
 from ..data.audio import DEFAULT_MAX_SECONDS, AudioExamples, BadAudioError, audio_examples, load_audio
 from ..errors import DataError
+from . import file_inputs
 
 # Mel frames kept past the last one that holds audio: the centred STFT window (n_fft 400 = 2.5 hops)
 # reaches 2 frames beyond the audio; 4 leaves margin, and `split_mel` checks the rest is constant.
@@ -104,18 +105,7 @@ class AudioInputs:
 
     def examples_from_inputs(self, inputs: Sequence[Any], pairs=None) -> AudioExamples:
         """What `predict` was given (paths or encoded bytes) -> examples; each is checked when encoded."""
-        items: list[str | bytes] = []
-        for i, x in enumerate(inputs):
-            if isinstance(x, (bytes, bytearray)):
-                items.append(bytes(x))
-            elif isinstance(x, (str, Path)):
-                p = Path(x)
-                if not p.is_file():
-                    raise DataError(f"input {i + 1}: audio file not found: {p}")
-                items.append(str(p.resolve()))
-            else:
-                raise DataError(f"input {i + 1}: expected an audio file path or encoded audio bytes, "
-                                f"got {type(x).__name__}")
+        items = file_inputs(inputs, "audio file", "an audio file path or encoded audio bytes")
         names = [str(x) if isinstance(x, (str, Path)) else f"input {i + 1}" for i, x in enumerate(inputs)]
         return AudioExamples("input", items, None, names, [])
 

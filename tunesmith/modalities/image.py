@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import torch
 
 from ..data.images import ImageExamples, image_examples, load_image
-from ..errors import DataError
+from . import file_inputs
 
 CHUNK = 64  # images per processor call
 
@@ -67,17 +67,7 @@ class ImageInputs:
 
     def examples_from_inputs(self, inputs: Sequence[Any], pairs=None) -> ImageExamples:
         """What `predict` was given (paths or encoded bytes) -> examples, each one decodable."""
-        items: list[str | bytes] = []
-        for i, x in enumerate(inputs):
-            if isinstance(x, (bytes, bytearray)):
-                items.append(bytes(x))
-            elif isinstance(x, (str, Path)):
-                p = Path(x)
-                if not p.is_file():
-                    raise DataError(f"input {i + 1}: image file not found: {p}")
-                items.append(str(p.resolve()))
-            else:
-                raise DataError(f"input {i + 1}: expected an image path or encoded image bytes, got {type(x).__name__}")
+        items = file_inputs(inputs, "image file", "an image path or encoded image bytes")
         names = [x if isinstance(x, str) else f"input {i + 1}" for i, x in enumerate(items)]
         return ImageExamples("input", items, None, names, [])
 
