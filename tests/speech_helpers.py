@@ -32,7 +32,8 @@ def bytes_to_unicode() -> list[str]:
     return [chr(c) for _, c in sorted(zip(bs, cs))]
 
 
-def make_asr_whisper(folder: Path, multilingual: bool = False, seed: int = 0) -> Path:
+def make_asr_whisper(folder: Path, multilingual: bool = False, seed: int = 0, window: int = 1) -> Path:
+    """A tiny random Whisper hearing `window` seconds (50 encoder positions a second, like real ones)."""
     import torch
     from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
                               WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer)
@@ -49,7 +50,7 @@ def make_asr_whisper(folder: Path, multilingual: bool = False, seed: int = 0) ->
     torch.manual_seed(seed)
     cfg = WhisperConfig(vocab_size=len(tok), num_mel_bins=16, d_model=32, encoder_layers=2, decoder_layers=2,
                         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                        max_source_positions=50, max_target_positions=48, pad_token_id=eot, bos_token_id=eot,
+                        max_source_positions=50 * window, max_target_positions=48, pad_token_id=eot, bos_token_id=eot,
                         eos_token_id=eot, decoder_start_token_id=sot, begin_suppress_tokens=None,
                         suppress_tokens=None)
     model = WhisperForConditionalGeneration(cfg)
@@ -64,7 +65,7 @@ def make_asr_whisper(folder: Path, multilingual: bool = False, seed: int = 0) ->
                    task="transcribe")
     model.generation_config = GenerationConfig(**gen)
     model.save_pretrained(folder, safe_serialization=True)
-    fe = WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=1, n_fft=400)
+    fe = WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=window, n_fft=400)
     WhisperProcessor(feature_extractor=fe, tokenizer=tok).save_pretrained(folder)
     fe.save_pretrained(folder)
     return folder

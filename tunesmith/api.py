@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import time
@@ -192,6 +193,8 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
         rows["test"] = enc(test)
     if guard is not None:
         rows["guard"] = enc(guard)
+    if speech:
+        _window_hint(task, cfg.speech.window_seconds, rows["train"], reporter)
 
     # 4. Head-only: run the frozen backbone once per split (or read the cache), train on features.
     timings: dict[str, float] = {}
@@ -214,10 +217,18 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     before: dict[str, Any] = {}
     if speech:
         model.to(accelerator.device)
+        scorer = model
+        if cfg.speech.window_seconds is not None and task.kind == "seq2seq":
+            # the model as shipped hears its own window, not the run's shorter one: score that, not a
+            # shortened model nobody has trained yet
+            from .models.speech_backbone import speech_base_model
+
+            scorer = speech_base_model(model_dir, cfg.model.trust_remote_code, task).to(accelerator.device)
         for split in ("validation", "guard"):
             if split in rows:
-                before[split] = evaluate_rows(model, task, rows[split], cfg.train.eval_batch_size,
+                before[split] = evaluate_rows(scorer, task, rows[split], cfg.train.eval_batch_size,
                                               contextlib.nullcontext).metrics  # fp32, as "after" is scored
+        del scorer
         reporter.info("before fine-tuning: " + ", ".join(f"{k} WER {m['wer']:.4f}" for k, m in before.items()))
 
     # 5. Train.
@@ -367,12 +378,27 @@ def evaluate(run: str | Path, data: str | Path, text_column: str | None = None, 
     return predictor.task.metrics(preds, refs)
 
 
+def _window_hint(task, chosen: int | None, train_rows: list[dict], reporter) -> None:
+    """Whisper pads every clip to its window (30 s): say when the training clips fill little of it."""
+    from .modalities.audio import model_max_seconds
+
+    if task.kind != "seq2seq" or chosen is not None or not train_rows:
+        return
+    window = model_max_seconds(task.feature_extractor)
+    longest = max(r["frames"] for r in train_rows) * task.feature_extractor.hop_length / task.sampling_rate
+    suggest = int(math.ceil(longest * 1.5))
+    if window and suggest <= window / 2:
+        reporter.info(f"speech: the longest training clip is {longest:.1f} s of Whisper's {window:g} s window, which "
+                      f"every clip is padded to; speech.window_seconds: {suggest} would make its encoder's work about "
+                      f"{window / suggest:.0f}x smaller (longer clips are then refused; README: Speech recognition)")
+
+
 def _evaluate_speech(predictor, ex, compare_base: bool) -> dict[str, Any]:
     """WER/CER of a speech run on transcribed clips; with compare_base, the base model's too."""
     import contextlib
 
     from .evaluation.speech_metrics import worst_utterances
-    from .models.speech_backbone import load_speech_backbone
+    from .models.speech_backbone import speech_base_model
 
     task, bs = predictor.task, predictor.batch_size
     rows = predictor.inputs.encode(task, predictor.preprocessor, ex)
@@ -383,9 +409,7 @@ def _evaluate_speech(predictor, ex, compare_base: bool) -> dict[str, Any]:
     elif compare_base:
         meta = predictor.meta
         base_dir = resolve_model(meta.get("catalogue_name") or meta["base_model_path"])
-        backbone = load_speech_backbone(base_dir, bool(meta.get("trust_remote_code", False)))
-        base = TaskModel(backbone, task.build_head(backbone)).eval()
-        task.prepare_model(base)
+        base = speech_base_model(base_dir, bool(meta.get("trust_remote_code", False)), task)  # its own window
         metrics["base_model"], _, _ = task.evaluate(base, rows, bs, contextlib.nullcontext)
     return metrics
 

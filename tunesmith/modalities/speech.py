@@ -24,10 +24,18 @@ class SpeechInputs:
                                   text_column=data_cfg.text_column if require_labels else None)
 
     def load(self, model_dir: Path, model_cfg, speech_options: dict[str, Any] | None = None):
-        from ..models.speech_backbone import load_speech_backbone, load_speech_processor
+        from ..errors import ConfigError
+        from ..models.speech_backbone import load_speech_backbone, load_speech_processor, set_whisper_window
 
         backbone = load_speech_backbone(model_dir, model_cfg.trust_remote_code, speech_options)
-        return backbone, load_speech_processor(model_dir, backbone.kind, model_cfg.trust_remote_code)
+        processor = load_speech_processor(model_dir, backbone.kind, model_cfg.trust_remote_code)
+        window = (speech_options or {}).get("window_seconds")
+        if window is not None and backbone.kind != "seq2seq":
+            raise ConfigError("speech.window_seconds applies to Whisper-style models (a fixed input window); "
+                              f"{model_dir} is a CTC encoder, which already reads each clip at its own length")
+        if window is not None:
+            set_whisper_window(backbone.encoder, processor.feature_extractor, window)
+        return backbone, processor
 
     def encode(self, task, processor, ex: AudioExamples, max_length: int | None = None, augment: bool = False,
                reporter=None) -> list[dict]:

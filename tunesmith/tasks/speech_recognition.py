@@ -219,8 +219,11 @@ class SpeechRecognitionTask:
                 waves = [load_audio(item, name, rate) for item, name in zip(ex.items[start:start + CHUNK], names)]
                 for w, name in zip(waves, names):
                     if window is not None and len(w) / rate > window + 1e-6:
+                        chosen = self.options.get("window_seconds")
+                        how = (f"Raise speech.window_seconds (now {chosen}; up to the model's own window) or cut it"
+                               if chosen else "Cut it")
                         raise DataError(f"{name}: clip is {len(w) / rate:.1f} s; this model hears at most {window:g} s "
-                                        "at a time. Cut it into shorter clips (with their transcripts).")
+                                        f"at a time. {how} into shorter clips (with their transcripts).")
                 if self.kind == "seq2seq":
                     fe = self.feature_extractor(waves, sampling_rate=rate, return_tensors="np",
                                                 return_attention_mask=True)
@@ -262,9 +265,11 @@ class SpeechRecognitionTask:
         """The CTC encoder's frame rate (its convolution kernels and strides), for the length check."""
         self._conv_kernel, self._conv_stride = tuple(config.conv_kernel), tuple(config.conv_stride)
 
-    def collate(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def collate(self, rows: Sequence[dict[str, Any]], frames: int | None = None) -> dict[str, torch.Tensor]:
+        """frames (Whisper): the window to pad to, if not the feature extractor's (a base model as
+        shipped hears its own window, which speech.window_seconds may have shortened for the run)."""
         if self.kind == "seq2seq":
-            n_frames = int(self.feature_extractor.nb_max_frames)
+            n_frames = int(frames or self.feature_extractor.nb_max_frames)
             n_mels = rows[0]["mel"].shape[0]
             feats = torch.empty((len(rows), n_mels, n_frames), dtype=torch.float32)
             mask = torch.zeros((len(rows), n_frames), dtype=torch.long)
@@ -367,12 +372,13 @@ class SpeechRecognitionTask:
         hyps: list[str | None] = [None] * len(rows)
         loss_sum = 0.0
         has_labels = "labels" in rows[0]
+        frames = whisper_window_frames(getattr(model, "module", model)) if self.kind == "seq2seq" else None
         if self.kind == "ctc" and not getattr(model, "module", model).backbone.uses_attention_mask:
             # group-norm encoders see the padding of a batch: one clip at a time, so a clip's transcript
             # never depends on its batch (and matches pipeline(), which also runs clips alone)
             batch_size = 1
         for idx in eval_batches([r.get("length", 1) for r in rows], batch_size):
-            batch = {k: v.to(device) for k, v in self.collate([rows[i] for i in idx]).items()}
+            batch = {k: v.to(device) for k, v in self.collate([rows[i] for i in idx], frames).items()}
             with autocast():
                 encoded = None
                 if has_labels and self.kind == "seq2seq":  # one encoder pass for both the loss and decoding
@@ -406,6 +412,12 @@ class SpeechRecognitionTask:
         if self.kind == "seq2seq":
             return [{"text": t.strip()} for t in self.tokenizer.batch_decode(outputs, skip_special_tokens=True)]
         return [{"text": self.tokenizer.decode(ids.tolist()).strip()} for ids in outputs.argmax(-1)]
+
+
+def whisper_window_frames(model) -> int:
+    """Input frames the Whisper in a TaskModel hears (its position table x its convolution strides)."""
+    enc = model.backbone.encoder.model.encoder
+    return int(enc.embed_positions.weight.shape[0] * enc.conv1.stride[0] * enc.conv2.stride[0])
 
 
 def check_speech_splits(train, val, report) -> None:
