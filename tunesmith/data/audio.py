@@ -14,17 +14,17 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ..errors import DataError
-from .preflight import _column, _is_missing, _label_str, _rows
-from .sources import read_table, row_ref
+from .media_sources import MediaKind, class_folder, table_files
+from .preflight import _column, _is_missing, _rows, table_labels
+from .sources import read_table
 
 # What libsndfile decodes (MP3 only from libsndfile 1.1 on: see _extensions()).
 _BASE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff"}
-_IGNORED = {"thumbs.db", "desktop.ini"}  # OS litter; names starting with "." are ignored too
 _SKIP_HINT = "Remove or replace it, or pass --skip-bad-audio to skip bad clips (they are listed in the report)."
 # Below 4 kHz a clip holds no speech band (telephone audio is 8 kHz); above 768 kHz it is not audio
 # any decoder here produces. Both mean a mislabelled header or a file that is not what it says.
@@ -165,20 +165,10 @@ def _verify(source: str, items: list, labels: list[str] | None, names: list[str]
     return out
 
 
-def _visible(name: str) -> bool:
-    return not name.startswith(".") and name.lower() not in _IGNORED
-
-
-def _audio_files(folder: Path) -> list[Path]:
-    """Audio files under folder, recursively, sorted; hidden files/folders ignored, anything else refused."""
-    exts = _extensions()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and all(map(_visible, p.relative_to(folder).parts)))
-    others = [p for p in files if p.suffix.lower() not in exts]
-    if others:
-        shown = ", ".join(str(p) for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise DataError(f"unsupported file type: {shown}. Supported audio types: {', '.join(sorted(exts))}. "
-                        "Convert (e.g. `ffmpeg -i in.m4a out.flac`) or move these files out of the data folder.")
-    return files
+def _kind() -> MediaKind:
+    return MediaKind(frozenset(_extensions()), "audio", "clips", "audio clips", ("dog", "bark1.wav", "cat", "meow1.wav"),
+                     "Convert (e.g. `ffmpeg -i in.m4a out.flac`)", "the audio file path", "the clip's encoded bytes",
+                     "--audio-column", "--skip-bad-audio")
 
 
 def audio_examples_from_folder(root: str | Path, role: str = "data", skip_bad: bool = False,
@@ -186,46 +176,8 @@ def audio_examples_from_folder(root: str | Path, role: str = "data", skip_bad: b
                                max_seconds: float | None = DEFAULT_MAX_SECONDS) -> AudioExamples:
     """root/<label>/<clips>: one sub-folder per class. Without require_labels, a flat folder of clips is
     accepted too (labels None)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{role} folder not found: {root}")
-    entries = sorted(p for p in root.iterdir() if _visible(p.name))
-    classes = [p for p in entries if p.is_dir()]
-    loose = [p for p in entries if p.is_file()]
-    if not classes and (require_labels or not loose):
-        raise DataError(f"{root}: no class sub-folders. Put each class's clips in a sub-folder named after "
-                        f"the class, e.g. {root / 'dog' / 'bark1.wav'} and {root / 'cat' / 'meow1.wav'}.")
-    if classes and loose:  # not inside a class folder, so they have no label: say so rather than drop them
-        raise DataError(f"{root}: files outside the class sub-folders have no label: "
-                        f"{', '.join(p.name for p in loose[:5])}{' ...' if len(loose) > 5 else ''}. "
-                        "Move them into the sub-folder of their class, or out of the data folder.")
-    items, labels, names, empty = [], [], [], []
-    for folder in classes or [root]:  # a flat folder (unlabelled) is one group
-        clips = _audio_files(folder)
-        if not clips:
-            empty.append(str(folder))
-        items += [os.path.abspath(p) for p in clips]
-        names += [str(p) for p in clips]
-        labels += [folder.name] * len(clips)
-    if empty:
-        raise DataError(f"class folder{'s' if len(empty) > 1 else ''} with no audio clips: {', '.join(empty)}. "
-                        f"Add clips ({', '.join(sorted(_extensions()))}) or remove the folder.")
-    return _verify(str(root), items, labels if classes else None, names, skip_bad, reporter, None, max_seconds)
-
-
-def _cell(v: Any, base: Path) -> str | bytes | None:
-    """A table cell -> absolute path or audio bytes; None when empty. HF datasets writes {"bytes", "path"}."""
-    if isinstance(v, dict):
-        v = v.get("bytes") or v.get("path")
-    if isinstance(v, (bytearray, memoryview)):
-        v = bytes(v)
-    if _is_missing(v) or (isinstance(v, (str, bytes)) and not v.strip()):
-        return None
-    if isinstance(v, bytes):
-        return v
-    if isinstance(v, str):
-        return os.path.abspath(base / Path(v.strip()).expanduser())
-    raise TypeError(type(v).__name__)
+    items, labels, names = class_folder(root, role, require_labels, _kind())
+    return _verify(str(Path(root)), items, labels, names, skip_bad, reporter, None, max_seconds)
 
 
 def audio_examples_from_table(path: str | Path, audio_column: str = "audio", label_column: str = "label",
@@ -236,29 +188,7 @@ def audio_examples_from_table(path: str | Path, audio_column: str = "audio", lab
     with text_column, that column's transcripts come along (speech recognition)."""
     path = str(path)
     df = read_table(path, role)
-    base = Path(path).parent
-    items, empty, missing = [], [], []
-    for i, v in enumerate(_column(df, audio_column, path, "audio", "--audio-column")):
-        try:
-            item = _cell(v, base)
-        except TypeError as e:
-            raise DataError(f"{row_ref(path, i)}: audio cell in column {audio_column!r} is a {e}; expected a file "
-                            "path or the clip's encoded bytes.") from None
-        if item is None:
-            empty.append(i)
-        elif isinstance(item, str) and not os.path.isfile(item):
-            missing.append(i)
-        items.append(item)
-    if empty:
-        raise DataError(f"{path}: empty audio cell in column {audio_column!r} at {_rows(empty)} (data rows, "
-                        "header excluded). Fill in the audio file path or drop those rows.")
-    if missing and not skip_bad:
-        shown = "; ".join(f"{row_ref(path, i)}: audio file not found: {items[i]}" for i in missing[:5])
-        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-        raise DataError(f"{shown}{more}. Relative paths are read from the table's folder ({os.path.abspath(base)}); "
-                        "fix the paths or drop those rows, or pass --skip-bad-audio to skip them (listed in the "
-                        "report).")
-    names = [row_ref(path, i) + (f" ({it})" if isinstance(it, str) else "") for i, it in enumerate(items)]
+    items, names = table_files(path, df, audio_column, _kind(), skip_bad)
     texts = None
     if text_column:
         raw = _column(df, text_column, path, "transcript", "--text-column")
@@ -267,16 +197,7 @@ def audio_examples_from_table(path: str | Path, audio_column: str = "audio", lab
             raise DataError(f"{path}: empty transcript in column {text_column!r} at {_rows(blank)} (data rows, "
                             "header excluded). Fill in what is said in each clip, or drop those rows.")
         texts = [str(v).strip() for v in raw]
-    labels = None
-    if require_labels:
-        raw = _column(df, label_column, path, "label", "--label-column")
-        unlabelled = [i for i, v in enumerate(raw) if _is_missing(v) or not str(v).strip()]
-        if unlabelled:
-            raise DataError(
-                f"{path}: missing label (empty or NaN) in column {label_column!r} at {_rows(unlabelled)}. "
-                "Every training and validation row needs a label: fill them in or drop those rows."
-            )
-        labels = [_label_str(v) for v in raw]
+    labels = table_labels(path, df, label_column) if require_labels else None
     return _verify(path, items, labels, names, skip_bad, reporter, texts, max_seconds)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
 from collections import abc
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +15,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from .preflight import _column, _is_missing, _label_str, _rows
-from .sources import read_table, row_ref
+from .media_sources import MediaKind, class_folder, table_files
+from .preflight import table_labels
+from .sources import read_table
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}
-_IGNORED = {"thumbs.db", "desktop.ini"}  # OS litter; names starting with "." are ignored too
 _SKIP_HINT = "Remove or replace it, or pass --skip-bad-images to skip bad images (they are listed in the report)."
 
 
@@ -153,65 +152,16 @@ def _verify(source: str, items: list, labels: list[str] | None, names: list[str]
     return out
 
 
-def _visible(name: str) -> bool:
-    return not name.startswith(".") and name.lower() not in _IGNORED
-
-
-def _image_files(folder: Path) -> list[Path]:
-    """Image files under folder, recursively, sorted; hidden files/folders ignored, anything else refused."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and all(map(_visible, p.relative_to(folder).parts)))
-    others = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
-    if others:
-        shown = ", ".join(str(p) for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise DataError(f"unsupported file type: {shown}. Supported image types: "
-                        f"{', '.join(sorted(IMAGE_EXTENSIONS))}. Convert or move these files out of the data folder.")
-    return files
+_KIND = MediaKind(frozenset(IMAGE_EXTENSIONS), "image", "images", "images", ("cat", "img1.png", "dog", "img2.png"),
+                  "Convert", "the image path", "the image's encoded bytes", "--image-column")
 
 
 def image_examples_from_folder(root: str | Path, role: str = "data", skip_bad: bool = False,
                                require_labels: bool = True, reporter=None) -> ImageExamples:
     """root/<label>/<images>: one sub-folder per class. Without require_labels, a flat folder of images is
     accepted too (labels None)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{role} folder not found: {root}")
-    entries = sorted(p for p in root.iterdir() if _visible(p.name))
-    classes = [p for p in entries if p.is_dir()]
-    loose = [p for p in entries if p.is_file()]
-    if not classes and (require_labels or not loose):
-        raise DataError(f"{root}: no class sub-folders. Put each class's images in a sub-folder named after "
-                        f"the class, e.g. {root / 'cat' / 'img1.png'} and {root / 'dog' / 'img2.png'}.")
-    if classes and loose:  # not inside a class folder, so they have no label: say so rather than drop them
-        raise DataError(f"{root}: files outside the class sub-folders have no label: "
-                        f"{', '.join(p.name for p in loose[:5])}{' ...' if len(loose) > 5 else ''}. "
-                        "Move them into the sub-folder of their class, or out of the data folder.")
-    items, labels, names, empty = [], [], [], []
-    for folder in classes or [root]:  # a flat folder (unlabelled) is one group
-        images = _image_files(folder)
-        if not images:
-            empty.append(str(folder))
-        items += [os.path.abspath(p) for p in images]
-        names += [str(p) for p in images]
-        labels += [folder.name] * len(images)
-    if empty:
-        raise DataError(f"class folder{'s' if len(empty) > 1 else ''} with no images: {', '.join(empty)}. "
-                        f"Add images ({', '.join(sorted(IMAGE_EXTENSIONS))}) or remove the folder.")
-    return _verify(str(root), items, labels if classes else None, names, skip_bad, reporter)
-
-
-def _cell(v: Any, base: Path) -> str | bytes | None:
-    """A table cell -> absolute path or image bytes; None when empty. HF datasets writes {"bytes", "path"}."""
-    if isinstance(v, dict):
-        v = v.get("bytes") or v.get("path")
-    if isinstance(v, (bytearray, memoryview)):
-        v = bytes(v)
-    if _is_missing(v) or (isinstance(v, (str, bytes)) and not v.strip()):
-        return None
-    if isinstance(v, bytes):
-        return v
-    if isinstance(v, str):
-        return os.path.abspath(base / Path(v.strip()).expanduser())
-    raise TypeError(type(v).__name__)
+    items, labels, names = class_folder(root, role, require_labels, _KIND)
+    return _verify(str(Path(root)), items, labels, names, skip_bad, reporter)
 
 
 def image_examples_from_table(path: str | Path, image_column: str = "image", label_column: str = "label",
@@ -220,38 +170,8 @@ def image_examples_from_table(path: str | Path, image_column: str = "image", lab
     """A table whose image column holds paths (relative to the table's folder) or encoded image bytes."""
     path = str(path)
     df = read_table(path, role)
-    base = Path(path).parent
-    items, empty, missing = [], [], []
-    for i, v in enumerate(_column(df, image_column, path, "image", "--image-column")):
-        try:
-            item = _cell(v, base)
-        except TypeError as e:
-            raise DataError(f"{row_ref(path, i)}: image cell in column {image_column!r} is a {e}; expected a file "
-                            "path or the image's encoded bytes.") from None
-        if item is None:
-            empty.append(i)
-        elif isinstance(item, str) and not os.path.isfile(item):
-            missing.append(i)
-        items.append(item)
-    if empty:
-        raise DataError(f"{path}: empty image cell in column {image_column!r} at {_rows(empty)} (data rows, "
-                        "header excluded). Fill in the image path or drop those rows.")
-    if missing:
-        shown = "; ".join(f"{row_ref(path, i)}: image file not found: {items[i]}" for i in missing[:5])
-        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-        raise DataError(f"{shown}{more}. Relative paths are read from the table's folder ({os.path.abspath(base)}); "
-                        "fix the paths or drop those rows.")
-    names = [row_ref(path, i) + (f" ({it})" if isinstance(it, str) else "") for i, it in enumerate(items)]
-    labels = None
-    if require_labels:
-        raw = _column(df, label_column, path, "label", "--label-column")
-        unlabelled = [i for i, v in enumerate(raw) if _is_missing(v) or not str(v).strip()]
-        if unlabelled:
-            raise DataError(
-                f"{path}: missing label (empty or NaN) in column {label_column!r} at {_rows(unlabelled)}. "
-                "Every training and validation row needs a label: fill them in or drop those rows."
-            )
-        labels = [_label_str(v) for v in raw]
+    items, names = table_files(path, df, image_column, _KIND, skip_bad)
+    labels = table_labels(path, df, label_column) if require_labels else None
     return _verify(path, items, labels, names, skip_bad, reporter)
 
 

@@ -85,17 +85,20 @@ def text_examples(path: str, text_column: str, label_column: str, pair_column: s
     pairs = None
     if pair_column:
         pairs = _texts(_column(df, pair_column, path, "text-pair", "--text-pair-column"), path, pair_column)
-    labels = None
-    if require_labels:
-        raw = _column(df, label_column, path, "label", "--label-column")
-        missing = [i for i, v in enumerate(raw) if _is_missing(v) or not str(v).strip()]
-        if missing:
-            raise DataError(
-                f"{path}: missing label (empty or NaN) in column {label_column!r} at {_rows(missing)}. "
-                "Every training and validation row needs a label: fill them in or drop those rows."
-            )
-        labels = [_label_str(v) for v in raw]
+    labels = table_labels(path, df, label_column) if require_labels else None
     return TextExamples(path, texts, pairs, labels)
+
+
+def table_labels(path: str, df, label_column: str) -> list[str]:
+    """A table's label column (text, image and audio tables alike): every row needs one."""
+    raw = _column(df, label_column, path, "label", "--label-column")
+    unlabelled = [i for i, v in enumerate(raw) if _is_missing(v) or not str(v).strip()]
+    if unlabelled:
+        raise DataError(
+            f"{path}: missing label (empty or NaN) in column {label_column!r} at {_rows(unlabelled)}. "
+            "Every training and validation row needs a label: fill them in or drop those rows."
+        )
+    return [_label_str(v) for v in raw]
 
 
 def check_train_validation(train, val, report: Preflight) -> None:
