@@ -21,15 +21,11 @@ WORDS = {"yes": (300, 900), "no": (450, 1400), "up": (600, 1800), "down": (750, 
 
 
 def bytes_to_unicode() -> list[str]:
-    """GPT-2's printable stand-ins for the 256 bytes (the byte-level BPE alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for _, c in sorted(zip(bs, cs))]
+    """GPT-2's printable stand-ins for the 256 bytes (the byte-level BPE alphabet), byte order."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode as table
+
+    chars = table()
+    return [chars[b] for b in range(256)]
 
 
 def make_asr_whisper(folder: Path, multilingual: bool = False, seed: int = 0, window: int = 1) -> Path:

@@ -117,18 +117,6 @@ def _ct2_variables(model) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return v, {"decoder/projection/weight": "decoder/embeddings/weight"}
 
 
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2's printable stand-ins for the 256 bytes (the byte-level BPE alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for _, c in sorted(zip(bs, cs))]
-
-
 _SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>",
              "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
 
@@ -141,7 +129,9 @@ def tiny_export(tmp_path):
     src = tmp_path / "ct2"
     src.mkdir()
     _write_ct2(src / "model.bin", variables, aliases)
-    chars = _bytes_to_unicode()
+    from speech_helpers import bytes_to_unicode
+
+    chars = bytes_to_unicode()
     tokens = chars + _SPECIALS + ["<|0.00|>", "<|0.02|>", "<|0.04|>"]
     assert len(tokens) == 268
     tokenizer_json = {
