@@ -87,7 +87,8 @@ def test_prompt_and_labels_match_transformers_own(name, language, shared_cache):
     assert batch["labels"][0].tolist() == [-100] * (p - 1) + hf[p:]
 
 
-def test_finetune_whisper_tiny_en_on_scottish_voice(shared_cache, tmp_path):
+@pytest.mark.parametrize("window", [None, 10])  # Whisper's own 30 s, and the accent recipe's 10 s
+def test_finetune_whisper_tiny_en_on_scottish_voice(window, shared_cache, tmp_path):
     _need("whisper-tiny.en")
     import tunesmith
     from transformers import pipeline
@@ -101,8 +102,10 @@ def test_finetune_whisper_tiny_en_on_scottish_voice(shared_cache, tmp_path):
            "data": {"train": str(train), "validation": str(val), "guard": str(guard), "text_column": "transcript"},
            "train": {"epochs": 2, "batch_size": 5, "lr": 1e-5, "precision": "fp32", "seed": 0,
                      "early_stopping_patience": None},
-           "speech": {"max_new_tokens": 40}}
+           "speech": {"max_new_tokens": 40, "window_seconds": window}}
     res = tunesmith.finetune(cfg, quiet=True)
+    positions = json.loads((res.out / "config.json").read_text())["max_source_positions"]
+    assert positions == (1500 if window is None else window * 50)
     m = json.loads((res.out / "metrics.json").read_text())
     before = m["before_finetuning"]["validation"]
     print("validation WER before", before["wer"], "after", m["validation"]["wer"], "guard", m["guard"])
