@@ -1,6 +1,7 @@
 """A bf16 run trains in bf16 for every task (also where a task's loss calls its backbone directly,
 as speech recognition does), and the scores it reports are the scores its saved model gives through
-`tunesmith.evaluate` (full precision, like `predict` and transformers.pipeline)."""
+`tunesmith.evaluate` (full precision, like `predict` and transformers.pipeline), head-only's cached
+features included."""
 from __future__ import annotations
 
 import torch
@@ -40,3 +41,24 @@ def test_speech_recognition_trains_in_bf16_and_reports_what_the_saved_model_scor
     again = tunesmith.evaluate(res.out, val, text_column="transcript", compare_base=False)
     assert (again["wer"], again["cer"]) == (res.metrics["wer"], res.metrics["cer"])
 
+
+def test_head_only_in_bf16_reports_what_the_saved_model_scores(tiny_bert_mean, sentiment_csv, sentiment_test_csv,
+                                                                 tmp_path):
+    """head-only trains on cached features; those of the splits it scores are computed in full
+    precision, so its reported test loss is the saved model's."""
+    import torch.nn.functional as F
+
+    from conftest import base_config
+    from tunesmith.api import saved_data_config
+
+    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "run", precision="bf16", epochs=40, lr=0.2)
+    cfg["strategy"] = {"name": "head-only"}
+    cfg["data"]["test"] = str(sentiment_test_csv)
+    res = tunesmith.finetune(cfg, quiet=True)
+    predictor = tunesmith.load(res.out)
+    ex = predictor.inputs.read(str(sentiment_test_csv), saved_data_config(res.out), "test")
+    logits = predictor.logits_for(ex)
+    refs = torch.tensor([predictor.task.label2id[y] for y in ex.labels])
+    saved_loss = F.cross_entropy(logits.float(), refs).item()
+    # bf16 features left it 8.7e-6 off here (their matmuls round; the final norm is fp32 either way)
+    assert abs(res.test_metrics["loss"] - saved_loss) < 1e-6, (res.test_metrics["loss"], saved_loss)

@@ -204,8 +204,12 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
         autocast = accelerator.autocast
         fit_rows, hits = {}, []
         for split, split_rows in rows.items():
+            # training features in the run's precision (the bulk of the work); the splits it scores in
+            # full precision, as `predict` computes them, so the scores it reports are its model's
+            scored = split != "train"
             feats, hit = cached_features(backbone, model_dir, task.collate, split_rows, cfg.train.eval_batch_size,
-                                         precision, autocast, reporter, split)
+                                         "fp32" if scored else precision,
+                                         contextlib.nullcontext if scored else autocast, reporter, split)
             hits.append(hit)
             fit_rows[split] = [{"features": feats[i], "label": r["label"]} for i, r in enumerate(split_rows)]
         timings["feature_seconds"] = time.perf_counter() - t0
