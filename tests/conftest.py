@@ -150,9 +150,9 @@ def image_folders(tmp_path_factory) -> tuple[Path, Path]:
 TONES = {"low": 300.0, "high": 2400.0, "noise": None}  # class -> tone frequency (None: white noise)
 
 
-def make_tiny_whisper(folder: Path, seed: int = 0) -> Path:
+def make_tiny_whisper(folder: Path, seed: int = 0, window: int = 1) -> Path:
     """A 2-layer random WhisperForConditionalGeneration (32 dims, 16 mel bins) whose feature extractor
-    has a 1 s window (chunk_length=1 -> 100 mel frames, max_source_positions=50), safetensors.
+    has a `window` s window (1 s: chunk_length=1 -> 100 mel frames, max_source_positions=50), safetensors.
     init_std 0.1, not 0.02: at 0.02 the random conv front end is so weak that the sinusoidal positions
     swamp every frame, pooled features then carry a clip's length rather than its sound, and a frozen
     encoder (head-only, LoRA) could not learn tones apart."""
@@ -163,10 +163,10 @@ def make_tiny_whisper(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     cfg = WhisperConfig(vocab_size=64, num_mel_bins=16, d_model=32, encoder_layers=2, decoder_layers=1,
                         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                        max_source_positions=50, max_target_positions=32, pad_token_id=1, bos_token_id=2,
+                        max_source_positions=50 * window, max_target_positions=32, pad_token_id=1, bos_token_id=2,
                         eos_token_id=3, decoder_start_token_id=2, init_std=0.1)
     WhisperForConditionalGeneration(cfg).save_pretrained(folder, safe_serialization=True)
-    WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=1,
+    WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=window,
                             n_fft=400).save_pretrained(folder)
     return folder
 

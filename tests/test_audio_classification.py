@@ -283,3 +283,60 @@ def test_model_folder_mistakes(tmp_path, tiny_whisper):
 
     with pytest.raises(ModelError, match="model type 'bert' is not an audio encoder"):
         load_audio_backbone(make_tiny_bert(tmp_path / "bert"))
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_whisper_classifier_at_a_shorter_window_saves_and_reloads_it(strategy, audio_folders, tmp_path, monkeypatch):
+    """model.window_seconds on the Whisper encoder: training and every later use hear 1 s of a 2 s
+    model; the folder keeps it (a LoRA run re-applies it to the base model it reloads)."""
+    from conftest import make_tiny_whisper
+    from tunesmith.models.audio_backbone import AudioBackbone
+
+    whisper_2s = make_tiny_whisper(tmp_path / "w2s", window=2)
+    seen = []
+    forward = AudioBackbone.forward_features
+
+    def spy(self, batch):
+        seen.append(batch["input_features"].shape[-1])
+        return forward(self, batch)
+
+    monkeypatch.setattr(AudioBackbone, "forward_features", spy)
+    train, val = audio_folders
+    cfg = _config(whisper_2s, train, val, tmp_path / "run", strategy, epochs=6 if strategy == "full" else 10,
+                  lr=3e-3 if strategy == "full" else 1e-2)
+    cfg["model"]["window_seconds"] = 1
+    res = tunesmith.finetune(cfg, quiet=True)
+    assert set(seen) == {100}
+    assert res.metrics["accuracy"] >= 0.85, res.history
+    pre = json.loads((res.out / "preprocessor_config.json").read_text())
+    assert pre["chunk_length"] == 1 and pre["n_samples"] == 16000
+    if strategy == "full":
+        assert json.loads((res.out / "encoder_config.json").read_text())["max_source_positions"] == 50
+    n = len(seen)
+    again = tunesmith.evaluate(res.out, val)
+    assert again["accuracy"] == res.metrics["accuracy"] and again["confusion_matrix"] == res.metrics["confusion_matrix"]
+    predictor = tunesmith.load(res.out)
+    assert set(seen[n:]) == {100} and predictor.model.backbone.encoder.embed_positions.weight.shape[0] == 50
+
+
+def test_window_is_refused_where_it_does_not_apply(tiny_wav2vec2, audio_folders, tmp_path):
+    from tunesmith.config import config_from_dict
+    from tunesmith.errors import ConfigError
+
+    train, val = audio_folders
+    cfg = _config(tiny_wav2vec2, train, val, tmp_path / "run")
+    cfg["model"]["window_seconds"] = 1
+    with pytest.raises(ConfigError, match="window_seconds applies to Whisper encoders"):
+        tunesmith.finetune(cfg, quiet=True)
+    with pytest.raises(ConfigError, match="model.window_seconds applies to Whisper models"):
+        config_from_dict({"model": {"window_seconds": 10}})  # text classification
+
+
+def test_a_whisper_run_on_clips_far_shorter_than_its_window_says_so(audio_folders, tmp_path, capsys):
+    from conftest import make_tiny_whisper
+
+    train, val = audio_folders  # clips of 0.3-0.9 s against a 4 s window
+    cfg = _config(make_tiny_whisper(tmp_path / "w4s", window=4), train, val, tmp_path / "run", "head-only", epochs=1)
+    tunesmith.finetune(cfg, quiet=False)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "model.window_seconds: 2 would make its encoder's work about 2x smaller" in err

@@ -24,12 +24,12 @@ def test_config_runs(path, tiny_bert_mean, sentiment_csv, sentiment_test_csv, ti
     elif TASKS.get(task).modality == "speech":  # clips + transcripts; the tiny Whisper's decoder is short
         model, (train, test) = request.getfixturevalue("tiny_asr_whisper"), request.getfixturevalue("speech_tables")
         extra = {"speech.max_new_tokens": 6}
-        if (yaml.safe_load(path.read_text()).get("speech") or {}).get("window_seconds"):
-            extra["speech.window_seconds"] = 1  # the tiny Whisper's own window is 1 s
     elif TASKS.get(task).modality == "audio":
         model, (train, test), extra = request.getfixturevalue("tiny_whisper"), request.getfixturevalue("audio_folders"), {}
     else:
         model, train, test, extra = tiny_bert_mean, sentiment_csv, sentiment_test_csv, {"model.max_length": 32}
+    if (yaml.safe_load(path.read_text()).get("model") or {}).get("window_seconds"):
+        extra["model.window_seconds"] = 1  # the tiny Whispers' own window is 1 s
     cfg = load_config(path, {"model.name": str(model), "data.train": str(train), "data.validation": None,
                              "data.test": str(test), "out": str(tmp_path / "run"), "train.epochs": 1, **extra})
     res = tunesmith.finetune(cfg, quiet=True)

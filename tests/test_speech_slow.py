@@ -102,7 +102,8 @@ def test_finetune_whisper_tiny_en_on_scottish_voice(window, shared_cache, tmp_pa
            "data": {"train": str(train), "validation": str(val), "guard": str(guard), "text_column": "transcript"},
            "train": {"epochs": 2, "batch_size": 5, "lr": 1e-5, "precision": "fp32", "seed": 0,
                      "early_stopping_patience": None},
-           "speech": {"max_new_tokens": 40, "window_seconds": window}}
+           "speech": {"max_new_tokens": 40}}
+    cfg["model"]["window_seconds"] = window
     res = tunesmith.finetune(cfg, quiet=True)
     positions = json.loads((res.out / "config.json").read_text())["max_source_positions"]
     assert positions == (1500 if window is None else window * 50)

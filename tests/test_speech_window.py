@@ -1,4 +1,4 @@
-"""speech.window_seconds: a Whisper that hears a shorter window than it was built with. The run
+"""model.window_seconds: a Whisper that hears a shorter window than it was built with. The run
 trains and decodes at that window, saves it so a reload and `transformers.pipeline` hear the same,
 scores its base model at it, and refuses what does not fit."""
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_shorter_window_trains_saves_and_matches_pipeline(whisper_2s, clips, tmp
     monkeypatch.setattr(SpeechRecognitionTask, "collate", spy)
     train, val = clips
     cfg = speech_config(whisper_2s, train, tmp_path / "run", val, epochs=2)
-    cfg["speech"]["window_seconds"] = 1
+    cfg["model"]["window_seconds"] = 1
     res = tunesmith.finetune(cfg, quiet=True)
     # the "before" score is the model as shipped, hearing its own 2 s (200 frames); training and every
     # evaluation of the run: 1 s
@@ -77,11 +77,11 @@ def test_a_clip_longer_than_the_chosen_window_names_the_option(whisper_2s, tmp_p
     sf.write(long, np.concatenate([say("yes go"), say("no stop"), say("up down")]), 16000)  # ~1.6 s
     (tmp_path / "t.csv").write_text(f"audio,transcript\n{long.name},yes go no stop up down\n")
     cfg = speech_config(whisper_2s, tmp_path / "t.csv", tmp_path / "run", tmp_path / "t.csv", epochs=1)
-    cfg["speech"]["window_seconds"] = 1
-    with pytest.raises(DataError, match=r"long.wav.*at most 1 s.*speech.window_seconds \(now 1"):
+    cfg["model"]["window_seconds"] = 1
+    with pytest.raises(DataError, match=r"long.wav.*at most 1 s.*model.window_seconds \(now 1"):
         tunesmith.finetune(cfg, quiet=True)
     assert not (tmp_path / "run" / "model.safetensors").exists()
-    cfg["speech"]["window_seconds"] = 2  # the model's own window takes it
+    cfg["model"]["window_seconds"] = 2  # the model's own window takes it
     cfg["out"] = str(tmp_path / "run2")
     assert tunesmith.finetune(cfg, quiet=True).out.is_dir()
 
@@ -91,12 +91,12 @@ def test_window_longer_than_the_model_or_on_a_ctc_model_is_refused(whisper_2s, c
 
     train, val = clips
     cfg = speech_config(whisper_2s, train, tmp_path / "run", val, epochs=1)
-    cfg["speech"]["window_seconds"] = 3
+    cfg["model"]["window_seconds"] = 3
     with pytest.raises(ConfigError, match="window_seconds 3: this model hears at most 2 s"):
         tunesmith.finetune(cfg, quiet=True)
     ctc = make_ctc_wav2vec2(tmp_path / "ctc")
     cfg = speech_config(ctc, train, tmp_path / "run-ctc", val, epochs=1)
-    cfg["speech"]["window_seconds"] = 1
+    cfg["model"]["window_seconds"] = 1
     with pytest.raises(ConfigError, match="window_seconds applies to Whisper"):
         tunesmith.finetune(cfg, quiet=True)
 
@@ -106,5 +106,5 @@ def test_a_run_on_clips_far_shorter_than_the_window_says_so(clips, tmp_path, cap
     train, val = clips  # clips of at most 0.8 s against a 4 s window
     res = tunesmith.finetune(speech_config(whisper_4s, train, tmp_path / "run", val, epochs=1), quiet=False)
     err = " ".join(capsys.readouterr().err.split())
-    assert "speech.window_seconds: 2 would make its encoder's work about 2x smaller" in err
+    assert "model.window_seconds: 2 would make its encoder's work about 2x smaller" in err
     assert json.loads((res.out / "config.json").read_text())["max_source_positions"] == 200  # not applied unasked

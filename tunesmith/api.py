@@ -161,7 +161,9 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     if speech:  # a recogniser: the task comes from the model's processor (CTC: and the transcripts' characters)
         backbone, preprocessor = inputs.load(model_dir, cfg.model, cfg.speech.model_dump())
         labels = []
-        task = TASKS.get(cfg.task).for_run(backbone, preprocessor, train.texts, cfg.speech.model_dump(),
+        # the window rides along in the task's options for its messages (the model itself carries it)
+        task = TASKS.get(cfg.task).for_run(backbone, preprocessor, train.texts,
+                                           {**cfg.speech.model_dump(), "window_seconds": cfg.model.window_seconds},
                                            cfg.train.dropout)
     else:
         backbone, preprocessor = inputs.load(model_dir, cfg.model)
@@ -193,8 +195,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
         rows["test"] = enc(test)
     if guard is not None:
         rows["guard"] = enc(guard)
-    if speech:
-        _window_hint(task, cfg.speech.window_seconds, rows["train"], reporter)
+    _window_hint(task, preprocessor, cfg.model.window_seconds, rows["train"], reporter)
 
     # 4. Head-only: run the frozen backbone once per split (or read the cache), train on features.
     timings: dict[str, float] = {}
@@ -222,7 +223,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     if speech:
         model.to(accelerator.device)
         scorer = model
-        if cfg.speech.window_seconds is not None and task.kind == "seq2seq":
+        if cfg.model.window_seconds is not None and task.kind == "seq2seq":
             # the model as shipped hears its own window, not the run's shorter one: score that, not a
             # shortened model nobody has trained yet
             from .models.speech_backbone import speech_base_model
@@ -282,7 +283,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
         "catalogue_name": catalogue_name_for(model_dir), "max_length": cfg.model.max_length,
         "pad_token_id": getattr(task, "pad_token_id", None), "strategy": strategy.name,
         "trust_remote_code": cfg.model.trust_remote_code, "tunesmith_version": __version__,
-        "builtin": _builtin_name(model_dir),
+        "builtin": _builtin_name(model_dir), "window_seconds": cfg.model.window_seconds,
     }
     if getattr(strategy, "peft_config", None) is not None:
         from .strategies.feature_cache import model_fingerprint
@@ -382,18 +383,21 @@ def evaluate(run: str | Path, data: str | Path, text_column: str | None = None, 
     return predictor.task.metrics(preds, refs)
 
 
-def _window_hint(task, chosen: int | None, train_rows: list[dict], reporter) -> None:
+def _window_hint(task, preprocessor, chosen: int | None, train_rows: list[dict], reporter) -> None:
     """Whisper pads every clip to its window (30 s): say when the training clips fill little of it."""
-    from .modalities.audio import model_max_seconds
+    from .modalities.audio import is_whisper_extractor, model_max_seconds
 
-    if task.kind != "seq2seq" or chosen is not None or not train_rows:
+    extractor = getattr(preprocessor, "feature_extractor", preprocessor)  # speech: a processor
+    if chosen is not None or not train_rows or not is_whisper_extractor(extractor):
         return
-    window = model_max_seconds(task.feature_extractor)
-    longest = max(r["frames"] for r in train_rows) * task.feature_extractor.hop_length / task.sampling_rate
+    window = model_max_seconds(extractor)
+    # rows hold the clip's length in mel frames (speech) or in encoder frames, half as many (audio)
+    per_frame = extractor.hop_length / extractor.sampling_rate * (1 if "mel_frames" not in train_rows[0] else 2)
+    longest = max(r["frames"] for r in train_rows) * per_frame
     suggest = int(math.ceil(longest * 1.5))
     if window and suggest <= window / 2:
-        reporter.info(f"speech: the longest training clip is {longest:.1f} s of Whisper's {window:g} s window, which "
-                      f"every clip is padded to; speech.window_seconds: {suggest} would make its encoder's work about "
+        reporter.info(f"the longest training clip is {longest:.1f} s of Whisper's {window:g} s window, which every "
+                      f"clip is padded to; model.window_seconds: {suggest} would make its encoder's work about "
                       f"{window / suggest:.0f}x smaller (longer clips are then refused; README: Speech recognition)")
 
 

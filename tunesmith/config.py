@@ -66,6 +66,12 @@ class ModelConfig(_Section):
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped inside the model folder. Off unless you trust the folder."
     )
+    window_seconds: Optional[int] = Field(
+        None, ge=1, description="Whisper models (speech-recognition, audio-classification): seconds of audio the "
+        "encoder hears at a time (default: the model's own window, 30 s). Every clip is padded to the window, so on "
+        "short clips a shorter one runs the encoder several times faster (10 s instead of 30 s: 3.4x for "
+        "whisper-tiny.en, training and decoding). The saved model keeps it (config.json, preprocessor_config.json; "
+        "pipeline() included) and refuses longer clips: set it above your longest clip.")
 
 
 class LoraConfig(_Section):
@@ -179,11 +185,6 @@ class SpeechConfig(_Section):
     max_new_tokens: int = Field(
         128, ge=1, le=444, description="Speech recognition: longest transcript generated when evaluating and "
         "predicting (greedy decoding; saved in generation_config.json so pipeline() decodes the same).")
-    window_seconds: Optional[int] = Field(
-        None, ge=1, description="Whisper: seconds of audio the encoder hears at a time (default: the model's own "
-        "window, 30 s). Every clip is padded to the window, so on short clips a shorter one runs the encoder several "
-        "times faster (10 s instead of 30 s: 3.4x for whisper-tiny.en, training and decoding). The saved model keeps it (config.json, "
-        "preprocessor_config.json; pipeline() included) and refuses longer clips: set it above your longest clip.")
     spec_augment: bool = Field(
         False, description="SpecAugment while training: mask random time spans (and feature bands) of the input, "
         "as the model config's apply_spec_augment does; evaluation never masks.")
@@ -226,6 +227,9 @@ class RunConfig(_Section):
         if self.augment.model_fields_set and TASKS.get(self.task).modality != "image":
             raise ValueError(f"augment.* applies to image tasks, not {self.task!r}; remove it")
         task_cls = TASKS.get(self.task)
+        if self.model.window_seconds is not None and task_cls.modality not in ("audio", "speech"):
+            raise ValueError(f"model.window_seconds applies to Whisper models (speech-recognition, "
+                             f"audio-classification), not {self.task!r}; remove it")
         speech = getattr(task_cls, "generates_text", False)
         if not speech:
             if self.speech.model_fields_set:

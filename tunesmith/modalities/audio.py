@@ -66,10 +66,20 @@ class AudioInputs:
                               max_seconds=getattr(data_cfg, "max_audio_seconds", DEFAULT_MAX_SECONDS))
 
     def load(self, model_dir: Path, model_cfg):
+        """The encoder and its feature extractor, at model.window_seconds if set (Whisper)."""
+        from ..errors import ConfigError
         from ..models.audio_backbone import load_audio_backbone, load_feature_extractor
+        from ..models.speech_backbone import set_whisper_window
 
         extractor = load_feature_extractor(model_dir, model_cfg.trust_remote_code)
-        return load_audio_backbone(model_dir, model_cfg.trust_remote_code), extractor
+        backbone = load_audio_backbone(model_dir, model_cfg.trust_remote_code)
+        window = getattr(model_cfg, "window_seconds", None)
+        if window is not None and backbone.kind != "whisper":
+            raise ConfigError("model.window_seconds applies to Whisper encoders (a fixed input window); "
+                              f"{model_dir} is a {backbone.kind} encoder, which already reads each clip at its own "
+                              "length")
+        set_whisper_window(backbone.encoder, extractor, window)
+        return backbone, extractor
 
     def task_kwargs(self, extractor, augment_cfg=None) -> dict[str, Any]:
         return {}
@@ -121,7 +131,7 @@ def _model_audio(item, name: str, rate: int, limit: float | None) -> np.ndarray:
             raise DataError(f"{name}: {e.reason.split(', the limit')[0]}, longer than this model's {limit:g} s window "
                             f"(Whisper cannot take it whole, and tunesmith never cuts clips silently). Cut the clip, "
                             f"or set data.max_audio_seconds to {limit:g} or less so that --skip-bad-audio skips such "
-                            "clips.") from None
+                            "clips (or, if model.window_seconds shortened the window, raise it).") from None
         # here (predict, or a clip changed since it was read) --skip-bad-audio does not apply: no hint
         raise DataError(f"{e.name}: {e.reason}. Remove or replace the clip.") from None
 

@@ -24,14 +24,15 @@ class SpeechInputs:
                                   text_column=data_cfg.text_column if require_labels else None)
 
     def load(self, model_dir: Path, model_cfg, speech_options: dict[str, Any] | None = None):
+        """The recogniser and its processor, at model.window_seconds if set (Whisper)."""
         from ..errors import ConfigError
         from ..models.speech_backbone import load_speech_backbone, load_speech_processor, set_whisper_window
 
         backbone = load_speech_backbone(model_dir, model_cfg.trust_remote_code, speech_options)
         processor = load_speech_processor(model_dir, backbone.kind, model_cfg.trust_remote_code)
-        window = (speech_options or {}).get("window_seconds")
+        window = model_cfg.window_seconds
         if window is not None and backbone.kind != "seq2seq":
-            raise ConfigError("speech.window_seconds applies to Whisper-style models (a fixed input window); "
+            raise ConfigError("model.window_seconds applies to Whisper-style models (a fixed input window); "
                               f"{model_dir} is a CTC encoder, which already reads each clip at its own length")
         if window is not None:
             set_whisper_window(backbone.encoder, processor.feature_extractor, window)

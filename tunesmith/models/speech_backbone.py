@@ -226,34 +226,35 @@ def load_speech_backbone(folder: Path, trust_remote_code: bool = False, options:
 
 
 def set_whisper_window(model, feature_extractor, seconds: int | None) -> None:
-    """speech.window_seconds: shorten the fixed window a Whisper hears (30 s for real checkpoints).
+    """model.window_seconds: shorten the fixed window a Whisper hears (30 s for real checkpoints).
 
     Whisper pads every clip to its window and its encoder attends over all of it, so a 3 s clip costs
     as much as a 30 s one. A shorter window keeps the first `seconds` of the encoder's (fixed,
     sinusoidal) position table and makes the feature extractor pad to `seconds`: the encoder's work
-    falls about in proportion. `model` is the WhisperForConditionalGeneration (or its encoder's parent
-    model); the feature extractor is changed in place too unless it already pads to `seconds` (the
-    base model of an existing run). Both are saved with the run, so a reloaded run and
-    `pipeline()` hear the same window."""
+    falls about in proportion. `model`: a WhisperForConditionalGeneration (speech recognition) or a
+    WhisperEncoder (audio classification); the feature extractor is changed in place too unless it
+    already pads to `seconds` (the base model of an existing run). Both are saved with the run, so a
+    reloaded run and `pipeline()` hear the same window."""
     if seconds is None:
         return
-    enc = model.model.encoder if hasattr(model, "model") else model.encoder
+    enc = model.get_encoder()  # a WhisperEncoder returns itself
     rate, hop = int(feature_extractor.sampling_rate), int(feature_extractor.hop_length)
     stride = int(enc.conv1.stride[0] * enc.conv2.stride[0])
     have = int(enc.embed_positions.weight.shape[0])
     if (seconds * rate) % (hop * stride):
-        raise ConfigError(f"speech.window_seconds {seconds}: not a whole number of encoder positions "
+        raise ConfigError(f"model.window_seconds {seconds}: not a whole number of encoder positions "
                           f"({hop * stride} samples each at {rate} Hz)")
     positions = seconds * rate // (hop * stride)
     if positions > have:
-        raise ConfigError(f"speech.window_seconds {seconds}: this model hears at most {have * hop * stride / rate:g} s "
+        raise ConfigError(f"model.window_seconds {seconds}: this model hears at most {have * hop * stride / rate:g} s "
                           "(its position table); use that or less")
     if positions < have:
         table = enc.embed_positions
         table.weight = table.weight[:positions].detach().clone()  # a buffer (WhisperBackbone froze it)
         table.num_embeddings = positions
         enc.max_source_positions = positions
-        model.config.max_source_positions = positions  # the encoder checks its input length against this
+        enc.config.max_source_positions = positions  # the encoder checks its input length against this
+        model.config.max_source_positions = positions
     if int(feature_extractor.n_samples) != seconds * rate:
         feature_extractor.chunk_length = seconds
         feature_extractor.n_samples = seconds * rate

@@ -220,7 +220,7 @@ class SpeechRecognitionTask:
                 for w, name in zip(waves, names):
                     if window is not None and len(w) / rate > window + 1e-6:
                         chosen = self.options.get("window_seconds")
-                        how = (f"Raise speech.window_seconds (now {chosen}; up to the model's own window) or cut it"
+                        how = (f"Raise model.window_seconds (now {chosen}; up to the model's own window) or cut it"
                                if chosen else "Cut it")
                         raise DataError(f"{name}: clip is {len(w) / rate:.1f} s; this model hears at most {window:g} s "
                                         f"at a time. {how} into shorter clips (with their transcripts).")
@@ -267,7 +267,7 @@ class SpeechRecognitionTask:
 
     def collate(self, rows: Sequence[dict[str, Any]], frames: int | None = None) -> dict[str, torch.Tensor]:
         """frames (Whisper): the window to pad to, if not the feature extractor's (a base model as
-        shipped hears its own window, which speech.window_seconds may have shortened for the run)."""
+        shipped hears its own window, which model.window_seconds may have shortened for the run)."""
         if self.kind == "seq2seq":
             n_frames = int(frames or self.feature_extractor.nb_max_frames)
             n_mels = rows[0]["mel"].shape[0]
