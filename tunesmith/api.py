@@ -181,7 +181,8 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
         enable_activation_recompute(backbone)
     precision = resolve_precision(cfg.train.precision)
     accelerator = make_accelerator(precision, cfg.train.grad_accum)
-    reporter.info(f"model: {cfg.model.name} ({backbone.pooling} pooling), strategy {strategy.name}: "
+    pooled = f" ({backbone.pooling} pooling)" if backbone.pooling != "none" else ""  # a recogniser pools nothing
+    reporter.info(f"model: {cfg.model.name}{pooled}, strategy {strategy.name}: "
                   f"{counts.describe()}; precision {precision}")
 
     # 3. Preprocess once (tokenize; decode and resize images).
