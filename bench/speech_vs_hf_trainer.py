@@ -21,10 +21,10 @@ What it compares (one invocation, every figure from the same run):
                    would only slow HF down (~30% more compute).
   hf-seq2seq-bf16  the same with bf16=True (CPU bf16 autocast), one flag away
   ts               tunesmith.finetune with the shipped recipe configs/speech/accent.yaml (strategy full,
-                   SpecAugment on, precision auto, speech.window_seconds 10: the encoder hears 10 s, not
+                   SpecAugment on, precision auto, model.window_seconds 10: the encoder hears 10 s, not
                    Whisper's 30 s, which these clips fill a tenth of), at the same batch, lr and epochs;
                    no early stopping
-  ts-30s           the same with speech.window_seconds unset (Whisper's own 30 s window): what the
+  ts-30s           the same with model.window_seconds unset (Whisper's own 30 s window): what the
                    window is worth, apart from everything else
   ts-fp32          the same as ts with train.precision=fp32 (like for like with hf-seq2seq; not in the defaults)
   hf-pipeline      evaluation only: transformers.pipeline("automatic-speech-recognition") on the model the
@@ -64,11 +64,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,12 +73,11 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
-# Shared with the text benchmark, not copied (DESIGN rule 12).
-from text_vs_hf_trainer import _cpu_jiffies, _f, _pin_threads, wait_for_idle  # noqa: E402
+# Shared with the text and vision benchmarks, not copied (DESIGN rule 12).
+from child_runs import (ROOT, add_child_args, add_common_args, cell, contention_md, env_versions,  # noqa: E402
+                        failures_md, finish, parse_configs, pin_threads, spawn, write_child_result)
 
 DEFAULT_CONFIGS = ["hf-seq2seq", "hf-seq2seq-bf16", "ts", "ts-30s", "hf-pipeline", "ts-eval", "ts-pipeline"]
 ALL_CONFIGS = DEFAULT_CONFIGS + ["ts-fp32"]
@@ -274,7 +269,7 @@ def child_tunesmith(args, config: str) -> dict:
     if config == "ts-fp32":
         cfg["train"]["precision"] = "fp32"
     if config == "ts-30s":
-        cfg["speech"].pop("window_seconds", None)
+        cfg["model"].pop("window_seconds", None)
     t0 = time.perf_counter()
     res = tunesmith.finetune(cfg, quiet=True, overwrite=True)
     wall = time.perf_counter() - t0
@@ -309,7 +304,7 @@ def child_ts_eval(args) -> dict:
 
 
 def run_child(args) -> int:
-    _pin_threads(args.threads)
+    pin_threads(args.threads)
     if args.one in ("hf-seq2seq", "hf-seq2seq-bf16"):
         out = child_hf(args, bf16=args.one == "hf-seq2seq-bf16")
     elif args.one in ("hf-pipeline", "ts-pipeline"):
@@ -318,10 +313,7 @@ def run_child(args) -> int:
         out = child_ts_eval(args)
     else:
         out = child_tunesmith(args, args.one)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    out["workers_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 or None
-    Path(args.json).write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
-    return 0
+    return write_child_result(out, args.json, workers=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,38 +326,6 @@ def _run_for(config: str, args, work: Path) -> Path:
         return work / "ts"
     hf = [c for c in ("hf-seq2seq-bf16", "hf-seq2seq") if (work / f"{c}-model" / "config.json").is_file()]
     return work / f"{hf[0] if hf else 'hf-seq2seq-bf16'}-model"
-
-
-def spawn(config: str, args, data: Path, work: Path, cache: Path, log_dir: Path) -> dict:
-    busy_before = wait_for_idle(args.idle_threshold, args.max_wait) if args.max_wait > 0 else None
-    js = work / f"{config}.json"
-    js.unlink(missing_ok=True)
-    env = dict(os.environ, TUNESMITH_CACHE=str(cache), OMP_NUM_THREADS=str(args.threads),
-               MKL_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", config, "--data", str(data),
-           "--epochs", str(args.epochs), "--threads", str(args.threads), "--work", str(work), "--json", str(js),
-           "--run", str(_run_for(config, args, work))]
-    log = log_dir / f"{config}.log"
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    j0 = _cpu_jiffies()
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
-    wall = time.perf_counter() - t0
-    j1 = _cpu_jiffies()
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if rc != 0 or not js.is_file():
-        tail = log.read_text(errors="replace").strip().splitlines()[-25:]
-        return {"error": f"exit {rc}", "log_tail": "\n".join(tail)}
-    out = json.loads(js.read_text())
-    out["process_seconds"] = wall
-    hz = os.sysconf("SC_CLK_TCK")
-    ours = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    out["child_cpu_seconds"] = ours
-    out["other_load_cores"] = max(0.0, ((j1[0] - j0[0]) / hz - ours) / wall)
-    out["busy_cores_before"] = busy_before
-    return out
 
 
 def prepare_data(root: Path, args) -> Path:
@@ -422,12 +382,12 @@ def build_report(res: dict) -> tuple[str, dict]:
         if "error" in r:
             lines.append(f"| {LABELS[name]} | FAILED: {r['error']} | | | | | | |")
             continue
-        w = _f(r.get("wer"), "{:.3f}")
+        w = cell(r.get("wer"), "{:.3f}")
         if name == "ts" and ok("ts-eval"):
             w += f" (its saved model, fp32, via ts-eval: {rows['ts-eval']['wer']:.3f})"
-        lines.append(f"| {LABELS[name]} | {r['precision']} | {_f(r['samples_per_second'], '{:.2f}')} | "
-                     f"{_f(r['train_seconds'])} | {_f(r['wall_seconds'])} | {_f(r['peak_rss_mb'], '{:.0f}')} | {w} | "
-                     f"{_f(r.get('other_load_cores'), '{:.2f}')} |")
+        lines.append(f"| {LABELS[name]} | {r['precision']} | {cell(r['samples_per_second'], '{:.2f}')} | "
+                     f"{cell(r['train_seconds'])} | {cell(r['wall_seconds'])} | {cell(r['peak_rss_mb'], '{:.0f}')} | "
+                     f"{w} | {cell(r.get('other_load_cores'), '{:.2f}')} |")
     lines += ["", "Evaluation decoding (test clips, read + transcribe; model load apart):", "",
               "| configuration | precision | utterances/s | seconds | model load s | peak RSS MB | test WER "
               "| other load |",
@@ -438,9 +398,9 @@ def build_report(res: dict) -> tuple[str, dict]:
             lines.append(f"| {LABELS[name]} | FAILED: {r['error']} | | | | | | |")
             continue
         lines.append(f"| {LABELS[name]}, batch {EVAL_BATCH} | {r['precision']} | "
-                     f"{_f(r['eval_utterances_per_second'], '{:.2f}')} | {_f(r['eval_seconds'])} | "
-                     f"{_f(r['load_seconds'])} | {_f(r['peak_rss_mb'], '{:.0f}')} | {_f(r['wer'], '{:.3f}')} | "
-                     f"{_f(r.get('other_load_cores'), '{:.2f}')} |")
+                     f"{cell(r['eval_utterances_per_second'], '{:.2f}')} | {cell(r['eval_seconds'])} | "
+                     f"{cell(r['load_seconds'])} | {cell(r['peak_rss_mb'], '{:.0f}')} | {cell(r['wer'], '{:.3f}')} | "
+                     f"{cell(r.get('other_load_cores'), '{:.2f}')} |")
     for name in (n for n in ("hf-seq2seq", "hf-seq2seq-bf16") if ok(n)):
         r = rows[name]
         lines.append(f"| (for reference) {LABELS[name]}: trainer.evaluate, predict_with_generate | {r['precision']} | "
@@ -487,9 +447,7 @@ def build_report(res: dict) -> tuple[str, dict]:
                      f"autocast) differs from what its saved model transcribes through Predictor.predict and "
                      f"pipeline() ({b['wer']:.3f}, {b['precision']}): the run reports a WER its artefact does not give")
     md = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
-    errors = [f"{n}: {r['error']}\n{r.get('log_tail', '')}" for n, r in rows.items() if "error" in r]
-    if errors:
-        md += "\nFailures:\n\n```\n" + "\n\n".join(errors) + "\n```\n"
+    md += failures_md(rows)
     md += ("\nNotes: every training row fine-tunes all of whisper-tiny.en's weights from the same checkpoint on the "
            f"same clips, batch {BATCH}, lr {LR:g}, linear warmup {WARMUP:g} then decay. HF: the blog recipe's "
            "Seq2SeqTrainingArguments (AdamW, no weight decay), no SpecAugment (the checkpoint's default), no gradient "
@@ -500,10 +458,7 @@ def build_report(res: dict) -> tuple[str, dict]:
            "fp32, greedy, same batch; hf-pipeline transcribes the HF recipe's model, ts-eval and ts-pipeline the ts "
            "run's. other load: "
            "cores the rest of the machine kept busy meanwhile (other people's jobs).\n")
-    loaded = [n for n, r in rows.items() if (r.get("other_load_cores") or 0) > 0.25]
-    if loaded:
-        md += (f"\n**Warning: the machine was shared while {', '.join(loaded)} ran** (other load > 0.25 cores); "
-               "those rows are slowed by contention; rerun when the machine is idle.\n")
+    md += contention_md(rows)
     return md, derived
 
 
@@ -516,27 +471,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="which sentences (examples/accent.py's picker)")
     ap.add_argument("--quick", action="store_true", help="16 / 4 / 8 clips smoke check")
-    ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"subset of {','.join(ALL_CONFIGS)}")
-    ap.add_argument("--keep", action="store_true", help="keep the work folder (data, run folders, logs)")
-    ap.add_argument("--idle-threshold", type=float, default=0.3,
-                    help="before each configuration, wait until other processes use at most this many cores")
-    ap.add_argument("--max-wait", type=float, default=120, help="seconds to wait for that per configuration (0: never)")
-    # child mode
-    ap.add_argument("--one", choices=ALL_CONFIGS, help=argparse.SUPPRESS)
-    ap.add_argument("--data", help=argparse.SUPPRESS)
-    ap.add_argument("--work", help=argparse.SUPPRESS)
-    ap.add_argument("--json", help=argparse.SUPPRESS)
-    ap.add_argument("--run", help=argparse.SUPPRESS)
+    add_common_args(ap, DEFAULT_CONFIGS, ALL_CONFIGS, max_wait=120)
+    add_child_args(ap, ALL_CONFIGS)
+    ap.add_argument("--run", help=argparse.SUPPRESS)  # the folder an evaluation row transcribes
     args = ap.parse_args(argv)
     if args.one:
         return run_child(args)
 
     if args.quick:
         args.train, args.validation, args.test = 16, 4, 8
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    for c in configs:
-        if c not in ALL_CONFIGS:
-            ap.error(f"unknown configuration {c!r}; choose from {', '.join(ALL_CONFIGS)}")
+    configs = parse_configs(ap, args.configs, ALL_CONFIGS)
     for c in configs:  # an evaluation row transcribes a folder a training row wrote earlier in the list
         needs = ("hf-seq2seq-bf16", "hf-seq2seq") if c == "hf-pipeline" else ("ts",) if c in EVAL_CONFIGS else ()
         if needs and not any(n in configs[:configs.index(c)] for n in needs):
@@ -550,7 +494,8 @@ def main(argv=None) -> int:
     work.mkdir()
     rows: dict[str, dict] = {}
     for c in configs:
-        r = spawn(c, args, data, work, cache, logs)
+        r = spawn(__file__, c, args, data, work, cache, logs, extra_args=["--run", str(_run_for(c, args, work))],
+                  extra_env={"TOKENIZERS_PARALLELISM": "false"})
         rows[c] = r
         if "error" in r:
             print(f"{c}: FAILED ({r['error']})\n{r['log_tail']}", flush=True)
@@ -562,26 +507,11 @@ def main(argv=None) -> int:
                   f"{r['wall_seconds']:.1f}s, RSS {r['peak_rss_mb']:.0f} MB, other load {r['other_load_cores']:.2f} "
                   "cores", flush=True)
 
-    import torch
-    import transformers
-
     res = {"n_train": args.train, "n_val": args.validation, "n_test": args.test, "epochs": args.epochs,
            "threads": args.threads, "batch_size": BATCH, "eval_batch_size": EVAL_BATCH, "lr": LR, "seed": SEED,
            "voice": VOICE, "model": MODEL, "clips": _clip_seconds(data), "configs": rows,
-           "env": {"torch": torch.__version__, "transformers": transformers.__version__,
-                   "python": platform.python_version(), "cpu_count": os.cpu_count()}}
-    md, derived = build_report(res)
-    res["ratios"] = derived
-    print("\n" + md)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "speech_vs_hf_trainer_quick" if args.quick else "speech_vs_hf_trainer"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=2, default=str), encoding="utf-8")
-    cmd = "python bench/speech_vs_hf_trainer.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    (RESULTS / f"{stem}.md").write_text(f"# {stem}\n\n`{cmd.strip()}`\n\n{md}", encoding="utf-8")
-    print(f"wrote {RESULTS / stem}.json and .md", flush=True)
-    if not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
-    return 0
+           "env": env_versions()}
+    return finish("speech_vs_hf_trainer", args, res, build_report, argv, root)
 
 
 if __name__ == "__main__":

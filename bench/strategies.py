@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from text_vs_hf_trainer import _cpu_jiffies, wait_for_idle  # noqa: E402  (shared, not copied)
+from child_runs import cpu_jiffies, wait_for_idle  # noqa: E402  (shared, not copied)
 
 
 def child(args) -> None:
@@ -94,11 +94,11 @@ def main(argv=None) -> int:
     for s in args.strategies.split(","):
         env_cache = {"TUNESMITH_CACHE": str(work / "cache")}
         wait_for_idle(0.3, 120)
-        ru0, j0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), _cpu_jiffies(), time.perf_counter()
+        ru0, j0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), cpu_jiffies(), time.perf_counter()
         p = subprocess.run([sys.executable, __file__, "--one", s, "--data", str(data), "--work", str(work),
                             "--epochs", str(args.epochs), "--threads", str(args.threads)],
                            capture_output=True, text=True, env={**__import__("os").environ, **env_cache})
-        wall, j1, ru1 = time.perf_counter() - t0, _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall, j1, ru1 = time.perf_counter() - t0, cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN)
         ours = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         other = max(0.0, ((j1[0] - j0[0]) / hz - ours) / wall)
         if p.returncode != 0:

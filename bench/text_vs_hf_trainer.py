@@ -41,8 +41,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -52,8 +50,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))
+
+# Shared with the vision and speech benchmarks, not copied (DESIGN rule 12).
+from child_runs import (ROOT, add_child_args, add_common_args, cell, contention_md, env_versions,  # noqa: E402
+                        failures_md, finish, parse_configs, pin_threads, spawn, write_child_result)
 
 DEFAULT_CONFIGS = ["hf-maxlen", "hf-grouped", "hf-random", "ts-full", "ts-full-fp32", "ts-head-only",
                    "ts-head-only-cached"]
@@ -73,16 +74,6 @@ BATCH, LR, SEED, MAX_LEN = 32, 5e-5, 42, 128
 # --------------------------------------------------------------------------------------------
 # children: one configuration each
 # --------------------------------------------------------------------------------------------
-
-def _pin_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
-
 
 def _read_csv(path: Path) -> tuple[list[str], list[str]]:
     with open(path, newline="", encoding="utf-8") as f:
@@ -262,80 +253,19 @@ def child_tunesmith(args, config: str) -> dict:
 
 
 def run_child(args) -> int:
-    _pin_threads(args.threads)
+    pin_threads(args.threads)
     if args.one == "peak":
         out = child_peak(args)
     elif args.one.startswith("hf-"):
         out = child_hf(args, args.one)
     else:
         out = child_tunesmith(args, args.one)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    Path(args.json).write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
-    return 0
+    return write_child_result(out, args.json, workers=False)
 
 
 # --------------------------------------------------------------------------------------------
 # parent: data, children, table
 # --------------------------------------------------------------------------------------------
-
-def _cpu_jiffies() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
-    total = sum(v[:8])  # guest time is already inside user
-    return total - idle, total
-
-
-def busy_cores(seconds: float = 2.0) -> float:
-    b0, t0 = _cpu_jiffies()
-    time.sleep(seconds)
-    b1, t1 = _cpu_jiffies()
-    return (b1 - b0) / max(t1 - t0, 1) * (os.cpu_count() or 1)
-
-
-def wait_for_idle(threshold: float, max_wait: float) -> float:
-    """Other people's jobs share this machine; with 2 pinned threads on 2 cores, any other busy
-    process stalls every OpenMP barrier (a tiny op goes from 0.06 ms to 20+ ms). Wait (bounded)
-    until the machine is quiet; returns the busy cores seen last."""
-    t_end = time.monotonic() + max_wait
-    while True:
-        busy = busy_cores()
-        if busy <= threshold or time.monotonic() >= t_end:
-            return busy
-
-
-def spawn(config: str, args, data: Path, work: Path, cache: Path, log_dir: Path) -> dict:
-    busy_before = wait_for_idle(args.idle_threshold, args.max_wait) if args.max_wait > 0 else None
-    js = work / f"{config}.json"
-    js.unlink(missing_ok=True)
-    env = dict(os.environ, TUNESMITH_CACHE=str(cache), OMP_NUM_THREADS=str(args.threads),
-               MKL_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", config, "--data", str(data),
-           "--epochs", str(args.epochs), "--threads", str(args.threads), "--work", str(work), "--json", str(js)]
-    log = log_dir / f"{config}.log"
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    j0 = _cpu_jiffies()
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
-    wall = time.perf_counter() - t0
-    j1 = _cpu_jiffies()
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if rc != 0 or not js.is_file():
-        tail = log.read_text(errors="replace").strip().splitlines()[-25:]
-        return {"error": f"exit {rc}", "log_tail": "\n".join(tail)}
-    out = json.loads(js.read_text())
-    out["process_seconds"] = wall
-    # CPU the rest of the machine used while this child ran, in cores: all busy time minus ours.
-    hz = os.sysconf("SC_CLK_TCK")
-    ours = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    out["child_cpu_seconds"] = ours
-    out["other_load_cores"] = max(0.0, ((j1[0] - j0[0]) / hz - ours) / wall)
-    out["busy_cores_before"] = busy_before
-    return out
-
 
 def spawn_clean(config: str, args, data: Path, work: Path, cache: Path, log_dir: Path) -> dict:
     """spawn(), retried up to --retries times while other processes loaded the machine during the
@@ -345,7 +275,8 @@ def spawn_clean(config: str, args, data: Path, work: Path, cache: Path, log_dir:
     for _ in range(1 + max(0, args.retries)):
         if config == "ts-head-only":
             shutil.rmtree(cache / "features", ignore_errors=True)  # its 1st run must compute features
-        r = spawn(config, args, data, work, cache, log_dir)
+        r = spawn(__file__, config, args, data, work, cache, log_dir,
+                  extra_env={"TOKENIZERS_PARALLELISM": "false"})
         if "error" in r:
             return r
         attempts.append({"other_load_cores": r["other_load_cores"],
@@ -373,10 +304,6 @@ def median_of(runs: list[dict]) -> dict:
     if len(ok) < len(runs):
         out["failed_repeats"] = [r for r in runs if "error" in r]
     return out
-
-
-def _f(v, fmt="{:.1f}", none="—"):
-    return none if v is None else fmt.format(v)
 
 
 def build_report(res: dict) -> tuple[str, dict]:
@@ -407,20 +334,20 @@ def build_report(res: dict) -> tuple[str, dict]:
             mfu = achieved / (peak["peak_gflops_bf16" if r["precision"] == "bf16" else "peak_gflops_fp32"] * 1e9)
             r["achieved_gflops"] = achieved / 1e9
             r["mfu"] = mfu
-        acc = _f(r.get("accuracy"), "{:.3f}")
+        acc = cell(r.get("accuracy"), "{:.3f}")
         if name.startswith("ts-head-only") and r.get("last_epoch_accuracy") is not None:
             acc += f" (last epoch {r['last_epoch_accuracy']:.3f}, best epoch {r.get('best_epoch')})"
-        sps = _f(r["samples_per_second"])
+        sps = cell(r["samples_per_second"])
         if name.startswith("ts-head-only"):
             sps += " (head on features)"
-        train_s = _f(r["train_seconds"], "{:.2f}")
+        train_s = cell(r["train_seconds"], "{:.2f}")
         if name.startswith("ts-head-only") and r.get("feature_seconds") is not None:
             hit = "cache hit" if r.get("feature_cache_hit") == 1.0 else "computed"
             train_s += f" + features {r['feature_seconds']:.2f} ({hit})"
         lines.append(
-            f"| {LABELS[name]} | {r['precision']} | {sps} | {_f(r.get('tokens_per_second'), '{:.0f}')} | "
-            f"{_f(r.get('pad_waste'), '{:.1%}')} | {_f(mfu, '{:.1%}')} | {train_s} | {_f(r['wall_seconds'])} | "
-            f"{_f(r['peak_rss_mb'], '{:.0f}')} | {acc} | {_f(r.get('other_load_cores'), '{:.2f}')} |")
+            f"| {LABELS[name]} | {r['precision']} | {sps} | {cell(r.get('tokens_per_second'), '{:.0f}')} | "
+            f"{cell(r.get('pad_waste'), '{:.1%}')} | {cell(mfu, '{:.1%}')} | {train_s} | {cell(r['wall_seconds'])} | "
+            f"{cell(r['peak_rss_mb'], '{:.0f}')} | {acc} | {cell(r.get('other_load_cores'), '{:.2f}')} |")
 
     def ok(n):
         return n in rows and "error" not in rows[n]
@@ -473,21 +400,14 @@ def build_report(res: dict) -> tuple[str, dict]:
             line += f"; vs full {rows['ts-full']['wall_seconds']:.2f} s: **{v2:.1f}x**"
         ratios.append(line)
     md = "\n".join(lines) + "\n\n" + "\n".join(ratios) + "\n"
-    errors = [f"{n}: {r['error']}\n{r.get('log_tail', '')}" for n, r in rows.items() if "error" in r]
-    if errors:
-        md += "\nFailures:\n\n```\n" + "\n\n".join(errors) + "\n```\n"
+    md += failures_md(rows)
     md += ("\nNotes: HF rows train in fp32 with the stock BERT pooler head (AutoModelForSequenceClassification); "
            "tunesmith uses the folder's declared mean pooling, warmup 6%, weight decay 0.01 and a 10x head LR "
            "(its defaults). samples/s and tok/s: training time only. MFU counts useful (non-pad) tokens "
            "against the measured matmul peak of the precision used. wall s excludes imports. other load: "
            "cores the rest of the machine kept busy while the configuration ran (other people's jobs); "
            "with 2 pinned threads on 2 cores anything above ~0.1 slows that row, small ops most.\n")
-    loaded = [n for n, r in rows.items() if (r.get("other_load_cores") or 0) > 0.25]
-    if (peak.get("other_load_cores") or 0) > 0.25:
-        loaded.insert(0, "the matmul peak")
-    if loaded:
-        md += (f"\n**Warning: the machine was shared while {', '.join(loaded)} ran** (other load > 0.25 cores); "
-               "those rows are slowed by contention, not by their own work; rerun when the machine is idle.\n")
+    md += contention_md({"the matmul peak": peak, **rows}, detail=", not by their own work")
     return md, derived
 
 
@@ -501,30 +421,20 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="300 train / 200 test smoke check")
-    ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"subset of {','.join(ALL_CONFIGS)}")
-    ap.add_argument("--keep", action="store_true", help="keep the work folder (data, run folders, logs)")
-    ap.add_argument("--idle-threshold", type=float, default=0.3,
-                    help="before each configuration, wait until other processes use at most this many cores")
-    ap.add_argument("--max-wait", type=float, default=180, help="seconds to wait for that per configuration (0: never wait)")
+    add_common_args(ap, DEFAULT_CONFIGS, ALL_CONFIGS, max_wait=180,
+                    max_wait_help="seconds to wait for that per configuration (0: never wait)")
     ap.add_argument("--retries", type=int, default=2,
                     help="rerun a configuration up to this many times when other processes loaded the machine")
     ap.add_argument("--load-tolerance", type=float, default=0.15,
                     help="other processes' average load (cores) during a run above which it is retried")
-    # child mode
-    ap.add_argument("--one", choices=["peak"] + ALL_CONFIGS, help=argparse.SUPPRESS)
-    ap.add_argument("--data", help=argparse.SUPPRESS)
-    ap.add_argument("--work", help=argparse.SUPPRESS)
-    ap.add_argument("--json", help=argparse.SUPPRESS)
+    add_child_args(ap, ["peak"] + ALL_CONFIGS)
     args = ap.parse_args(argv)
     if args.one:
         return run_child(args)
 
     if args.quick:
         args.train, args.test = 300, 200
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    for c in configs:
-        if c not in ALL_CONFIGS:
-            ap.error(f"unknown configuration {c!r}; choose from {', '.join(ALL_CONFIGS)}")
+    configs = parse_configs(ap, args.configs, ALL_CONFIGS)
     if "ts-head-only-cached" in configs and "ts-head-only" not in configs:
         ap.error("ts-head-only-cached needs ts-head-only before it")
 
@@ -569,26 +479,9 @@ def main(argv=None) -> int:
                                     "bf16_all": [p["peak_gflops_bf16"] for p in peaks]},
         "configs": {c: median_of(v) for c, v in runs.items()},
         "all_runs": runs,
+        "env": env_versions(),
     }
-    import platform
-
-    import torch
-    import transformers
-
-    res["env"] = {"torch": torch.__version__, "transformers": transformers.__version__,
-                  "python": platform.python_version(), "cpu_count": os.cpu_count()}
-    md, derived = build_report(res)
-    res["ratios"] = derived
-    print("\n" + md)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "text_vs_hf_trainer_quick" if args.quick else "text_vs_hf_trainer"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=2, default=str), encoding="utf-8")
-    cmd = "python bench/text_vs_hf_trainer.py " + " ".join(a for a in (argv or sys.argv[1:]))
-    (RESULTS / f"{stem}.md").write_text(f"# {stem}\n\n`{cmd.strip()}`\n\n{md}", encoding="utf-8")
-    print(f"wrote {RESULTS / stem}.json and .md", flush=True)
-    if not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
-    return 0
+    return finish("text_vs_hf_trainer", args, res, build_report, argv, root)
 
 
 if __name__ == "__main__":

@@ -46,10 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
-import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,12 +53,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
-# Shared with the text benchmark, not copied (DESIGN rule 12).
-from text_vs_hf_trainer import _cpu_jiffies, _f, _pin_threads, wait_for_idle  # noqa: E402
+# Shared with the text and speech benchmarks, not copied (DESIGN rule 12).
+from child_runs import (ROOT, add_child_args, add_common_args, cell, contention_md, env_versions,  # noqa: E402
+                        failures_md, finish, parse_configs, pin_threads, spawn, write_child_result)
 
 DEFAULT_CONFIGS = ["pipe-hf", "pipe-ts", "hf-trainer", "hf-trainer-bf16", "ts-full", "ts-full-fp32", "ts-head-only"]
 ALL_CONFIGS = DEFAULT_CONFIGS
@@ -312,7 +307,7 @@ def child_tunesmith(args, config: str) -> dict:
 
 
 def run_child(args) -> int:
-    _pin_threads(args.threads)
+    pin_threads(args.threads)
     if args.one in ("hf-trainer", "hf-trainer-bf16"):
         out = child_hf(args, bf16=args.one == "hf-trainer-bf16")
     elif args.one == "pipe-hf":
@@ -321,47 +316,12 @@ def run_child(args) -> int:
         out = child_pipe_ts(args)
     else:
         out = child_tunesmith(args, args.one)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    # DataLoader workers are child processes: their own peak (the largest one), not added in
-    out["workers_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 or None
-    Path(args.json).write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
-    return 0
+    return write_child_result(out, args.json, workers=True)  # DataLoader workers: their own peak
 
 
 # --------------------------------------------------------------------------------------------
 # parent: data, children, table
 # --------------------------------------------------------------------------------------------
-
-def spawn(config: str, args, data: Path, work: Path, cache: Path, log_dir: Path) -> dict:
-    busy_before = wait_for_idle(args.idle_threshold, args.max_wait) if args.max_wait > 0 else None
-    js = work / f"{config}.json"
-    js.unlink(missing_ok=True)
-    env = dict(os.environ, TUNESMITH_CACHE=str(cache), OMP_NUM_THREADS=str(args.threads),
-               MKL_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", config, "--data", str(data),
-           "--epochs", str(args.epochs), "--threads", str(args.threads), "--work", str(work), "--json", str(js)]
-    log = log_dir / f"{config}.log"
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    j0 = _cpu_jiffies()
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
-    wall = time.perf_counter() - t0
-    j1 = _cpu_jiffies()
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if rc != 0 or not js.is_file():
-        tail = log.read_text(errors="replace").strip().splitlines()[-25:]
-        return {"error": f"exit {rc}", "log_tail": "\n".join(tail)}
-    out = json.loads(js.read_text())
-    out["process_seconds"] = wall
-    hz = os.sysconf("SC_CLK_TCK")
-    ours = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)  # the child and its workers
-    out["child_cpu_seconds"] = ours
-    out["other_load_cores"] = max(0.0, ((j1[0] - j0[0]) / hz - ours) / wall)
-    out["busy_cores_before"] = busy_before
-    return out
-
 
 def prepare_data(root: Path, args) -> Path:
     """train/ val/ test/ class folders: the val images are split off the prepared training images."""
@@ -402,13 +362,13 @@ def build_report(res: dict) -> tuple[str, dict]:
         if "error" in r:
             lines.append(f"| {LABELS[name]} | FAILED: {r['error']} | | | | | | |")
             continue
-        sps, train_s = _f(r["samples_per_second"]), _f(r["train_seconds"], "{:.1f}")
+        sps, train_s = cell(r["samples_per_second"]), cell(r["train_seconds"], "{:.1f}")
         if name == "ts-head-only":
             sps += " (head on features)"
             train_s += f" ({r['epochs']} head epochs) + features {r['feature_seconds']:.1f}"
         rss = f"{r['peak_rss_mb']:.0f}" + (f" / {r['workers_peak_rss_mb']:.0f}" if r.get("workers_peak_rss_mb") else "")
-        lines.append(f"| {LABELS[name]} | {r['precision']} | {sps} | {train_s} | {_f(r['wall_seconds'])} | {rss} | "
-                     f"{_f(r.get('accuracy'), '{:.3f}')} | {_f(r.get('other_load_cores'), '{:.2f}')} |")
+        lines.append(f"| {LABELS[name]} | {r['precision']} | {sps} | {train_s} | {cell(r['wall_seconds'])} | {rss} | "
+                     f"{cell(r.get('accuracy'), '{:.3f}')} | {cell(r.get('other_load_cores'), '{:.2f}')} |")
     lines += ["", "Data pipeline alone (no model), training images:", "",
               "| pipeline | once per run | per epoch | peak RSS MB (main / largest worker) | other load |",
               "|---|---|---|---|---|"]
@@ -458,9 +418,7 @@ def build_report(res: dict) -> tuple[str, dict]:
                      f"processes, overlapping the model), tunesmith {ts_total:.1f} s (once + per epoch, in the "
                      "training process)")
     md = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
-    errors = [f"{n}: {r['error']}\n{r.get('log_tail', '')}" for n, r in rows.items() if "error" in r]
-    if errors:
-        md += "\nFailures:\n\n```\n" + "\n\n".join(errors) + "\n```\n"
+    md += failures_md(rows)
     md += ("\nNotes: every row trains EfficientNet-Lite0's weights from the same ImageNet checkpoint with the same "
            f"dropout {DROPOUT} + linear head, batch {BATCH}, on the same training images. HF: one lr ({LR:g}) for "
            "all weights, no warmup, no weight decay (Trainer defaults), no validation; augmentation random resized "
@@ -468,10 +426,7 @@ def build_report(res: dict) -> tuple[str, dict]:
            "0.01, crop scale 0.6 + flip + colour jitter 0.1, keeps the best epoch on the validation images). "
            "HF's 2 DataLoader workers share the 2 cores with the 2 torch threads. other load: cores the rest of the "
            "machine kept busy while the configuration ran (other people's jobs).\n")
-    loaded = [n for n, r in rows.items() if (r.get("other_load_cores") or 0) > 0.25]
-    if loaded:
-        md += (f"\n**Warning: the machine was shared while {', '.join(loaded)} ran** (other load > 0.25 cores); "
-               "those rows are slowed by contention; rerun when the machine is idle.\n")
+    md += contention_md(rows)
     return md, derived
 
 
@@ -483,26 +438,15 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=1, help="epochs of the full fine-tuning rows (HF and tunesmith)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="8 / 2 / 4 images per class smoke check")
-    ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"subset of {','.join(ALL_CONFIGS)}")
-    ap.add_argument("--keep", action="store_true", help="keep the work folder (data, run folders, logs)")
-    ap.add_argument("--idle-threshold", type=float, default=0.3,
-                    help="before each configuration, wait until other processes use at most this many cores")
-    ap.add_argument("--max-wait", type=float, default=120, help="seconds to wait for that per configuration (0: never)")
-    # child mode
-    ap.add_argument("--one", choices=ALL_CONFIGS, help=argparse.SUPPRESS)
-    ap.add_argument("--data", help=argparse.SUPPRESS)
-    ap.add_argument("--work", help=argparse.SUPPRESS)
-    ap.add_argument("--json", help=argparse.SUPPRESS)
+    add_common_args(ap, DEFAULT_CONFIGS, ALL_CONFIGS, max_wait=120)
+    add_child_args(ap, ALL_CONFIGS)
     args = ap.parse_args(argv)
     if args.one:
         return run_child(args)
 
     if args.quick:
         args.train, args.validation, args.test = 8, 2, 4
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    for c in configs:
-        if c not in ALL_CONFIGS:
-            ap.error(f"unknown configuration {c!r}; choose from {', '.join(ALL_CONFIGS)}")
+    configs = parse_configs(ap, args.configs, ALL_CONFIGS)
 
     root = Path(tempfile.mkdtemp(prefix="bench_vision_"))
     print(f"work folder: {root}", flush=True)
@@ -512,7 +456,7 @@ def main(argv=None) -> int:
     work.mkdir()
     rows: dict[str, dict] = {}
     for c in configs:
-        r = spawn(c, args, data, work, cache, logs)
+        r = spawn(__file__, c, args, data, work, cache, logs)
         rows[c] = r
         if "error" in r:
             print(f"{c}: FAILED ({r['error']})\n{r['log_tail']}", flush=True)
@@ -520,27 +464,11 @@ def main(argv=None) -> int:
             print(f"{c}: {r['samples_per_second']:.1f} images/s, acc {r.get('accuracy')}, wall {r['wall_seconds']:.1f}s, "
                   f"RSS {r['peak_rss_mb']:.0f} MB, other load {r['other_load_cores']:.2f} cores", flush=True)
 
-    import torch
-    import transformers
-
     res = {"n_train": args.train * 10, "n_val": args.validation * 10, "n_test": args.test * 10,
            "per_class": {"train": args.train, "validation": args.validation, "test": args.test},
            "epochs": args.epochs, "threads": args.threads, "batch_size": BATCH, "lr": LR, "seed": SEED,
-           "configs": rows,
-           "env": {"torch": torch.__version__, "transformers": transformers.__version__,
-                   "python": platform.python_version(), "cpu_count": os.cpu_count()}}
-    md, derived = build_report(res)
-    res["ratios"] = derived
-    print("\n" + md)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "vision_vs_hf_trainer_quick" if args.quick else "vision_vs_hf_trainer"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=2, default=str), encoding="utf-8")
-    cmd = "python bench/vision_vs_hf_trainer.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    (RESULTS / f"{stem}.md").write_text(f"# {stem}\n\n`{cmd.strip()}`\n\n{md}", encoding="utf-8")
-    print(f"wrote {RESULTS / stem}.json and .md", flush=True)
-    if not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
-    return 0
+           "configs": rows, "env": env_versions()}
+    return finish("vision_vs_hf_trainer", args, res, build_report, argv, root)
 
 
 if __name__ == "__main__":
