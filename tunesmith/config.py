@@ -69,7 +69,7 @@ class ModelConfig(_Section):
     window_seconds: Optional[int] = Field(
         None, ge=1, description="Whisper models (speech-recognition, audio-classification): seconds of audio the "
         "encoder hears at a time (default: the model's own window, 30 s). Every clip is padded to the window, so on "
-        "short clips a shorter one runs the encoder several times faster (10 s instead of 30 s: 3.4x for "
+        "short clips a shorter one runs the encoder several times faster (10 s instead of 30 s: about 3.3x for "
         "whisper-tiny.en, training and decoding). The saved model keeps it (config.json, preprocessor_config.json; "
         "pipeline() included) and refuses longer clips: set it above your longest clip.")
 
