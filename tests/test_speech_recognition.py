@@ -224,3 +224,21 @@ def test_whisper_layer_groups_cover_the_model_bottom_to_top(whisper_en):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and not any(".model.encoder." in n for n in trainable)
     assert {"head.weight", "head.bias", "backbone.encoder.model.decoder.embed_tokens.weight"} <= trainable
+
+
+def test_training_runs_through_the_task_model_forward(whisper_en, clips, tmp_path, monkeypatch):
+    """The loss is computed from model(batch), so what wraps the TaskModel (DDP's gradient sync,
+    accelerate's autocast) sees every training step, as for every other task."""
+    calls = []
+    forward = TaskModel.forward
+
+    def spy(self, batch):
+        if self.training:
+            calls.append(sorted(batch))
+        return forward(self, batch)
+
+    monkeypatch.setattr(TaskModel, "forward", spy)
+    train, val = clips
+    res = tunesmith.finetune(speech_config(whisper_en, train, tmp_path / "run", val, epochs=1), quiet=True)
+    steps = res.history[-1]["step"]
+    assert len(calls) == steps and all("decoder_input_ids" in keys for keys in calls)

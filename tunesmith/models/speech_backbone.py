@@ -79,6 +79,7 @@ class WhisperBackbone(nn.Module):
     kind = "seq2seq"
     pooling = "none"  # a sequence model: nothing is pooled
     native_classification_head = False
+    head_inside = True  # TaskModel.forward: this model calls its head itself (see take_head)
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -103,6 +104,13 @@ class WhisperBackbone(nn.Module):
 
     def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.encoder.model.encoder(batch["input_features"]).last_hidden_state
+
+    def forward(self, batch: dict[str, torch.Tensor], encoder_outputs=None) -> torch.Tensor:
+        """Teacher-forced logits for the batch's decoder inputs; `encoder_outputs` (evaluation) saves
+        a second encoder pass."""
+        return self.encoder(input_features=None if encoder_outputs is not None else batch["input_features"],
+                            attention_mask=batch["frame_mask"], encoder_outputs=encoder_outputs,
+                            decoder_input_ids=batch["decoder_input_ids"], use_cache=False).logits
 
     def layer_groups(self) -> list[tuple[str, list[str]]]:
         """Bottom to top: the audio stem (two convolutions), each encoder layer, the

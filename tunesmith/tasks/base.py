@@ -35,6 +35,10 @@ class TaskModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "features" in batch:
             features = batch["features"]
+        elif getattr(self.backbone, "head_inside", False):
+            # an encoder-decoder (Whisper): the head runs inside its own forward (in the decoder's
+            # final-norm slot), so the backbone returns the logits
+            return self.backbone(batch)
         else:
             features = self.backbone.forward_features(batch)
         return self.head(features.to(self.head_dtype))

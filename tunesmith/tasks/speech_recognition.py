@@ -310,14 +310,15 @@ class SpeechRecognitionTask:
 
     # -- training / evaluation -------------------------------------------------------------------
     def compute_loss(self, model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Token cross-entropy (Whisper) or CTC loss (encoders), in fp32 and ignoring padding."""
+        """Token cross-entropy (Whisper) or CTC loss (encoders), in fp32 and ignoring padding. The
+        logits come from `model(batch)`, through whatever wraps the TaskModel (DDP, accelerate's
+        autocast), like every other task's."""
         import torch.nn.functional as F
 
-        raw = getattr(model, "module", model)  # DDP wraps the TaskModel
         if self.kind == "seq2seq":
-            return self._seq2seq_loss(raw, batch)
-        hidden = raw.backbone.forward_features(batch)
-        logits = raw.head(hidden.to(raw.head_dtype))
+            return self._seq2seq_loss(model(batch), batch)
+        raw = getattr(model, "module", model)  # DDP wraps the TaskModel
+        logits = model(batch)
         log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)
         input_lengths = raw.backbone.frame_lengths(batch["attention_mask"])
         labels = batch["labels"]
@@ -326,14 +327,11 @@ class SpeechRecognitionTask:
                           reduction="mean", zero_infinity=True)
         return {"loss": loss, "logits": logits}
 
-    def _seq2seq_loss(self, raw, batch: dict[str, torch.Tensor], encoder_outputs=None) -> dict[str, torch.Tensor]:
-        """Teacher-forced token cross-entropy; `encoder_outputs` (evaluation) saves a second encoder pass."""
+    @staticmethod
+    def _seq2seq_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Teacher-forced token cross-entropy over the transcript tokens (prompt and padding are -100)."""
         import torch.nn.functional as F
 
-        out = raw.backbone.encoder(input_features=None if encoder_outputs is not None else batch["input_features"],
-                                   attention_mask=batch["frame_mask"], encoder_outputs=encoder_outputs,
-                                   decoder_input_ids=batch["decoder_input_ids"], use_cache=False)
-        logits = out.logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=PAD_LABEL)
         return {"loss": loss, "logits": logits}
 
@@ -384,7 +382,7 @@ class SpeechRecognitionTask:
                 if has_labels and self.kind == "seq2seq":  # one encoder pass for both the loss and decoding
                     raw = getattr(model, "module", model)
                     encoded = raw.backbone.encoder.model.encoder(batch["input_features"])
-                    loss_sum += float(self._seq2seq_loss(raw, batch, encoded)["loss"]) * len(idx)
+                    loss_sum += float(self._seq2seq_loss(raw.backbone(batch, encoded), batch)["loss"]) * len(idx)
                 elif has_labels:
                     loss_sum += float(self.compute_loss(model, batch)["loss"]) * len(idx)
                 texts = self.transcribe_batch(model, batch, encoded)
