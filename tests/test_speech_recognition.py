@@ -242,3 +242,33 @@ def test_training_runs_through_the_task_model_forward(whisper_en, clips, tmp_pat
     res = tunesmith.finetune(speech_config(whisper_en, train, tmp_path / "run", val, epochs=1), quiet=True)
     steps = res.history[-1]["step"]
     assert len(calls) == steps and all("decoder_input_ids" in keys for keys in calls)
+
+
+def test_beam_search_is_saved_for_pipeline_and_decodes_the_same(whisper_en, clips, tmp_path):
+    from transformers import pipeline
+
+    from tunesmith.data.audio import load_audio
+
+    train, val = clips
+    cfg = speech_config(whisper_en, train, tmp_path / "run", val, epochs=1)
+    cfg["speech"]["num_beams"] = 3
+    res = tunesmith.finetune(cfg, quiet=True)
+    gen = json.loads((res.out / "generation_config.json").read_text())
+    assert gen["num_beams"] == 3 and not gen.get("do_sample", False)
+    wavs = sorted(val.parent.glob("val-*.wav"))
+    predicted = tunesmith.load(res.out).predict([str(p) for p in wavs])
+    asr = pipeline("automatic-speech-recognition", model=str(res.out), device="cpu")
+    raw = [asr(load_audio(str(p), p.name, 16000))["text"].strip() for p in wavs]
+    assert all(raw) and raw == [r["text"] for r in predicted]
+    # the run's own scores come from the same beam search
+    assert tunesmith.evaluate(res.out, val, text_column="transcript", compare_base=False)["wer"] == res.metrics["wer"]
+
+
+def test_beam_search_is_refused_for_ctc(tmp_path, clips):
+    from speech_helpers import make_ctc_wav2vec2
+
+    train, val = clips
+    cfg = speech_config(make_ctc_wav2vec2(tmp_path / "ctc"), train, tmp_path / "run", val, epochs=1)
+    cfg["speech"]["num_beams"] = 2
+    with pytest.raises(ConfigError, match="num_beams 2: beam search is for Whisper"):
+        tunesmith.finetune(cfg, quiet=True)

@@ -185,6 +185,10 @@ class SpeechConfig(_Section):
     max_new_tokens: int = Field(
         128, ge=1, le=444, description="Speech recognition: longest transcript generated when evaluating and "
         "predicting (greedy decoding; saved in generation_config.json so pipeline() decodes the same).")
+    num_beams: int = Field(
+        1, ge=1, le=16, description="Whisper: beam search width when evaluating and predicting (1: greedy). Saved in "
+        "generation_config.json so pipeline() decodes the same; each beam adds about one greedy decoder's work. CTC "
+        "models decode greedily.")
     spec_augment: bool = Field(
         False, description="SpecAugment while training: mask random time spans (and feature bands) of the input, "
         "as the model config's apply_spec_augment does; evaluation never masks.")

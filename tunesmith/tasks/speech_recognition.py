@@ -14,8 +14,8 @@ the word delimiter "|", <pad> is the CTC blank); it is saved with the run as voc
 Wav2Vec2CTCTokenizer, so `pipeline` decodes exactly as we do (greedy: best class per frame,
 repeats merged, blanks dropped).
 
-Evaluation transcribes by batched greedy decoding and scores WER/CER with jiwer after the model's
-text normaliser (evaluation/speech_metrics.py).
+Evaluation transcribes by batched greedy decoding (Whisper: beam search with speech.num_beams) and
+scores WER/CER with jiwer after the model's text normaliser (evaluation/speech_metrics.py).
 """
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def language_token(language: str, lang_to_id: dict[str, int]) -> str:
 
 def whisper_generation(generation_config, options: dict[str, Any],
                        decoder_positions: int | None = None) -> tuple[Any, list[int], str, int]:
-    """(generation config for greedy decoding of this run, decoder prompt ids, language code, decoder positions)."""
+    """(generation config for this run's decoding: greedy, or beam search with speech.num_beams;
+    decoder prompt ids, language code, decoder positions)."""
     gc = copy.deepcopy(generation_config)
     multilingual = bool(getattr(gc, "is_multilingual", False) and getattr(gc, "lang_to_id", None))
     prompt = [int(gc.decoder_start_token_id)]
@@ -75,7 +76,7 @@ def whisper_generation(generation_config, options: dict[str, Any],
     if getattr(gc, "no_timestamps_token_id", None) is not None:
         prompt.append(int(gc.no_timestamps_token_id))
     gc.return_timestamps = False
-    gc.num_beams, gc.do_sample = 1, False
+    gc.num_beams, gc.do_sample = int(options.get("num_beams") or 1), False
     # The length limit is max_new_tokens alone (a max_length beside it only draws a warning per call).
     positions = int(decoder_positions or getattr(gc, "max_length", None) or 448)
     gc.max_length = None
@@ -147,6 +148,9 @@ class SpeechRecognitionTask:
                        int(backbone.config.max_target_positions))
         from transformers import Wav2Vec2Processor
 
+        if int(options.get("num_beams") or 1) > 1:
+            raise ConfigError(f"speech.num_beams {options['num_beams']}: beam search is for Whisper-style models; "
+                              "a CTC model decodes greedily here (best character per frame). Remove speech.num_beams")
         tokenizer = ctc_tokenizer(build_ctc_vocab(transcripts))
         task = cls("ctc", Wav2Vec2Processor(feature_extractor=processor, tokenizer=tokenizer), options, dropout)
         task.set_conv_geometry(backbone.config)
