@@ -8,7 +8,6 @@ naming the file; with skip_bad it is listed in the report instead. Never dropped
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import math
 import os
@@ -19,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
-from .media_sources import MediaKind, class_folder, table_files
+from .media_sources import MediaKind, class_folder, file_keys, table_files
 from .preflight import _column, _is_missing, _rows, table_labels
 from .sources import read_table
 
@@ -63,8 +62,7 @@ class AudioExamples:
 
     def dedup_keys(self) -> list[str]:
         """sha1 of each clip's encoded bytes: equal keys mean the same file, e.g. a train/validation leak."""
-        return [hashlib.sha1(it if isinstance(it, bytes) else Path(it).read_bytes()).hexdigest()
-                for it in self.items]
+        return file_keys(self.items)
 
 
 class BadAudioError(DataError):

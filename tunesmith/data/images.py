@@ -4,7 +4,6 @@ is listed in the report: never dropped silently)."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 from collections import abc
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from .media_sources import MediaKind, class_folder, table_files
+from .media_sources import MediaKind, class_folder, file_keys, table_files
 from .preflight import table_labels
 from .sources import read_table
 
@@ -44,8 +43,7 @@ class ImageExamples:
 
     def dedup_keys(self) -> list[str]:
         """sha1 of each image's encoded bytes: equal keys mean the same file, e.g. a train/validation leak."""
-        return [hashlib.sha1(it if isinstance(it, bytes) else Path(it).read_bytes()).hexdigest()
-                for it in self.items]
+        return file_keys(self.items)
 
 
 class BadImageError(DataError):

@@ -7,6 +7,7 @@ the messages (`MediaKind`). Decoding and checking each file stays with the modal
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,12 @@ class MediaKind:
     bytes_noun: str  # "the image's encoded bytes"
     flag: str  # "--image-column"
     skip_flag: str | None = None  # a flag that skips missing files too (audio), or None: missing is an error
+
+
+def file_keys(items) -> list[str]:
+    """sha1 of each item's encoded bytes (a path's file, or the bytes themselves): equal keys mean the
+    same file, e.g. a train/validation leak."""
+    return [hashlib.sha1(it if isinstance(it, bytes) else Path(it).read_bytes()).hexdigest() for it in items]
 
 
 def visible(name: str) -> bool:
