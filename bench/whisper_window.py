@@ -45,7 +45,8 @@ def main(argv=None) -> int:
     from tunesmith.data.audio import load_audio
     from tunesmith.evaluation.speech_metrics import speech_metrics, text_normaliser
     from tunesmith.models import resolve_model
-    from tunesmith.models.speech_backbone import WhisperBackbone, set_whisper_window
+    from tunesmith.models.speech_backbone import WhisperBackbone
+    from tunesmith.models.whisper_window import set_whisper_window
 
     if shutil.which("espeak-ng") is None:
         sys.exit("espeak-ng is not installed: apt-get install -y espeak-ng")

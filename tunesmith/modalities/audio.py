@@ -69,7 +69,7 @@ class AudioInputs:
         """The encoder and its feature extractor, at model.window_seconds if set (Whisper)."""
         from ..errors import ConfigError
         from ..models.audio_backbone import load_audio_backbone, load_feature_extractor
-        from ..models.speech_backbone import set_whisper_window
+        from ..models.whisper_window import set_whisper_window
 
         extractor = load_feature_extractor(model_dir, model_cfg.trust_remote_code)
         backbone = load_audio_backbone(model_dir, model_cfg.trust_remote_code)

@@ -26,7 +26,8 @@ class SpeechInputs:
     def load(self, model_dir: Path, model_cfg, speech_options: dict[str, Any] | None = None):
         """The recogniser and its processor, at model.window_seconds if set (Whisper)."""
         from ..errors import ConfigError
-        from ..models.speech_backbone import load_speech_backbone, load_speech_processor, set_whisper_window
+        from ..models.speech_backbone import load_speech_backbone, load_speech_processor
+        from ..models.whisper_window import set_whisper_window
 
         backbone = load_speech_backbone(model_dir, model_cfg.trust_remote_code, speech_options)
         processor = load_speech_processor(model_dir, backbone.kind, model_cfg.trust_remote_code)

@@ -214,7 +214,7 @@ def _load_lora_run(folder: Path, meta: dict[str, Any], trust: bool, modality: st
         backbone = load_vision_backbone(base, trust)
     elif modality == "audio":
         from .audio_backbone import load_audio_backbone, load_feature_extractor
-        from .speech_backbone import set_whisper_window
+        from .whisper_window import set_whisper_window
 
         backbone = load_audio_backbone(base, trust)
         # the run's window (model.window_seconds): its own feature extractor already pads to it

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ModelError, RunFolderError
+from ..errors import ModelError, RunFolderError
 
 CTC_MODEL_TYPES = {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d",
                    "wav2vec2-conformer"}
@@ -231,42 +231,6 @@ def load_speech_backbone(folder: Path, trust_remote_code: bool = False, options:
         except (OSError, ValueError, KeyError) as e:
             raise ModelError(f"cannot load the model in {folder}: {e}") from None
     return CtcBackbone(model)
-
-
-def set_whisper_window(model, feature_extractor, seconds: int | None) -> None:
-    """model.window_seconds: shorten the fixed window a Whisper hears (30 s for real checkpoints).
-
-    Whisper pads every clip to its window and its encoder attends over all of it, so a 3 s clip costs
-    as much as a 30 s one. A shorter window keeps the first `seconds` of the encoder's (fixed,
-    sinusoidal) position table and makes the feature extractor pad to `seconds`: the encoder's work
-    falls about in proportion. `model`: a WhisperForConditionalGeneration (speech recognition) or a
-    WhisperEncoder (audio classification); the feature extractor is changed in place too unless it
-    already pads to `seconds` (the base model of an existing run). Both are saved with the run, so a
-    reloaded run and `pipeline()` hear the same window."""
-    if seconds is None:
-        return
-    enc = model.get_encoder()  # a WhisperEncoder returns itself
-    rate, hop = int(feature_extractor.sampling_rate), int(feature_extractor.hop_length)
-    stride = int(enc.conv1.stride[0] * enc.conv2.stride[0])
-    have = int(enc.embed_positions.weight.shape[0])
-    if (seconds * rate) % (hop * stride):
-        raise ConfigError(f"model.window_seconds {seconds}: not a whole number of encoder positions "
-                          f"({hop * stride} samples each at {rate} Hz)")
-    positions = seconds * rate // (hop * stride)
-    if positions > have:
-        raise ConfigError(f"model.window_seconds {seconds}: this model hears at most {have * hop * stride / rate:g} s "
-                          "(its position table); use that or less")
-    if positions < have:
-        table = enc.embed_positions
-        table.weight = table.weight[:positions].detach().clone()  # a buffer (WhisperBackbone froze it)
-        table.num_embeddings = positions
-        enc.max_source_positions = positions
-        enc.config.max_source_positions = positions  # the encoder checks its input length against this
-        model.config.max_source_positions = positions
-    if int(feature_extractor.n_samples) != seconds * rate:
-        feature_extractor.chunk_length = seconds
-        feature_extractor.n_samples = seconds * rate
-        feature_extractor.nb_max_frames = feature_extractor.n_samples // hop
 
 
 def speech_base_model(folder: Path, trust_remote_code: bool, task):
