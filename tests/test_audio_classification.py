@@ -310,6 +310,8 @@ def test_whisper_classifier_at_a_shorter_window_saves_and_reloads_it(strategy, a
     assert res.metrics["accuracy"] >= 0.85, res.history
     pre = json.loads((res.out / "preprocessor_config.json").read_text())
     assert pre["chunk_length"] == 1 and pre["n_samples"] == 16000
+    assert "Clips longer than 1 s are refused, never cut (`model.window_seconds: 1`" in " ".join(
+        (res.out / "README.md").read_text().split())
     if strategy == "full":
         assert json.loads((res.out / "encoder_config.json").read_text())["max_source_positions"] == 50
     n = len(seen)

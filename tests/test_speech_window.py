@@ -51,6 +51,8 @@ def test_shorter_window_trains_saves_and_matches_pipeline(whisper_2s, clips, tmp
     config = json.loads((res.out / "config.json").read_text())
     pre = json.loads((res.out / "preprocessor_config.json").read_text())
     assert config["max_source_positions"] == 50 and pre["chunk_length"] == 1 and pre["n_samples"] == 16000
+    card = " ".join((res.out / "README.md").read_text().split())
+    assert "Clips longer than 1 s are refused, never cut (`model.window_seconds: 1`" in card
     from safetensors import safe_open
 
     with safe_open(str(res.out / "model.safetensors"), "pt") as f:

@@ -140,6 +140,20 @@ def _speech_how_to_load(name: str, speech: dict[str, Any]) -> list[str]:
             'print(asr("clip.wav")["text"])', "```", ""]
 
 
+def _window_line(out: Path, cfg: RunConfig) -> list[str]:
+    """Whisper hears a fixed window and refuses longer clips: say how long, and whether the run chose it."""
+    try:
+        pre = json.loads((out / "preprocessor_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if pre.get("feature_extractor_type") != "WhisperFeatureExtractor" or not pre.get("chunk_length"):
+        return []
+    chosen = cfg.model.window_seconds
+    return [f"- Clips longer than {pre['chunk_length']:g} s are refused, never cut"
+            + (f" (`model.window_seconds: {chosen}` shortened Whisper's window to fit short clips, 3x+ faster; "
+               "cut longer audio into pieces)." if chosen else ": Whisper hears that window whole.")]
+
+
 def _speech_card_lines(out: Path, cfg: RunConfig, metrics: dict) -> list[str]:
     run, params, train = metrics.get("run", {}), metrics.get("params", {}), metrics.get("train", {})
     speech = run.get("speech") or {}
@@ -180,8 +194,10 @@ def _speech_card_lines(out: Path, cfg: RunConfig, metrics: dict) -> list[str]:
         "## Limitations", "",
         "- The scores above were measured on the clips named here; speakers, accents, microphones and "
         "vocabulary unlike them may fare worse.",
-        f"- Clips are transcribed whole, up to {cfg.speech.max_new_tokens} tokens (greedy decoding)."
+        f"- Clips are transcribed whole, up to {cfg.speech.max_new_tokens} tokens ("
+        + ("greedy decoding)." if cfg.speech.num_beams == 1 else f"beam search, {cfg.speech.num_beams} beams).")
         if speech.get("kind") == "seq2seq" else "- Only characters seen in the training transcripts can be written.",
+        *_window_line(out, cfg),
     ]
     warnings = metrics.get("warnings") or []
     if warnings:
@@ -235,6 +251,7 @@ def write_model_card(out: Path, cfg: RunConfig, metrics: dict, labels: list[str]
         f"about {'text' if cfg.task.startswith('text') else 'inputs'} unlike it (other domains, sources, "
         "conditions or label distributions).",
         "- The model only ever predicts one of the labels listed above.",
+        *_window_line(out, cfg),
     ]
     warnings = metrics.get("warnings") or []
     if warnings:
