@@ -150,7 +150,7 @@ def _window_line(out: Path, cfg: RunConfig) -> list[str]:
         return []
     chosen = cfg.model.window_seconds
     return [f"- Clips longer than {pre['chunk_length']:g} s are refused, never cut"
-            + (f" (`model.window_seconds: {chosen}` shortened Whisper's window to fit short clips, 3x+ faster; "
+            + (f" (`model.window_seconds: {chosen}` shortened Whisper's window to fit short clips, for less encoder work; "
                "cut longer audio into pieces)." if chosen else ": Whisper hears that window whole.")]
 
 
