@@ -137,6 +137,9 @@ def test_auto_follows_the_study_table_and_steps_down_when_memory_is_short():
         got = choose(labels, 22_000_000, 64 << 30)
         assert got.strategy == r["strategy"]
         assert any("smallest class 'a'" in why for why in got.reasons)
+    assert not any("guess" in why for why in got.reasons)  # text: the study's own modality
+    image = choose(labels, 22_000_000, 64 << 30, "image")
+    assert image.strategy == got.strategy and any("study is of text classification" in w for w in image.reasons)
     small = choose(["a"] * 600 + ["b"] * 600, 7_000_000_000, 8 << 30)  # a 7B model in 8 GiB
     assert small.strategy in ("lora", "head-only") and any("stepping down" in w for w in small.reasons)
 

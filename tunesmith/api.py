@@ -146,7 +146,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     if cfg.strategy.name == "auto":
         from .strategies.auto import available_memory, choose
 
-        auto = choose(train.labels, _param_count(model_dir), available_memory())
+        auto = choose(train.labels, _param_count(model_dir), available_memory(), inputs.modality)
         cfg = cfg.model_copy(deep=True)
         cfg.strategy.name = auto.strategy
         reporter.info(auto.describe())

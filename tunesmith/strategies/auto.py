@@ -45,7 +45,9 @@ def available_memory() -> int | None:
         return None
 
 
-def choose(labels: list[str], model_params: int, memory: int | None) -> AutoChoice:
+def choose(labels: list[str], model_params: int, memory: int | None, modality: str = "text") -> AutoChoice:
+    """The study's pick for this many labelled examples (and memory); `modality` other than text says
+    that the study behind it is a text one (no image or audio study exists yet)."""
     table = json.loads(TABLE.read_text(encoding="utf-8"))
     counts = Counter(labels)
     smallest_label, smallest = min(counts.items(), key=lambda kv: (kv[1], kv[0]))
@@ -61,6 +63,9 @@ def choose(labels: list[str], model_params: int, memory: int | None) -> AutoChoi
     reasons = [f"smallest class {smallest_label!r} has {smallest} labelled examples ({len(labels)} in all)",
                f"in our study ({table['source']}) {row['strategy']} was the pick at {where}: {row['why']}, "
                f"test accuracy {row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f}"]
+    if modality != "text":
+        reasons.append(f"that study is of text classification (MiniLM on tweets); for {modality} it is a guess "
+                       "until a study of its own exists: compare with --strategy head-only / partial / full")
     strategy = row["strategy"]
     if memory is not None:
         for fallback in ("lora", "head-only"):
