@@ -196,7 +196,7 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
         rows["test"] = enc(test)
     if guard is not None:
         rows["guard"] = enc(guard)
-    _window_hint(task, preprocessor, cfg.model.window_seconds, rows["train"], reporter)
+    _window_hint(preprocessor, cfg.model.window_seconds, getattr(train, "seconds", None), reporter)
 
     # 4. Head-only: run the frozen backbone once per split (or read the cache), train on features.
     timings: dict[str, float] = {}
@@ -384,17 +384,16 @@ def evaluate(run: str | Path, data: str | Path, text_column: str | None = None, 
     return predictor.task.metrics(preds, refs)
 
 
-def _window_hint(task, preprocessor, chosen: int | None, train_rows: list[dict], reporter) -> None:
-    """Whisper pads every clip to its window (30 s): say when the training clips fill little of it."""
+def _window_hint(preprocessor, chosen: int | None, seconds: list[float] | None, reporter) -> None:
+    """Whisper pads every clip to its window (30 s): say when the training clips (`seconds`: their
+    durations, from the up-front audio check) fill little of it."""
     from .modalities.audio import is_whisper_extractor, model_max_seconds
 
     extractor = getattr(preprocessor, "feature_extractor", preprocessor)  # speech: a processor
-    if chosen is not None or not train_rows or not is_whisper_extractor(extractor):
+    if chosen is not None or not seconds or not is_whisper_extractor(extractor):
         return
     window = model_max_seconds(extractor)
-    # rows hold the clip's length in mel frames (speech) or in encoder frames, half as many (audio)
-    per_frame = extractor.hop_length / extractor.sampling_rate * (1 if "mel_frames" not in train_rows[0] else 2)
-    longest = max(r["frames"] for r in train_rows) * per_frame
+    longest = max(seconds)
     suggest = int(math.ceil(longest * 1.5))
     if window and suggest <= window / 2:
         reporter.info(f"the longest training clip is {longest:.1f} s of Whisper's {window:g} s window, which every "

@@ -73,7 +73,7 @@ class AudioInputs:
 
         extractor = load_feature_extractor(model_dir, model_cfg.trust_remote_code)
         backbone = load_audio_backbone(model_dir, model_cfg.trust_remote_code)
-        window = getattr(model_cfg, "window_seconds", None)
+        window = model_cfg.window_seconds
         if window is not None and backbone.kind != "whisper":
             raise ConfigError("model.window_seconds applies to Whisper encoders (a fixed input window); "
                               f"{model_dir} is a {backbone.kind} encoder, which already reads each clip at its own "

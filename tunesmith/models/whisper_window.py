@@ -42,3 +42,9 @@ def set_whisper_window(model, feature_extractor, seconds: int | None) -> None:
         feature_extractor.chunk_length = seconds
         feature_extractor.n_samples = seconds * rate
         feature_extractor.nb_max_frames = feature_extractor.n_samples // hop
+
+
+def window_frames(model) -> int:
+    """Input mel frames a Whisper hears: its position table times its convolutions' strides."""
+    enc = model.get_encoder()
+    return int(enc.embed_positions.weight.shape[0] * enc.conv1.stride[0] * enc.conv2.stride[0])

@@ -367,6 +367,7 @@ class SpeechRecognitionTask:
         """(metrics, hypotheses in input order, per-utterance scores): teacher-forced loss where rows
         carry transcripts, batched greedy transcription, WER/CER after normalisation."""
         from ..data.batching import eval_batches
+        from ..models.whisper_window import window_frames
 
         was_training = model.training
         model.eval()
@@ -374,7 +375,8 @@ class SpeechRecognitionTask:
         hyps: list[str | None] = [None] * len(rows)
         loss_sum = 0.0
         has_labels = "labels" in rows[0]
-        frames = whisper_window_frames(getattr(model, "module", model)) if self.kind == "seq2seq" else None
+        frames = (window_frames(getattr(model, "module", model).backbone.encoder) if self.kind == "seq2seq"
+                  else None)
         if self.kind == "ctc" and not getattr(model, "module", model).backbone.uses_attention_mask:
             # group-norm encoders see the padding of a batch: one clip at a time, so a clip's transcript
             # never depends on its batch (and matches pipeline(), which also runs clips alone)
@@ -414,12 +416,6 @@ class SpeechRecognitionTask:
         if self.kind == "seq2seq":
             return [{"text": t.strip()} for t in self.tokenizer.batch_decode(outputs, skip_special_tokens=True)]
         return [{"text": self.tokenizer.decode(ids.tolist()).strip()} for ids in outputs.argmax(-1)]
-
-
-def whisper_window_frames(model) -> int:
-    """Input frames the Whisper in a TaskModel hears (its position table x its convolution strides)."""
-    enc = model.backbone.encoder.model.encoder
-    return int(enc.embed_positions.weight.shape[0] * enc.conv1.stride[0] * enc.conv2.stride[0])
 
 
 def check_speech_splits(train, val, report) -> None:

@@ -200,7 +200,7 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 sync = (bi + 1) % tc.grad_accum == 0 or bi == len(batches) - 1
                 ctx = contextlib.nullcontext() if sync else accelerator.no_sync(model)
-                with ctx, accelerator.autocast():  # also covers tasks whose loss calls the backbone directly
+                with ctx:
                     out = task.compute_loss(model, batch)
                     accelerator.backward(out["loss"] / tc.grad_accum)
                 state["loss_window"].append(out["loss"].item())
