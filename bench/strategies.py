@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--train", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--strategies", default=",".join(STRATEGIES.names() + ["full+recompute", "lora+recompute"]))
+    ap.add_argument("--strategies", default=",".join([n for n in STRATEGIES.names() if STRATEGIES.get(n).defaults] + ["full+recompute", "lora+recompute"]))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)

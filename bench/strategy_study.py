@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--sizes", default=",".join(SIZES))
-    ap.add_argument("--strategies", default=",".join(STRATEGIES.names()))
+    ap.add_argument("--strategies", default=",".join([n for n in STRATEGIES.names() if STRATEGIES.get(n).defaults]))
     ap.add_argument("--pool", type=int, default=2000, help="training pool ('all'); the main job's training size")
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--quick", action="store_true")

@@ -12,6 +12,8 @@ What it compares (one invocation, every figure from the same run, median over --
   ts-head-only        strategy "head-only", its default epochs/lr, empty feature cache
   ts-head-only-cached the same run again on the same TUNESMITH_CACHE (feature cache hit)
   hf-random           HF Trainer, dynamic padding, random order (the HF default sampler)
+  hf-grouped-bf16     hf-grouped with TrainingArguments(bf16=True) (CPU bf16 autocast), one flag away
+  hf-random-bf16      hf-random with bf16=True
 
 Each configuration runs in a fresh child process (this script with --one CONFIG), so its peak RSS
 (ru_maxrss) is its own; every child pins torch to --threads threads. The parent also measures a
@@ -56,13 +58,15 @@ sys.path.insert(0, str(HERE))
 from child_runs import (ROOT, add_child_args, add_common_args, cell, contention_md, env_versions,  # noqa: E402
                         failures_md, finish, parse_configs, pin_threads, spawn, write_child_result)
 
-DEFAULT_CONFIGS = ["hf-maxlen", "hf-grouped", "hf-random", "ts-full", "ts-full-fp32", "ts-head-only",
-                   "ts-head-only-cached"]
+DEFAULT_CONFIGS = ["hf-maxlen", "hf-grouped", "hf-random", "hf-grouped-bf16", "hf-random-bf16", "ts-full",
+                   "ts-full-fp32", "ts-head-only", "ts-head-only-cached"]
 ALL_CONFIGS = DEFAULT_CONFIGS
 LABELS = {
     "hf-maxlen": 'HF Trainer, padding="max_length" (128)',
     "hf-grouped": "HF Trainer, dynamic padding + group_by_length",
     "hf-random": "HF Trainer, dynamic padding, random order",
+    "hf-grouped-bf16": "HF Trainer, dynamic padding + group_by_length, bf16=True",
+    "hf-random-bf16": "HF Trainer, dynamic padding, random order, bf16=True",
     "ts-full": "tunesmith full (precision auto)",
     "ts-full-fp32": "tunesmith full, precision fp32",
     "ts-head-only": "tunesmith head-only, 1st run (features computed)",
@@ -180,12 +184,13 @@ def child_hf(args, config: str) -> dict:
     counting = _CountingCollator(collator)
 
     work = Path(args.work) / config
+    bf16 = config.endswith("-bf16")
     targs = TrainingArguments(
-        output_dir=str(work), per_device_train_batch_size=BATCH, per_device_eval_batch_size=64,
+        output_dir=str(work), bf16=bf16, per_device_train_batch_size=BATCH, per_device_eval_batch_size=64,
         learning_rate=LR, num_train_epochs=args.epochs, eval_strategy="no", save_strategy="no",
         report_to=[], seed=SEED, use_cpu=True, disable_tqdm=True, logging_strategy="no",
         dataloader_pin_memory=False,
-        train_sampling_strategy="group_by_length" if config == "hf-grouped" else "random",
+        train_sampling_strategy="group_by_length" if config.startswith("hf-grouped") else "random",
     )
     trainer = Trainer(model=model, args=targs, train_dataset=train_ds, data_collator=counting,
                       processing_class=tok)
@@ -198,7 +203,7 @@ def child_hf(args, config: str) -> dict:
     acc = float((np.asarray(pred.predictions).argmax(-1) == np.asarray([label2id[y] for y in te_y])).mean())
     tokens = nonpad_per_epoch * args.epochs
     return {
-        "precision": "fp32", "samples": len(train_ds) * args.epochs, "samples_seen_by_collator": samples,
+        "precision": "bf16" if bf16 else "fp32", "samples": len(train_ds) * args.epochs, "samples_seen_by_collator": samples,
         "train_seconds": train_seconds, "samples_per_second": len(train_ds) * args.epochs / train_seconds,
         "tokens": tokens, "tokens_seen_by_collator": real, "tokens_per_second": tokens / train_seconds,
         "padded_tokens": padded, "pad_waste": 1 - real / max(padded, 1), "accuracy": acc,
@@ -353,29 +358,31 @@ def build_report(res: dict) -> tuple[str, dict]:
         return n in rows and "error" not in rows[n]
 
     ratios = []
-    hf = [n for n in ("hf-maxlen", "hf-grouped", "hf-random") if ok(n)]
-    if hf:
-        best = max(hf, key=lambda n: rows[n]["samples_per_second"])
-        for ts in ("ts-full", "ts-full-fp32"):
+    hf_all = [n for n in ("hf-maxlen", "hf-grouped", "hf-random", "hf-grouped-bf16", "hf-random-bf16") if ok(n)]
+    for ts in ("ts-full", "ts-full-fp32"):
+        # like for like: each tunesmith row against the HF rows of its own precision
+        hf = [n for n in hf_all if ok(ts) and rows[n]["precision"] == rows[ts]["precision"]]
+        if hf:
+            best = max(hf, key=lambda n: rows[n]["samples_per_second"])
             if ok(ts):
                 v = rows[ts]["samples_per_second"] / rows[best]["samples_per_second"]
                 derived[f"{ts}_vs_best_hf_samples_per_s"] = v
-                ratios.append(f"- {LABELS[ts]} ÷ fastest HF ({LABELS[best]}, acc {rows[best]['accuracy']:.3f}) "
+                ratios.append(f"- {LABELS[ts]} ÷ fastest HF {rows[ts]['precision']} ({LABELS[best]}, acc {rows[best]['accuracy']:.3f}) "
                               f"samples/s: **{v:.2f}x**")
                 equal = [n for n in hf if rows[n]["accuracy"] >= rows[ts]["accuracy"] - 0.01]
                 if equal:
                     peer = max(equal, key=lambda n: rows[n]["samples_per_second"])
                     v = rows[ts]["samples_per_second"] / rows[peer]["samples_per_second"]
                     derived[f"{ts}_vs_best_hf_at_equal_accuracy"] = v
-                    ratios.append(f"- {LABELS[ts]} ÷ fastest HF at equal accuracy (±1 point: {LABELS[peer]}, acc "
+                    ratios.append(f"- {LABELS[ts]} ÷ fastest HF {rows[ts]['precision']} at equal accuracy (±1 point: {LABELS[peer]}, acc "
                                   f"{rows[peer]['accuracy']:.3f}) samples/s: **{v:.2f}x**")
                 else:
-                    ratios.append(f"- {LABELS[ts]}: no HF configuration came within one point of its accuracy "
+                    ratios.append(f"- {LABELS[ts]}: no HF {rows[ts]['precision']} configuration came within one point of its accuracy "
                                   f"({rows[ts]['accuracy']:.3f})")
-        if ok("hf-maxlen") and ok("ts-full"):
-            v = rows["ts-full"]["samples_per_second"] / rows["hf-maxlen"]["samples_per_second"]
-            derived["ts-full_vs_hf-maxlen_samples_per_s"] = v
-            ratios.append(f"- tunesmith full ÷ HF tutorial default (max_length padding) samples/s: {v:.2f}x")
+    if ok("hf-maxlen") and ok("ts-full"):
+        v = rows["ts-full"]["samples_per_second"] / rows["hf-maxlen"]["samples_per_second"]
+        derived["ts-full_vs_hf-maxlen_samples_per_s"] = v
+        ratios.append(f"- tunesmith full ÷ HF tutorial default (max_length padding, fp32) samples/s: {v:.2f}x")
     if ok("ts-full") and ok("ts-head-only"):
         full, head = rows["ts-full"], rows["ts-head-only"]
         full_epoch = full["train_seconds"] / full["epochs"]
@@ -401,7 +408,8 @@ def build_report(res: dict) -> tuple[str, dict]:
         ratios.append(line)
     md = "\n".join(lines) + "\n\n" + "\n".join(ratios) + "\n"
     md += failures_md(rows)
-    md += ("\nNotes: HF rows train in fp32 with the stock BERT pooler head (AutoModelForSequenceClassification); "
+    md += ("\nNotes: HF rows train in fp32 (or bf16 autocast where marked: TrainingArguments(bf16=True); each "
+           "tunesmith row is compared with the HF rows of its own precision) with the stock BERT pooler head (AutoModelForSequenceClassification); "
            "tunesmith uses the folder's declared mean pooling, warmup 6%, weight decay 0.01 and a 10x head LR "
            "(its defaults). samples/s and tok/s: training time only. MFU counts useful (non-pad) tokens "
            "against the measured matmul peak of the precision used. wall s excludes imports. other load: "

@@ -238,19 +238,19 @@ def child_pipe_ts(args) -> dict:
 
     from tunesmith.config import AugmentConfig, DataConfig
     from tunesmith.data.batching import row_lengths, train_batches
-    from tunesmith.modalities.image import ImageInputs
+    from tunesmith.modalities.image import ImageModality
     from tunesmith.models import resolve_model
     from tunesmith.models.vision_backbone import load_image_processor
     from tunesmith.tasks.image_classification import ImageClassificationTask
 
-    inputs = ImageInputs()
+    inputs = ImageModality()
     t0 = time.perf_counter()
     ex = inputs.read(str(Path(args.data) / "train"), DataConfig(), "training data")  # decodes each image once
     read_s = time.perf_counter() - t0
     processor = load_image_processor(resolve_model("efficientnet-lite0"))
-    task = ImageClassificationTask(sorted(set(ex.labels)), **inputs.task_kwargs(processor, AugmentConfig()))
+    task = ImageClassificationTask(sorted(set(ex.labels)), processor, augment=AugmentConfig().model_dump())
     t0 = time.perf_counter()
-    rows = inputs.encode(task, processor, ex, None, augment=True)  # decode + resize to 224, uint8
+    rows = task.encode(ex, augment=True)  # decode + resize to 224, uint8
     encode_s = time.perf_counter() - t0
     for r, y in zip(rows, ex.labels):
         r["label"] = task.label2id[y]

@@ -14,7 +14,6 @@ import tunesmith
 from conftest import make_tiny_wav2vec2
 from tunesmith.config import DataConfig, ModelConfig
 from tunesmith.data.audio import audio_examples, load_audio
-from tunesmith.modalities import inputs_for
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import TaskModel
 
@@ -27,11 +26,13 @@ def _config(model, train, val, out, strategy="full", **train_cfg):
 
 
 def _model(folder, labels=("high", "low", "noise")):
-    inputs = inputs_for("audio")
-    backbone, fe = inputs.load(folder, ModelConfig(name=str(folder)))
-    task = TASKS.get("audio-classification")(list(labels), dropout=0.0)
-    torch.manual_seed(0)
-    return inputs, fe, task, TaskModel(backbone, task.build_head(backbone)).eval()
+    from types import SimpleNamespace
+
+    from tunesmith.testing import task_and_model
+
+    task, model = task_and_model("audio-classification", folder, SimpleNamespace(labels=list(labels)),
+                                 train={"dropout": 0.0})
+    return None, task.preprocessor, task, model.eval()
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +69,7 @@ def tiny_hubert(tmp_path_factory):
 def test_whisper_mel_rows_rebuild_the_extractor_output_exactly(tiny_whisper, audio_folders):
     inputs, fe, task, _ = _model(tiny_whisper)
     ex = audio_examples(str(audio_folders[0])).subset(range(0, 36, 5))
-    rows = inputs.encode(task, fe, ex)
+    rows = task.encode(ex)
     batch = task.collate(rows)
     for i, (item, name) in enumerate(zip(ex.items, ex.names)):
         audio = load_audio(item, name, 16000)
@@ -81,7 +82,7 @@ def test_whisper_mel_rows_rebuild_the_extractor_output_exactly(tiny_whisper, aud
 def test_whisper_pools_over_the_audio_frames_only(tiny_whisper, audio_folders):
     inputs, fe, task, model = _model(tiny_whisper)
     ex = audio_examples(str(audio_folders[0])).subset([0, 1])
-    batch = task.collate(inputs.encode(task, fe, ex))
+    batch = task.collate(task.encode(ex))
     with torch.no_grad():
         hidden = model.backbone.encoder(input_features=batch["input_features"]).last_hidden_state
         feats = model.backbone.forward_features(batch)
@@ -97,7 +98,7 @@ def test_features_do_not_depend_on_the_batch(which, tiny_whisper, tiny_wav2vec2,
     folder = {"whisper": tiny_whisper, "wav2vec2": tiny_wav2vec2, "wav2vec2-layer": tiny_wav2vec2_layer}[which]
     inputs, fe, task, model = _model(folder)
     ex = audio_examples(str(audio_folders[0])).subset(range(0, 36, 4))
-    rows = inputs.encode(task, fe, ex)
+    rows = task.encode(ex)
     assert len({tuple(r["input_values"].shape) for r in rows}) > 1 if "input_values" in rows[0] else True
     with torch.no_grad():
         together = model(task.collate(rows))
@@ -198,7 +199,7 @@ def test_lora_run_exports_merged_weights_pipeline_loads(tiny_wav2vec2, audio_fol
                              quiet=True)
     r = export_merged(res.out, tmp_path / "merged")
     assert r["layout"] == "native" and r["probes"] == 32
-    assert max(r["max_abs_logit_diff"].values()) <= 1e-4 and "transformers (merged folder, no peft)" in r["max_abs_logit_diff"]
+    assert max(r["max_abs_logit_diff"].values()) <= 1e-4 and "transformers.pipeline (merged folder, no peft)" in r["max_abs_logit_diff"]
     clips = sorted(str(p) for p in val.rglob("*.*"))[:4]
     assert [x["label"] for x in tunesmith.load(tmp_path / "merged").predict(clips)] == [
         x["label"] for x in tunesmith.load(res.out).predict(clips)]
@@ -330,7 +331,8 @@ def test_window_is_refused_where_it_does_not_apply(tiny_wav2vec2, audio_folders,
     cfg["model"]["window_seconds"] = 1
     with pytest.raises(ConfigError, match="window_seconds applies to Whisper encoders"):
         tunesmith.finetune(cfg, quiet=True)
-    with pytest.raises(ConfigError, match="model.window_seconds applies to Whisper models"):
+    with pytest.raises(ConfigError, match="model.window_seconds applies to audio-classification / speech-recognition, "
+                                          "not 'text-classification'"):
         config_from_dict({"model": {"window_seconds": 10}})  # text classification
 
 

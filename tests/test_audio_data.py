@@ -215,25 +215,25 @@ def test_cli_names_the_bad_clip_and_exits_2(tmp_path, tiny_whisper):
 
 
 def test_predict_refuses_what_is_not_a_clip():
-    from tunesmith.modalities.audio import AudioInputs
+    from tunesmith.modalities.audio import AudioModality
 
     with pytest.raises(DataError, match="input 1: audio file not found: nope.wav"):
-        AudioInputs().examples_from_inputs(["nope.wav"])
+        AudioModality().examples_from_inputs(["nope.wav"])
     with pytest.raises(DataError, match="input 2: expected an audio file path or encoded audio bytes, got int"):
-        AudioInputs().examples_from_inputs([b"RIFF", 3])
+        AudioModality().examples_from_inputs([b"RIFF", 3])
     buf = io.BytesIO()
     sf.write(buf, _tone(300, 0.2, 16000), 16000, format="WAV")
-    assert AudioInputs().examples_from_inputs([buf.getvalue()]).names == ["input 1"]
+    assert AudioModality().examples_from_inputs([buf.getvalue()]).names == ["input 1"]
 
 
 def test_predict_names_a_silent_clip_without_the_training_flag(tmp_path, tiny_whisper):
-    from tunesmith.config import ModelConfig
-    from tunesmith.modalities.audio import AudioInputs
-    from tunesmith.tasks import TASKS
+    from types import SimpleNamespace
+
+    from tunesmith.modalities.audio import AudioModality
+    from tunesmith.testing import task_and_model
 
     sf.write(tmp_path / "quiet.wav", np.zeros(4000, dtype="float32"), 16000)
-    inputs = AudioInputs()
-    _, fe = inputs.load(tiny_whisper, ModelConfig(name=str(tiny_whisper)))
-    ex = inputs.examples_from_inputs([str(tmp_path / "quiet.wav")])
+    task, _ = task_and_model("audio-classification", tiny_whisper, SimpleNamespace(labels=["a", "b"]))
+    ex = AudioModality().examples_from_inputs([str(tmp_path / "quiet.wav")])
     with pytest.raises(DataError, match=r"quiet.wav: silent clip \(all zeros\)\. Remove or replace the clip\.$"):
-        inputs.encode(TASKS.get("audio-classification")(["a", "b"]), fe, ex)
+        task.encode(ex)

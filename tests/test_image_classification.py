@@ -50,27 +50,24 @@ def test_pipeline_loads_the_folder_and_agrees_with_predict(tiny_resnet, image_fo
 
 def test_augmentation_changes_training_batches_only(tiny_resnet, image_folders, tmp_path):
     from tunesmith.data.images import image_examples
-    from tunesmith.modalities import inputs_for
     from tunesmith.models.vision_backbone import load_image_processor
     from tunesmith.tasks.image_classification import ImageClassificationTask
 
     train, _ = image_folders
     proc = load_image_processor(tiny_resnet)
     ex = image_examples(str(train)).subset(range(4))
-    inputs = inputs_for("image")
-    task = ImageClassificationTask(["blue", "green", "red"], image_mean=proc.image_mean, image_std=proc.image_std)
-    clean = task.collate(inputs.encode(task, proc, ex))["pixel_values"]
+    task = ImageClassificationTask(["blue", "green", "red"], proc)
+    clean = task.collate(task.encode(ex))["pixel_values"]
     # what the processor alone gives (and pipeline feeds the model)
     from tunesmith.data.images import load_image
 
     ref = proc(images=[load_image(i) for i in ex.items], return_tensors="pt")["pixel_values"]
     assert torch.allclose(clean, ref, atol=1e-6)
     torch.manual_seed(0)
-    aug_rows = inputs.encode(task, proc, ex, augment=True)
+    aug_rows = task.encode(ex, augment=True)
     augmented = task.collate(aug_rows)["pixel_values"]
     assert augmented.shape == clean.shape and not torch.allclose(augmented, clean, atol=1e-2)
-    off = ImageClassificationTask(["blue", "green", "red"], image_mean=proc.image_mean, image_std=proc.image_std,
-                                  augment={"enabled": False})
+    off = ImageClassificationTask(["blue", "green", "red"], proc, augment={"enabled": False})
     assert torch.allclose(off.collate(aug_rows)["pixel_values"], ref, atol=1e-5)  # uint8 storage is exact
 
 
@@ -109,8 +106,8 @@ def test_report_shows_the_misclassified_images(image_folders):
     import numpy as np
 
     from tunesmith.data.images import image_examples
-    from tunesmith.evaluation.report import _misclassified_grid
-    from tunesmith.training.loop import EvalOutput
+    from tunesmith.evaluation.classification_report import misclassified_grid
+    from tunesmith.tasks.base import EvalOutput
 
     _, val = image_folders
     ex = image_examples(str(val))
@@ -119,10 +116,10 @@ def test_report_shows_the_misclassified_images(image_folders):
     preds = [(t + 1) % 3 if i % 2 == 0 else t for i, t in enumerate(truth)]  # every other image wrong
     probs = np.full((len(ex), 3), 0.1)
     probs[np.arange(len(ex)), preds] = 0.8
-    html = _misclassified_grid(ex, EvalOutput(0.0, preds, probs, {}), labels)
+    html = misclassified_grid(ex, EvalOutput({}, preds, np.log(probs)), labels)
     wrong = sum(p != t for p, t in zip(preds, truth))
     assert f"{wrong} of {len(ex)} validation images misclassified" in html and "<img" in html
-    right = _misclassified_grid(ex, EvalOutput(0.0, truth, probs, {}), labels)
+    right = misclassified_grid(ex, EvalOutput({}, truth, np.log(probs)), labels)
     assert "No validation image was misclassified" in right
 
 
@@ -153,7 +150,7 @@ def test_lora_on_a_cnn_saves_adapters_and_merges_to_a_plain_folder(tiny_resnet, 
     assert tunesmith.evaluate(res.out, val)["confusion_matrix"] == res.metrics["confusion_matrix"]
     r = export_merged(res.out, tmp_path / "merged")
     assert r["layout"] == "native" and max(r["max_abs_logit_diff"].values()) <= 1e-4
-    assert "transformers (merged folder, no peft)" in r["max_abs_logit_diff"]
+    assert "transformers.pipeline (merged folder, no peft)" in r["max_abs_logit_diff"]
 
 
 def test_head_only_second_run_reads_cached_image_features(tiny_resnet, image_folders, tmp_path):

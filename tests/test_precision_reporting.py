@@ -4,6 +4,8 @@ as speech recognition does), and the scores it reports are the scores its saved 
 features included."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 import tunesmith
@@ -56,8 +58,9 @@ def test_head_only_in_bf16_reports_what_the_saved_model_scores(tiny_bert_mean, s
     cfg["data"]["test"] = str(sentiment_test_csv)
     res = tunesmith.finetune(cfg, quiet=True)
     predictor = tunesmith.load(res.out)
-    ex = predictor.inputs.read(str(sentiment_test_csv), saved_data_config(res.out), "test")
-    logits = predictor.logits_for(ex)
+    ex = predictor.modality.read(str(sentiment_test_csv), saved_data_config(res.out), "test")
+    rows = predictor.task.encode(ex)
+    logits = torch.as_tensor(predictor.task.evaluate(predictor.model, rows, 64, contextlib.nullcontext).logits)
     refs = torch.tensor([predictor.task.label2id[y] for y in ex.labels])
     saved_loss = F.cross_entropy(logits.float(), refs).item()
     # bf16 features left it 8.7e-6 off here (their matmuls round; the final norm is fp32 either way)

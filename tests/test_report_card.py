@@ -1,6 +1,8 @@
 """report.html and README.md from small fake run results: what a reader of the run folder sees."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -9,10 +11,22 @@ from tunesmith.data.preflight import TextExamples
 from tunesmith.evaluation.metrics import classification_metrics
 from tunesmith.evaluation.model_card import write_model_card
 from tunesmith.evaluation.report import write_report
-from tunesmith.training.loop import EvalOutput
+from tunesmith.tasks.base import EvalOutput
+from tunesmith.tasks.text_classification import TextClassificationTask
 
 LABELS = ["negative", "positive"]
+TASK = TextClassificationTask(LABELS)
 EVIL = "<script>alert('x')</script> & more"
+
+
+def _meta(out, layout: str) -> None:
+    """The tunesmith.json a run of this layout writes (the card reads the layout and its note there)."""
+    from types import SimpleNamespace
+
+    from tunesmith.models.text_backbone import TextBackbone
+
+    note = TextBackbone.own_layout_note(SimpleNamespace(pooling="mean"))  # what a mean-pooled BERT's run says
+    (out / "tunesmith.json").write_text(json.dumps({"layout": layout, "pooling": "mean", "format_note": note}))
 
 
 def _split(texts, truth, probs, with_loss=0.5):
@@ -20,7 +34,7 @@ def _split(texts, truth, probs, with_loss=0.5):
     preds = probs.argmax(-1).tolist()
     ref = [LABELS.index(y) for y in truth]
     m = classification_metrics(np.array(preds), np.array(ref), LABELS) | {"loss": with_loss}
-    return TextExamples("val.csv", list(texts), None, list(truth)), EvalOutput(with_loss, preds, probs, m)
+    return TextExamples("val.csv", list(texts), None, list(truth)), EvalOutput(m, preds, np.log(probs))
 
 
 @pytest.fixture
@@ -48,7 +62,7 @@ def run(tmp_path):
 
 def test_report_is_self_contained_and_escapes_user_text(run):
     out, cfg, metrics, examples, evals = run
-    path = write_report(out, cfg, metrics, examples, evals, LABELS)
+    path = write_report(out, cfg, metrics, examples, evals, TASK)
     assert path == out / "report.html"
     page = path.read_text(encoding="utf-8")
     assert "negative" in page and "positive" in page
@@ -64,7 +78,7 @@ def test_report_is_self_contained_and_escapes_user_text(run):
 def test_report_without_test_split_or_history(run):
     out, cfg, metrics, examples, evals = run
     metrics = metrics | {"test": None, "history": [], "best_evaluation": None, "warnings": []}
-    page = write_report(out, cfg, metrics, examples | {"test": None}, evals | {"test": None}, LABELS).read_text()
+    page = write_report(out, cfg, metrics, examples | {"test": None}, evals | {"test": None}, TASK).read_text()
     assert page.count("data:image/png;base64,") == 1
     assert "Confusion matrix (test)" not in page
 
@@ -77,16 +91,18 @@ def test_report_many_labels(run, tmp_path):
     probs = rng.dirichlet(np.ones(60), 300)
     m = classification_metrics(probs.argmax(-1), ref, labels) | {"loss": 3.0}
     ex = TextExamples("v.csv", [f"t{i}" for i in range(300)], None, [labels[i] for i in ref])
-    ev = EvalOutput(3.0, probs.argmax(-1).tolist(), probs, m)
+    ev = EvalOutput(m, probs.argmax(-1).tolist(), np.log(probs))
     page = write_report(out, cfg, metrics | {"validation": m, "test": None},
-                        {"validation": ex, "test": None}, {"validation": ev, "test": None}, labels).read_text()
+                        {"validation": ex, "test": None}, {"validation": ev, "test": None},
+                        TextClassificationTask(labels)).read_text()
     assert "class_59" in page
     assert page.count("<tr>") > 20
 
 
 def test_model_card_tunesmith_layout_explains_pipeline_limit(run):
     out, cfg, metrics, _, _ = run
-    path = write_model_card(out, cfg, metrics, LABELS, "tunesmith")
+    _meta(out, "tunesmith")
+    path = write_model_card(out, cfg, metrics, TASK)
     card = path.read_text(encoding="utf-8")
     assert path == out / "README.md"
     assert card.startswith("---\nlibrary_name: tunesmith\n")
@@ -101,7 +117,8 @@ def test_model_card_tunesmith_layout_explains_pipeline_limit(run):
 
 def test_model_card_native_layout_shows_pipeline(run):
     out, cfg, metrics, _, _ = run
-    card = write_model_card(out, cfg, metrics, LABELS, "native").read_text(encoding="utf-8")
+    _meta(out, "native")
+    card = write_model_card(out, cfg, metrics, TASK).read_text(encoding="utf-8")
     assert 'pipeline("text-classification", model="my-run")' in card
     assert "model.pooling=pooler" not in card
     assert "| positive |" in card and "| test |" in card

@@ -1,72 +1,84 @@
-"""A SIGKILLed run continues with --resume and ends exactly where an uninterrupted run ends."""
+"""A SIGKILLed run continues with --resume and ends exactly where an uninterrupted run ends: every
+registered task (its own tiny example) under full fine-tuning and LoRA, and every registered strategy
+on the default task. The kill is deterministic: the training process kills itself with SIGKILL right after
+it has written the checkpoint of a given step, so no wall-clock deadline can be missed on a loaded
+machine and the run can never finish before it is killed."""
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import sentiment_rows, write_csv
+from tunesmith.config import RunConfig
 from tunesmith.strategies import STRATEGIES
+from tunesmith.tasks import TASKS
+
+DEFAULT_TASK = RunConfig.model_fields["task"].default
+KILL_AT_STEP = 3
+
+# Runs `tunesmith train ARGS` and SIGKILLs the process once the checkpoint of step argv[1] is on disk.
+_KILLER = """
+import os, signal, sys
+import tunesmith.training.loop as loop
+from tunesmith.cli import main
+
+kill_at, write = int(sys.argv[1]), loop.save_checkpoint
+
+def write_then_die(root, step, *args, **kwargs):
+    path = write(root, step, *args, **kwargs)
+    if step >= kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+
+loop.save_checkpoint = write_then_die
+sys.exit(main(sys.argv[2:]))
+"""
 
 
-def _train_cmd(model: Path, data: Path, out: Path, strategy: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tunesmith", "train", "--model", str(model), "--data", str(data),
-            "--out", str(out), "--strategy", strategy, "--epochs", "3", "--batch-size", "8", "--lr", "1e-3",
-            "--seed", "3", "--precision", "fp32", "--quiet",
+def _flat(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in tree.items():
+        out += _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={json.dumps(v)}"]
+    return out
+
+
+def train_args(task: str, ex, out: Path, strategy: str, *extra: str) -> list[str]:
+    args = ["train", "--task", task, "--model", str(ex.model), "--data", str(ex.train), "--validation-data",
+            str(ex.validation), "--out", str(out), "--strategy", strategy, "--epochs", "3", "--batch-size", "8",
+            "--lr", "1e-3", "--seed", "3", "--precision", "fp32", "--quiet",
             "--set", "train.checkpoint_every=3", "--set", "train.eval_every=5", "--set", "train.threads=1",
-            "--set", "train.early_stopping_patience=null", "--set", "model.max_length=32", *extra]
+            "--set", "train.early_stopping_patience=null"]
+    for item in _flat(ex.config):
+        args += ["--set", item]
+    return args + list(extra)
 
 
-def _env(tmp_path: Path) -> dict:
+def env(tmp_path: Path) -> dict:
     return {**os.environ, "TUNESMITH_CACHE": str(tmp_path / "cache")}
 
 
-def _kill_after_first_checkpoint(cmd: list[str], out: Path, env: dict) -> None:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        ckpts = list((out / "checkpoints").glob("step-*")) if (out / "checkpoints").is_dir() else []
-        if ckpts or proc.poll() is not None:
-            break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
+def run_killed(args: list[str], out: Path, environ: dict, step: int = KILL_AT_STEP) -> None:
+    """Run `tunesmith ARGS`, killed by SIGKILL right after its checkpoint of `step` is written."""
+    r = subprocess.run([sys.executable, "-c", _KILLER, str(step), *args], env=environ, capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert (out / "checkpoints" / f"step-{step:08d}").is_dir() and not (out / "metrics.json").exists()
 
 
-RESUME_CASES = [(name, ()) for name in STRATEGIES.names()] + [
-    ("gradual", ("--set", "strategy.unfreeze_every_steps=2")),  # killed at step 3: one group had joined
-]
+def tunesmith_cli(args: list[str], environ: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tunesmith", *args], env=environ, capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("strategy,extra", RESUME_CASES, ids=lambda v: v if isinstance(v, str) else "-".join(v)[6:])
-def test_resume_after_sigkill_matches_uninterrupted(tiny_bert_mean, tmp_path, strategy, extra):
-    data = write_csv(tmp_path / "train.csv", sentiment_rows(320, seed=5))
-    env = _env(tmp_path)
-    ref = tmp_path / "ref"
-    subprocess.run(_train_cmd(tiny_bert_mean, data, ref, strategy, *extra), env=env, check=True, capture_output=True)
-
-    out = tmp_path / "killed"
-    _kill_after_first_checkpoint(_train_cmd(tiny_bert_mean, data, out, strategy, *extra), out, env)
-    # Without --resume the unfinished folder is protected.
-    blocked = subprocess.run(_train_cmd(tiny_bert_mean, data, out, strategy, *extra), env=env, capture_output=True,
-                             text=True)
-    assert blocked.returncode != 0 and "--resume" in blocked.stderr
-    done = subprocess.run(_train_cmd(tiny_bert_mean, data, out, strategy, *extra, "--resume"), env=env,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-
+def assert_same_run(ref: Path, out: Path) -> None:
     m_ref = json.loads((ref / "metrics.json").read_text())
     m_res = json.loads((out / "metrics.json").read_text())
-    assert m_res["train"]["resumed_from_step"] > 0
-    assert m_res["validation"] == m_ref["validation"]
+    assert m_res["train"]["resumed_from_step"] == KILL_AT_STEP
     assert m_res["history"] == m_ref["history"]
+    assert m_res["validation"] == m_ref["validation"]
     weight_files = sorted(p.name for p in ref.glob("*.safetensors"))
     assert weight_files and weight_files == sorted(p.name for p in out.glob("*.safetensors"))
     for name in weight_files:
@@ -76,12 +88,34 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_bert_mean, tmp_path, st
             assert torch.equal(w_ref[k], w_res[k]), (name, k)
 
 
-def test_resume_refuses_a_changed_config(tiny_bert_mean, tmp_path):
-    data = write_csv(tmp_path / "train.csv", sentiment_rows(320, seed=5))
-    out = tmp_path / "run"
-    env = _env(tmp_path)
-    _kill_after_first_checkpoint(_train_cmd(tiny_bert_mean, data, out, "full"), out, env)
-    changed = _train_cmd(tiny_bert_mean, data, out, "full", "--resume")
+RESUME_CASES = ([(task, s, ()) for task in TASKS.names() for s in ("full", "lora")]
+                + [(DEFAULT_TASK, s, ()) for s in STRATEGIES.names() if s not in ("full", "lora")]
+                + [(DEFAULT_TASK, "gradual", ("--set", "strategy.unfreeze_every_steps=2"))])  # killed after one joined
+
+
+@pytest.mark.parametrize("task,strategy,extra", RESUME_CASES,
+                         ids=lambda v: v if isinstance(v, str) else "-".join(v)[6:])
+def test_resume_after_sigkill_matches_uninterrupted(task, strategy, extra, task_examples, tmp_path):
+    from tunesmith.cli import main
+
+    ex = task_examples(task)
+    environ = env(tmp_path)
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    assert main(train_args(task, ex, ref, strategy, *extra)) == 0  # the uninterrupted run, in this process
+    run_killed(train_args(task, ex, out, strategy, *extra), out, environ)
+    done = tunesmith_cli(train_args(task, ex, out, strategy, *extra, "--resume"), environ)
+    assert done.returncode == 0, done.stderr
+    assert_same_run(ref, out)
+
+
+def test_an_unfinished_run_is_protected_and_resumes_only_its_own_config(task_examples, tmp_path):
+    ex = task_examples(DEFAULT_TASK)
+    out, environ = tmp_path / "run", env(tmp_path)
+    run_killed(train_args(DEFAULT_TASK, ex, out, "full"), out, environ)
+    # Without --resume the unfinished folder is protected.
+    blocked = tunesmith_cli(train_args(DEFAULT_TASK, ex, out, "full"), environ)
+    assert blocked.returncode != 0 and "--resume" in blocked.stderr
+    changed = train_args(DEFAULT_TASK, ex, out, "full", "--resume")
     changed[changed.index("--lr") + 1] = "5e-4"
-    r = subprocess.run(changed, env=env, capture_output=True, text=True)
+    r = tunesmith_cli(changed, environ)
     assert r.returncode == 2 and "train.lr" in r.stderr and "Traceback" not in r.stderr

@@ -12,10 +12,9 @@ import torch
 
 import tunesmith
 from speech_helpers import SENTENCES, make_ctc_wav2vec2, speech_config, write_speech_table
-from tunesmith.config import DataConfig, ModelConfig
-from tunesmith.modalities import inputs_for
-from tunesmith.tasks import TASKS
-from tunesmith.tasks.base import TaskModel
+from tunesmith.config import DataConfig
+from tunesmith.modalities.speech import SpeechModality
+from tunesmith.testing import task_and_model
 from tunesmith.tasks.speech_recognition import build_ctc_vocab, ctc_tokenizer
 
 
@@ -38,13 +37,9 @@ def test_vocabulary_is_built_from_the_transcripts():
 
 
 def test_loss_falls_and_a_memorised_utterance_decodes_exactly(w2v, tmp_path):
-    inputs = inputs_for("speech")
-    backbone, fe = inputs.load(w2v, ModelConfig(name=str(w2v)))
     table = write_speech_table(tmp_path, ["yes go", "no stop"], "mem.csv")
-    ex = inputs.read(str(table), DataConfig(text_column="transcript"), "data")
-    task = TASKS.get("speech-recognition").for_run(backbone, fe, ex.texts, {}, 0.0)
-    torch.manual_seed(0)
-    model = TaskModel(backbone, task.build_head(backbone))
+    ex = SpeechModality().read(str(table), DataConfig(text_column="transcript"), "data")
+    task, model = task_and_model("speech-recognition", w2v, ex, train={"dropout": 0.0})
     rows = task.encode(ex)
     batch = task.collate(rows)
     assert batch["labels"].shape[0] == 2 and (batch["labels"] == -100).any()  # padded labels are ignored
@@ -58,8 +53,8 @@ def test_loss_falls_and_a_memorised_utterance_decodes_exactly(w2v, tmp_path):
         opt.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 20
-    metrics, hyps, _ = task.evaluate(model, rows, 8, contextlib.nullcontext)
-    assert hyps == ["yes go.", "no stop."] and metrics["wer"] == 0.0 and metrics["cer"] == 0.0
+    ev = task.evaluate(model, rows, 8, contextlib.nullcontext)
+    assert ev.predictions == ["yes go.", "no stop."] and ev.metrics["wer"] == 0.0 and ev.metrics["cer"] == 0.0
 
 
 @pytest.mark.parametrize("norm", ["layer", "group"])
@@ -83,7 +78,7 @@ def test_ctc_run_folder_loads_with_pipeline_and_predicts_the_same(norm, w2v, tmp
     assert type(AutoModelForCTC.from_pretrained(out)).__name__ == "Wav2Vec2ForCTC"
     assert Wav2Vec2Processor.from_pretrained(out).tokenizer.get_vocab() == vocab
     meta = json.loads((out / "tunesmith.json").read_text())
-    assert meta["speech"]["kind"] == "ctc" and meta["layout"] == "native"
+    assert meta["task_state"]["kind"] == "ctc" and meta["layout"] == "native"
     again = tunesmith.evaluate(out, val, text_column="transcript")
     assert again["wer"] == res.metrics["wer"] and again["base_model"] is None
     wavs = sorted(val.parent.glob("val-*.wav"))
@@ -100,11 +95,9 @@ def test_a_clip_too_short_for_its_transcript_is_an_error_naming_it(w2v, tmp_path
     from speech_helpers import say
     from tunesmith.errors import DataError
 
-    inputs = inputs_for("speech")
-    backbone, fe = inputs.load(w2v, ModelConfig(name=str(w2v)))
     sf.write(tmp_path / "short.wav", say("go")[:1600], 16000)  # 0.1 s: 19 CTC frames
     (tmp_path / "t.csv").write_text("audio,transcript\nshort.wav,this transcript is far too long for the clip\n")
-    ex = inputs.read(str(tmp_path / "t.csv"), DataConfig(text_column="transcript"), "data")
-    task = TASKS.get("speech-recognition").for_run(backbone, fe, ex.texts, {}, 0.0)
+    ex = SpeechModality().read(str(tmp_path / "t.csv"), DataConfig(text_column="transcript"), "data")
+    task, _ = task_and_model("speech-recognition", w2v, ex)
     with pytest.raises(DataError, match="short.wav.*too short"):
         task.encode(ex)

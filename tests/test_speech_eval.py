@@ -94,12 +94,14 @@ def test_cli_bad_speech_inputs_exit_2_naming_the_fix(cli_run, tiny_asr_whisper, 
 
 
 def test_best_model_lowest_wer_ties_broken_by_loss():
-    from tunesmith.training.loop import _improved
+    from tunesmith.tasks import TASKS
 
     best = {"wer": 1.0, "loss": 8.4, "accuracy": 0.5}
+    _improved = TASKS.get("speech-recognition").improved
     assert _improved({"wer": 0.9, "loss": 9.0}, best, "wer")  # lower WER wins whatever the loss
     assert not _improved({"wer": 1.1, "loss": 0.1}, best, "wer")
     assert _improved({"wer": 1.0, "loss": 0.1}, best, "wer")  # a tie: the lower loss wins
     assert not _improved({"wer": 1.0, "loss": 9.0}, best, "wer")
-    assert not _improved({"accuracy": 0.5, "loss": 0.1}, best, "accuracy")  # classification: unchanged
+    classifier = TASKS.get("text-classification")
+    assert not classifier.improved({"accuracy": 0.5, "loss": 0.1}, best, "accuracy")  # a tie keeps the earlier one
     assert _improved({"wer": 1.0, "loss": 1.0}, None, "wer")

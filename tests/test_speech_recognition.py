@@ -14,7 +14,6 @@ import tunesmith
 from speech_helpers import SENTENCES, make_asr_whisper, say, speech_config, write_speech_table
 from tunesmith.config import ModelConfig, config_from_dict
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.modalities import inputs_for
 from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import TaskModel
 
@@ -36,13 +35,14 @@ def clips(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _task(folder: Path, **speech):
-    inputs = inputs_for("speech")
-    backbone, processor = inputs.load(folder, ModelConfig(name=str(folder)))
-    task = TASKS.get("speech-recognition").for_run(backbone, processor, [], {"max_new_tokens": 8, **speech}, 0.0)
-    torch.manual_seed(0)
-    model = TaskModel(backbone, task.build_head(backbone))
-    task.prepare_model(model)
-    return task, model, inputs
+    from types import SimpleNamespace
+
+    from tunesmith.modalities.speech import SpeechModality
+    from tunesmith.testing import task_and_model
+
+    task, model = task_and_model("speech-recognition", folder, SimpleNamespace(labels=None, texts=[], seconds=None),
+                                 speech={"max_new_tokens": 8, **speech}, train={"dropout": 0.0})
+    return task, model, SpeechModality()
 
 
 def _rows(task, inputs, table: Path):

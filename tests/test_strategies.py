@@ -111,7 +111,7 @@ def test_lora_run_keeps_head_reloads_and_merges_with_parity(tiny_bert_mean, sent
     assert a == b
     assert main(["export", str(res.out), "--merge", "--out", str(tmp_path / "merged")]) == 0
     out = capsys.readouterr().out
-    assert "transformers (merged folder, no peft)" in out and "max |logit diff|" in out
+    assert "transformers.pipeline (merged folder, no peft)" in out and "max difference" in out
     merged = tunesmith.load(tmp_path / "merged").predict(texts)
     for x, y in zip(a, merged):
         assert x["label"] == y["label"] and x["score"] == pytest.approx(y["score"], abs=1e-4)

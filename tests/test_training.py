@@ -145,3 +145,94 @@ def test_gradient_accumulation_and_step_evaluation(tiny_bert_mean, sentiment_csv
     assert m["train"]["steps"] == 2 * -(-batches_per_epoch // 3)
     steps = [h["step"] for h in res.history]
     assert steps[:3] == [4, 8, 12] and steps[-1] == m["train"]["steps"]
+
+
+def test_gradient_accumulation_takes_the_same_step_as_the_bigger_batch(tmp_path):
+    """grad_accum=2 at batch b hands the optimizer the gradient of batch 2b, and so takes the same
+    step (fp32, one optimizer step, a model without dropout or batch-dependent layers). The bug this
+    guards: the loop divided the loss by grad_accum and accelerate divided it again, a k^2 gradient.
+    AdamW's step is almost blind to a gradient's scale (it divides by the gradient's own size), so the
+    gradient the optimizer receives is what shows the bug; the weights must agree as well."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    from tunesmith.testing import make_tiny_bert, sentiment_rows, write_csv
+
+    model = make_tiny_bert(tmp_path / "bert", pooling="mean", dropout=0.0)
+    train = write_csv(tmp_path / "train.csv", sentiment_rows(16, seed=1))
+    val = write_csv(tmp_path / "val.csv", sentiment_rows(8, seed=2))
+
+    def one_step(name: str, batch_size: int, grad_accum: int) -> tuple[list, dict]:
+        grads: list = []
+        hook = register_optimizer_step_pre_hook(
+            lambda opt, args, kwargs: grads.extend(p.grad.clone() for g in opt.param_groups for p in g["params"]))
+        cfg = base_config(model, train, tmp_path / name, epochs=1, batch_size=batch_size, grad_accum=grad_accum,
+                          lr=1e-3, warmup_ratio=0.0, dropout=0.0, max_grad_norm=None, weight_decay=0.0)
+        cfg["data"]["validation"] = str(val)
+        try:
+            res = tunesmith.finetune(cfg, quiet=True)
+        finally:
+            hook.remove()
+        assert res.history[-1]["step"] == 1
+        return grads, load_file(str(res.out / "model.safetensors"))
+
+    (g_whole, whole), (g_acc, accumulated) = one_step("whole", 16, 1), one_step("accumulated", 8, 2)
+    assert len(g_whole) == len(g_acc) > 0
+    for a, b in zip(g_whole, g_acc):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-8), (a.abs().max(), (a - b).abs().max())
+    bad = {k: float((whole[k] - accumulated[k]).abs().max()) for k in whole
+           if not torch.allclose(whole[k], accumulated[k], rtol=0, atol=1e-6)}
+    assert not bad, bad
+
+
+def test_gradual_restores_the_model_its_best_evaluation_scored(tiny_bert_mean, sentiment_csv, tmp_path):
+    """The best evaluation comes before the last layer group joins (a large LR wrecks what trains
+    after it): restoring must bring back the whole model that evaluation scored, the layers unfrozen
+    later included. The bug this guards: only the weights trainable at the best evaluation came back,
+    so the later-unfrozen layers kept their final values, a model nobody evaluated."""
+    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "g", epochs=4, lr=0.5, head_lr=5e-3, metric="loss",
+                      early_stopping_patience=None)
+    cfg["strategy"] = {"name": "gradual"}
+    res = tunesmith.finetune(cfg, quiet=True)
+    best = min(res.history, key=lambda h: h["loss"])
+    assert best["epoch"] < 3, res.history  # the case under test: layer groups joined after the best evaluation
+    for k in ("loss", "accuracy", "macro_f1"):
+        assert res.metrics[k] == pytest.approx(best[k], abs=1e-6), (k, res.history)
+
+
+def test_every_run_format_saves_a_tokenizer_that_pads_and_pipeline_batches_exactly(tiny_bert, tiny_bert_mean,
+                                                                                    sentiment_csv, tmp_path):
+    """The folder's own tokenizer pads (transformers' AutoTokenizer, as other tools load it), and
+    wherever transformers loads the folder, pipeline(batch_size=8) gives tunesmith predict's scores.
+    The one exception is xlm-mean, and it refuses batches loudly: XLM's mean counts padding, so a
+    padding tokenizer there would return diluted scores silently (see formats/xlm_mean.py)."""
+    from transformers import AutoTokenizer
+
+    from tunesmith.cli import main
+    from tunesmith.formats import format_of, pipeline_outputs, read_meta
+
+    texts = ["the movie was good", "awful plot and poor actors", "meh", "so happy with this story today",
+             "a very boring story", "the actors were fine", "it", "love the plot"]
+    runs = {}
+    for name, model, pooling, strategy in (("native", tiny_bert, "pooler", "full"), ("own", tiny_bert, "cls", "full"),
+                                           ("lora", tiny_bert, "pooler", "lora"), ("xlm", tiny_bert_mean, None, "full")):
+        cfg = base_config(model, sentiment_csv, tmp_path / name, epochs=1)
+        cfg["model"]["pooling"] = pooling
+        cfg["strategy"] = {"name": strategy}
+        runs[name] = tunesmith.finetune(cfg, quiet=True).out
+    assert main(["export", str(runs["lora"]), "--merge", "--out", str(tmp_path / "merged")]) == 0
+    runs["merged"] = tmp_path / "merged"
+    layouts = {name: read_meta(out)["layout"] for name, out in runs.items()}
+    assert layouts == {"native": "native", "own": "tunesmith", "lora": "lora-adapter", "xlm": "xlm-mean",
+                       "merged": "native"}
+    for name, out in runs.items():
+        tok = AutoTokenizer.from_pretrained(out)
+        if layouts[name] == "xlm-mean":
+            assert tok.pad_token is None
+            continue
+        assert tok.pad_token == "[PAD]" and tok(texts, padding=True)["input_ids"].__len__() == len(texts)
+        predictor = tunesmith.load(out)
+        theirs = pipeline_outputs(out, predictor.task, predictor.modality, texts, batch_size=8)
+        assert (theirs is not None) == format_of(read_meta(out)).pipeline_loads
+        if theirs is not None:
+            ours = predictor.task.parity_view(predictor.outputs(texts))
+            assert predictor.task.output_difference(ours, theirs) <= 1e-5, name

@@ -68,7 +68,8 @@ def test_backbone_learns_orders_its_layers_and_pipeline_agrees(arch, image_folde
 def test_partial_trains_only_the_top_group(arch, image_folders, tmp_path):
     from tunesmith.models.vision_backbone import load_vision_backbone
     from tunesmith.strategies import STRATEGIES
-    from tunesmith.tasks.base import ClassificationHead, TaskModel
+    from tunesmith.tasks.base import TaskModel
+    from tunesmith.tasks.classification import ClassificationHead
 
     backbone = load_vision_backbone(BUILDERS[arch](tmp_path / arch))
     model = TaskModel(backbone, ClassificationHead(backbone.feature_dim, 3, 0.0))

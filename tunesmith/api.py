@@ -1,9 +1,14 @@
-"""finetune / evaluate / load: the one entry point that the CLI, examples and search all call."""
+"""finetune / evaluate / load: the one entry point that the CLI, examples and search all call.
+
+`finetune` reads as its named steps: read and check the data, choose the strategy, build the model,
+encode the rows (and cache head-only features), score the model before training where the task
+has a "before", train, evaluate the kept weights, save the run folder. Each step works through the
+task, modality, backbone, strategy and run-format contracts; nothing here asks which one it holds.
+"""
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import platform
 import time
@@ -15,22 +20,22 @@ import torch
 
 from . import __version__
 from .config import RunConfig, config_from_dict, load_config
-from .data.preflight import Preflight, check_train_validation
+from .data.preflight import Preflight
 from .data.split import stratified_split
 from .errors import ConfigError, DataError
-from .models import resolve_model
+from .formats import save_run
+from .modalities import MODALITIES
+from .models import resolve_model, select_backbone
 from .models.catalogue import catalogue_name_for
-from .models.run_format import save_model
-from .modalities import inputs_for
 from .progress import Reporter
 from .run_folder import CHECKPOINTS, METRICS_FILE, prepare
 from .serve.predictor import Predictor, load
 from .strategies import STRATEGIES
-from .strategies.base import count_params
-from .strategies.feature_cache import cached_features
+from .strategies.base import ChoiceContext, count_params
+from .strategies.feature_cache import cached_features, model_fingerprint
 from .tasks import TASKS
 from .tasks.base import TaskModel
-from .training.loop import evaluate_rows, fit, make_accelerator
+from .training.loop import fit, make_accelerator
 from .training.precision import resolve_precision
 
 
@@ -46,6 +51,33 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass
+class RunData:
+    """The run's examples by split ("train", "validation", optional "test" and the task's extra
+    splits), read and checked before any model loads."""
+
+    splits: dict[str, Any]
+    preflight: Preflight
+
+    @property
+    def train(self):
+        return self.splits["train"]
+
+
+@dataclass
+class Built:
+    """The model a run trains, with everything that decides how."""
+
+    cfg: RunConfig
+    model_dir: Path
+    task: Any
+    model: TaskModel
+    strategy: Any
+    accelerator: Any
+    precision: str
+    param_counts: Any
+
+
 def _coerce(config: RunConfig | dict | str | Path) -> RunConfig:
     if isinstance(config, RunConfig):
         return config
@@ -54,43 +86,42 @@ def _coerce(config: RunConfig | dict | str | Path) -> RunConfig:
     return load_config(config)
 
 
-def load_splits(cfg: RunConfig, pre: Preflight, inputs, reporter=None) -> tuple[Any, Any, Any | None]:
-    """Training, validation (given, or a stratified split of training) and optional test examples."""
-    d = cfg.data
+# -- 1. data -------------------------------------------------------------------------------------
+def read_data(cfg: RunConfig, reporter=None) -> RunData:
+    """Training, validation (given, or split off training), test and the task's extra splits, checked
+    before any model loads so mistakes cost seconds."""
+    task_cls = TASKS.get(cfg.task)
+    modality = MODALITIES.get(task_cls.modality)()
+    d, pre = cfg.data, Preflight()
     if not d.train:
         raise ConfigError("no training data: give --data FILE (or data.train in the config)")
-    speech = inputs.modality == "speech"  # transcripts, not class labels: no class checks apply
-    train = inputs.read(d.train, d, "training data", reporter=reporter)
+    train = modality.read(d.train, d, "training data", reporter=reporter)
     if d.validation:
-        val = inputs.read(d.validation, d, "validation data", reporter=reporter)
+        val = modality.read(d.validation, d, "validation data", reporter=reporter)
     else:
-        split_on = train.labels if not speech else [""] * len(train)  # speech: a plain random split
-        tr_idx, va_idx, warns = stratified_split(split_on, d.validation_split, d.split_seed)
+        key = task_cls.split_key(train)  # classes to stratify on; None: a plain random split
+        tr_idx, va_idx, warns = stratified_split(key if key is not None else [""] * len(train), d.validation_split,
+                                                 d.split_seed)
         pre.warnings.extend(warns)
         if not va_idx:
             raise DataError(f"{d.train}: too few rows to hold out a validation split; give --validation-data")
         val = train.subset(va_idx, f"{d.train} (validation split {d.validation_split:g})")
         train = train.subset(tr_idx)
-    if speech:
-        from .tasks.speech_recognition import check_speech_splits
-
-        check_speech_splits(train, val, pre)
-    else:
-        check_train_validation(train, val, pre)
-    test = inputs.read(d.test, d, "test data", reporter=reporter) if d.test else None
-    if test is not None and not speech:
-        unseen = sorted(set(test.labels) - set(train.labels))
-        if unseen:
-            raise DataError(f"{d.test}: test labels {unseen} never appear in the training data")
-    for ex in (train, val, test):  # a split keeps its source's list: count each input once
-        for item in getattr(ex, "skipped", None) or []:
+    test = modality.read(d.test, d, "test data", reporter=reporter) if d.test else None
+    task_cls.check_splits(train, val, test, pre)
+    splits = {"train": train, "validation": val, "test": test}
+    for name in task_cls.extra_splits:  # e.g. a guard set: data.guard
+        path = getattr(d, name)
+        splits[name] = modality.read(path, d, f"{name} data", reporter=reporter) if path else None
+    for ex in splits.values():  # a split keeps its source's list: count each input once
+        for item in (ex.skipped if ex is not None else []):
             if tuple(item) not in pre.skipped:
                 pre.skipped.append(tuple(item))
     if pre.skipped:
         shown = ", ".join(n for n, _ in pre.skipped[:3]) + (" ..." if len(pre.skipped) > 3 else "")
         pre.warnings.append(f"skipped {len(pre.skipped)} unreadable input(s) as asked ({shown}); all are listed "
                             "in report.html")
-    return train, val, test
+    return RunData({k: v for k, v in splits.items() if v is not None}, pre)
 
 
 def _param_count(model_dir: Path) -> int:
@@ -108,71 +139,32 @@ def _param_count(model_dir: Path) -> int:
     return total
 
 
-def _builtin_name(model_dir: Path) -> str | None:
-    """The tunesmith module a catalogue folder names (models without a transformers class)."""
-    try:
-        return json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("tunesmith_builtin")
-    except (OSError, json.JSONDecodeError):
-        return None
+# -- 2. strategy ---------------------------------------------------------------------------------
+def choose_strategy(cfg: RunConfig, data: RunData, model_dir: Path, reporter) -> tuple[RunConfig, Any]:
+    """The strategy the run trains with (a strategy that chooses, auto, names another), then every
+    strategy-dependent default filled in so the saved config says exactly what ran."""
+    from .strategies.auto import available_memory
+
+    task_cls = TASKS.get(cfg.task)
+    context = ChoiceContext(labels=data.train.labels, model_params=_param_count(model_dir),
+                            memory=available_memory(), modality=task_cls.modality, task=task_cls)
+    choice = STRATEGIES.get(cfg.strategy.name).pick(context)
+    if choice.reasons:
+        reporter.info(choice.describe())
+    cfg = cfg.model_copy(deep=True)
+    cfg.strategy.name = choice.strategy
+    return cfg.resolved(), choice
 
 
-def _label_rows(task, rows: list[dict], labels: list[str]) -> list[dict]:
-    for r, y in zip(rows, labels):
-        r["label"] = task.label2id[y]
-    return rows
-
-
-def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, overwrite: bool = False,
-             quiet: bool = False) -> RunResult:
-    """Fine-tune a pre-trained model as the config says; returns metrics and the run folder's files."""
-    cfg = _coerce(config)
-    if not cfg.out:
-        raise ConfigError("no output folder: give --out FOLDER (or out: in the config)")
-    out = Path(cfg.out)
-    reporter = Reporter(quiet)
-    t_start = time.perf_counter()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-
-    # 1. Data: read and check everything before loading any model, so mistakes cost seconds.
-    pre = Preflight()
-    inputs = inputs_for(TASKS.get(cfg.task).modality)
-    train, val, test = load_splits(cfg, pre, inputs, reporter)
-    speech = getattr(TASKS.get(cfg.task), "generates_text", False)  # speech recognition: transcripts out
-    guard = (inputs.read(cfg.data.guard, cfg.data, "guard data", reporter=reporter)
-             if speech and cfg.data.guard else None)
-    model_dir = resolve_model(cfg.model.name)
-    auto = None
-    if cfg.strategy.name == "auto":
-        from .strategies.auto import available_memory, choose
-
-        auto = choose(train.labels, _param_count(model_dir), available_memory(), inputs.modality)
-        cfg = cfg.model_copy(deep=True)
-        cfg.strategy.name = auto.strategy
-        reporter.info(auto.describe())
-    cfg = cfg.resolved()
-    resuming = prepare(out, cfg, resume, overwrite)
-    for w in pre.warnings:
-        reporter.warn(w)
-    reporter.info(f"data: {len(train)} training, {len(val)} validation"
-                  + (f", {len(test)} test" if test else "") + " examples")
-
-    # 2. Pre-trained model + task head.
-    if speech:  # a recogniser: the task comes from the model's processor (CTC: and the transcripts' characters)
-        backbone, preprocessor = inputs.load(model_dir, cfg.model, cfg.speech.model_dump())
-        labels = []
-        # the window rides along in the task's options for its messages (the model itself carries it)
-        task = TASKS.get(cfg.task).for_run(backbone, preprocessor, train.texts,
-                                           {**cfg.speech.model_dump(), "window_seconds": cfg.model.window_seconds},
-                                           cfg.train.dropout)
-    else:
-        backbone, preprocessor = inputs.load(model_dir, cfg.model)
-        labels = sorted(set(train.labels))
-        task = TASKS.get(cfg.task)(labels, dropout=cfg.train.dropout, **inputs.task_kwargs(preprocessor, cfg.augment))
+# -- 3. model ------------------------------------------------------------------------------------
+def build_model(cfg: RunConfig, model_dir: Path, data: RunData, reporter) -> Built:
+    """Pre-trained backbone + the task's head, the strategy applied, the accelerator made."""
+    task_cls = TASKS.get(cfg.task)
+    backbone_cls = select_backbone(task_cls.modality, model_dir)
+    backbone, preprocessor = backbone_cls.load(model_dir, cfg.model, task_cls.backbone_options(cfg))
+    task = task_cls.from_data(backbone, preprocessor, data.train, cfg, reporter)
     torch.manual_seed(cfg.train.seed)
     model = TaskModel(backbone, task.build_head(backbone))
-    if speech:
-        task.prepare_model(model)  # greedy decoding settings onto the model, where generate() reads them
     strategy = STRATEGIES.get(cfg.strategy.name)(**cfg.strategy.model_dump(exclude={"name"}))
     counts = strategy.prepare(model)
     if cfg.train.gradient_checkpointing:
@@ -182,152 +174,129 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     precision = resolve_precision(cfg.train.precision)
     accelerator = make_accelerator(precision, cfg.train.grad_accum)
     pooled = f" ({backbone.pooling} pooling)" if backbone.pooling != "none" else ""  # a recogniser pools nothing
-    reporter.info(f"model: {cfg.model.name}{pooled}, strategy {strategy.name}: "
-                  f"{counts.describe()}; precision {precision}")
+    reporter.info(f"model: {cfg.model.name}{pooled}, strategy {strategy.name}: {counts.describe()}; "
+                  f"precision {precision}")
+    return Built(cfg, model_dir, task, model, strategy, accelerator, precision, counts)
 
-    # 3. Preprocess once (tokenize; decode and resize images).
-    def enc(ex, augment: bool = False) -> list[dict]:
-        encoded = inputs.encode(task, preprocessor, ex, cfg.model.max_length, augment, reporter)
-        return encoded if speech else _label_rows(task, encoded, ex.labels)
 
+# -- 4. rows -------------------------------------------------------------------------------------
+def encode_rows(b: Built, data: RunData, reporter, timings: dict[str, float]) -> tuple[dict, dict]:
+    """Every split preprocessed once (tokenised; images decoded and resized; clips featurised).
+    -> (rows, the rows fit trains and scores on: for head-only, the frozen backbone's features, computed
+    once per split or read from the cache)."""
     # Training rows carry augmentation only when the backbone trains: cached features are clean.
-    rows = {"train": enc(train, augment=not strategy.uses_feature_cache), "validation": enc(val)}
-    if test is not None:
-        rows["test"] = enc(test)
-    if guard is not None:
-        rows["guard"] = enc(guard)
-    _window_hint(preprocessor, cfg.model.window_seconds, getattr(train, "seconds", None), reporter)
+    augment = not b.strategy.uses_feature_cache
+    rows = {split: b.task.encode(ex, augment=augment and split == "train", reporter=reporter)
+            for split, ex in data.splits.items()}
+    if not b.strategy.uses_feature_cache:
+        return rows, rows
+    t0, hits, fit_rows = time.perf_counter(), [], {}
+    backbone, tc = b.model.backbone, b.cfg.train
+    for split, split_rows in rows.items():
+        # training features in the run's precision (the bulk of the work); the splits it scores in full
+        # precision, as `predict` computes them, so the scores it reports are its model's
+        scored = split != "train"
+        feats, hit = cached_features(backbone, b.model_dir, b.task.collate, split_rows, tc.eval_batch_size,
+                                     "fp32" if scored else b.precision,
+                                     contextlib.nullcontext if scored else b.accelerator.autocast, reporter, split)
+        hits.append(hit)
+        fit_rows[split] = [b.task.feature_row(r, feats[i]) for i, r in enumerate(split_rows)]
+    timings["feature_seconds"] = time.perf_counter() - t0
+    timings["feature_cache_hit"] = float(all(hits))
+    reporter.info(f"features: {'read from cache' if all(hits) else 'computed'} in {timings['feature_seconds']:.1f}s")
+    return rows, fit_rows
 
-    # 4. Head-only: run the frozen backbone once per split (or read the cache), train on features.
-    timings: dict[str, float] = {}
-    fit_rows = rows
-    if strategy.uses_feature_cache:
-        t0 = time.perf_counter()
-        autocast = accelerator.autocast
-        fit_rows, hits = {}, []
-        for split, split_rows in rows.items():
-            # training features in the run's precision (the bulk of the work); the splits it scores in
-            # full precision, as `predict` computes them, so the scores it reports are its model's
-            scored = split != "train"
-            feats, hit = cached_features(backbone, model_dir, task.collate, split_rows, cfg.train.eval_batch_size,
-                                         "fp32" if scored else precision,
-                                         contextlib.nullcontext if scored else autocast, reporter, split)
-            hits.append(hit)
-            fit_rows[split] = [{"features": feats[i], "label": r["label"]} for i, r in enumerate(split_rows)]
-        timings["feature_seconds"] = time.perf_counter() - t0
-        timings["feature_cache_hit"] = float(all(hits))
-        reporter.info(f"features: {'read from cache' if all(hits) else 'computed'} in "
-                      f"{timings['feature_seconds']:.1f}s")
 
-    # Speech: score the pre-trained model first, for "WER before vs after" (and the guard set's forgetting check).
-    before: dict[str, Any] = {}
-    if speech:
-        model.to(accelerator.device)
-        scorer = model
-        if cfg.model.window_seconds is not None and task.kind == "seq2seq":
-            # the model as shipped hears its own window, not the run's shorter one: score that, not a
-            # shortened model nobody has trained yet
-            from .models.speech_backbone import speech_base_model
+def score_before(b: Built, rows: dict, reporter) -> dict[str, Any]:
+    """Where the task has a "before fine-tuning" model (a recogniser as shipped), its scores on
+    validation and the extra splits, in full precision as "after" is scored."""
+    scorer = b.task.before_model(b.model, b.model_dir, b.cfg.model)
+    if scorer is None:
+        return {}
+    scorer.to(b.accelerator.device)
+    before = {split: b.task.evaluate(scorer, rows[split], b.cfg.train.eval_batch_size, contextlib.nullcontext).metrics
+              for split in ("validation", *b.task.extra_splits) if split in rows}
+    metric = b.task.default_metric
+    reporter.info("before fine-tuning: " + ", ".join(f"{split} {b.task.metric_name(metric)} {m[metric]:.4f}"
+                                                     for split, m in before.items()))
+    return before
 
-            scorer = speech_base_model(model_dir, cfg.model.trust_remote_code, task).to(accelerator.device)
-        for split in ("validation", "guard"):
-            if split in rows:
-                before[split] = evaluate_rows(scorer, task, rows[split], cfg.train.eval_batch_size,
-                                              contextlib.nullcontext).metrics  # fp32, as "after" is scored
-        del scorer
-        reporter.info("before fine-tuning: " + ", ".join(f"{k} WER {m['wer']:.4f}" for k, m in before.items()))
 
-    # 5. Train.
+# -- 5. train ------------------------------------------------------------------------------------
+def train(b: Built, fit_rows: dict, out: Path, reporter, resuming: bool, timings: dict[str, float]):
     threads = torch.get_num_threads()
-    if strategy.uses_feature_cache:
+    if b.strategy.uses_feature_cache:
         torch.set_num_threads(1)  # a linear head's matmuls are too small to share; a 2nd thread only waits
     try:
-        result = fit(model, task, strategy, fit_rows["train"], fit_rows["validation"], cfg.train, accelerator,
-                     out / CHECKPOINTS, reporter, resume=resuming)
+        result = fit(b.model, b.task, b.strategy, fit_rows["train"], fit_rows["validation"], b.cfg.train,
+                     b.accelerator, out / CHECKPOINTS, reporter, resume=resuming)
     finally:
         torch.set_num_threads(threads)
-    timings.update({"train_seconds": result.train_seconds,
-                    "train_samples_per_second": result.samples / max(result.train_seconds, 1e-9),
-                    # head-only trains on features: no tokens pass through the backbone while training;
-                    # speech has audio frames, not tokens (utterances/s is the figure there)
-                    "train_tokens_per_second": (result.tokens / max(result.train_seconds, 1e-9)
-                                                if not strategy.uses_feature_cache and not speech else None)})
+    seconds = max(result.train_seconds, 1e-9)
+    # tokens/s only where the backbone saw tokens (not head-only's features, images or audio frames)
+    timings.update(train_seconds=result.train_seconds, train_samples_per_second=result.samples / seconds,
+                   train_tokens_per_second=result.tokens / seconds if result.tokens else None)
+    return result
 
-    # Strategies that grow the trainable set (gradual) report where they ended, and where they began.
-    end = count_params(model)
-    params = {"trainable": end.trainable, "total": end.total, "trainable_at_start": counts.trainable}
 
-    # 6. Final evaluation with the kept weights; test scored once. In full precision, as `tunesmith
-    # predict` / `evaluate` and transformers.pipeline compute from the saved folder: the scores a run
-    # reports are the scores its model gives (bf16 decoding changes transcripts, and can flip a
-    # borderline class). Training-time validation stays in the training precision.
-    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # drops accelerate's autocast on forward
-    autocast = contextlib.nullcontext
-    val_eval = evaluate_rows(model, task, fit_rows["validation"], cfg.train.eval_batch_size, autocast)
-    test_eval = (evaluate_rows(model, task, fit_rows["test"], cfg.train.eval_batch_size, autocast)
-                 if "test" in fit_rows else None)
-    guard_eval = (evaluate_rows(model, task, rows["guard"], cfg.train.eval_batch_size, autocast)
-                  if "guard" in rows else None)
-    guard_summary = None
-    if guard_eval is not None:  # catastrophic forgetting: did general speech get worse?
-        from .evaluation.speech_metrics import guard_check
+# -- 6. final evaluation -------------------------------------------------------------------------
+def final_evaluation(b: Built, data: RunData, rows: dict, fit_rows: dict, before: dict, reporter) -> tuple[dict, dict]:
+    """The kept weights scored on every split (test once), in full precision, as `tunesmith predict` /
+    `evaluate` and transformers.pipeline compute from the saved folder: the scores a run reports are
+    the scores its model gives (bf16 decoding changes transcripts, and can flip a borderline class).
+    -> (evaluations by split, the task's extra metrics: before/after, guard set, ...)."""
+    b.model = b.accelerator.unwrap_model(b.model, keep_fp32_wrapper=False)  # drops accelerate's autocast
+    evals = {split: b.task.evaluate(b.model, fit_rows.get(split, rows[split]), b.cfg.train.eval_batch_size,
+                                    contextlib.nullcontext)
+             for split in data.splits if split != "train"}
+    extra, warnings = b.task.summarise(data.splits, evals, before, b.cfg)
+    for w in warnings:  # e.g. the guard set's forgetting check
+        data.preflight.warnings.append(w)
+        reporter.warn(w)
+    return evals, extra
 
-        guard_summary, msg = guard_check(cfg.data.guard, before["guard"], guard_eval.metrics,
-                                         cfg.train.guard_max_wer_increase)
-        if msg:
-            pre.warnings.append(msg)
-            reporter.warn(msg)
 
-    # 7. Save model, report, card; metrics.json last marks the run finished.
-    model_meta = {
-        "base_model": cfg.model.name, "base_model_path": str(model_dir),
-        "catalogue_name": catalogue_name_for(model_dir), "max_length": cfg.model.max_length,
-        "pad_token_id": getattr(task, "pad_token_id", None), "strategy": strategy.name,
-        "trust_remote_code": cfg.model.trust_remote_code, "tunesmith_version": __version__,
-        "builtin": _builtin_name(model_dir), "window_seconds": cfg.model.window_seconds,
-    }
-    if getattr(strategy, "peft_config", None) is not None:
-        from .strategies.feature_cache import model_fingerprint
+# -- 7. save -------------------------------------------------------------------------------------
+def model_meta(b: Built) -> dict[str, Any]:
+    """What tunesmith.json records about the run, beyond what the task and the layout write."""
+    cfg = b.cfg
+    meta = {"base_model": cfg.model.name, "base_model_path": str(b.model_dir),
+            "catalogue_name": catalogue_name_for(b.model_dir), "max_length": cfg.model.max_length,
+            "model_options": cfg.model.model_dump(), "backbone_options": b.task.backbone_options(cfg),
+            "strategy": b.strategy.name, "trust_remote_code": cfg.model.trust_remote_code,
+            "window_seconds": cfg.model.window_seconds, "tunesmith_version": __version__}
+    adapters = b.strategy.adapter_config()
+    if adapters:
+        meta.update(adapters, base_model_fingerprint=model_fingerprint(b.model_dir))
+    return meta
 
-        model_meta.update(lora=strategy.peft_config, lora_options=strategy.lora,
-                          base_model_fingerprint=model_fingerprint(model_dir))
-    layout = save_model(out, model, task, preprocessor, model_meta)
-    timings["total_seconds"] = time.perf_counter() - t_start
+
+def save_run_folder(b: Built, out: Path, data: RunData, result, evals: dict, extra: dict, choice,
+                    timings: dict[str, float]) -> tuple[dict, dict[str, Path]]:
+    """Model, report, card; metrics.json last marks the run finished."""
+    from .evaluation.model_card import write_model_card
+    from .evaluation.report import write_report
+
+    cfg, pre = b.cfg, data.preflight
+    layout = save_run(out, b.model, b.task, model_meta(b))
+    end = count_params(b.model)  # strategies that grow the trainable set (gradual) say where they ended
     metrics = {
-        "validation": val_eval.metrics,
-        "test": test_eval.metrics if test_eval else None,
-        "best_evaluation": result.best,
-        "history": result.history,
-        "stopped_early": result.stopped_early,
-        "params": params,
+        **{split: ev.metrics for split, ev in evals.items()}, "test": evals["test"].metrics if "test" in evals else None,
+        "best_evaluation": result.best, "history": result.history, "stopped_early": result.stopped_early,
+        "params": {"trainable": end.trainable, "total": end.total, "trainable_at_start": b.param_counts.trainable},
         "train": {"steps": result.steps, "samples": result.samples, "tokens": result.tokens,
                   "pad_waste": result.pad_waste, "resumed_from_step": result.resumed_from_step, **timings},
-        "run": {"task": cfg.task, "strategy": strategy.name, "model": cfg.model.name, "pooling": backbone.pooling,
-                "precision": precision, "seed": cfg.train.seed, "layout": layout,
-                "torch": torch.__version__, "python": platform.python_version(), "tunesmith": __version__},
-        "warnings": pre.warnings,
-        "skipped_inputs": [{"input": n, "reason": r} for n, r in pre.skipped],
+        "run": {"task": cfg.task, "strategy": b.strategy.name, "model": cfg.model.name,
+                "pooling": b.model.backbone.pooling, "precision": b.precision, "seed": cfg.train.seed,
+                "layout": layout, "task_state": b.task.state(), "torch": torch.__version__,
+                "python": platform.python_version(), "tunesmith": __version__},
+        **extra, "warnings": pre.warnings, "skipped_inputs": [{"input": n, "reason": r} for n, r in pre.skipped],
     }
-    if auto is not None:
-        metrics["run"]["auto"] = {"picked": auto.strategy, "reasons": auto.reasons}
-    if speech:
-        from .evaluation.speech_metrics import worst_utterances
-
-        metrics["before_finetuning"] = before
-        metrics["guard"] = guard_summary
-        metrics["worst_utterances"] = {
-            split: worst_utterances(ex.names, ex.texts, ev.predictions, ev.details)
-            for split, ex, ev in (("validation", val, val_eval), ("test", test, test_eval), ("guard", guard, guard_eval))
-            if ev is not None}
-        metrics["run"]["speech"] = task.state()
-    from .evaluation.report import write_report
-    from .evaluation.model_card import write_model_card
-
-    examples = {"validation": val, "test": test, "guard": guard}
-    evals = {"validation": val_eval, "test": test_eval, "guard": guard_eval}
-    files = {"model": out / "model.safetensors", "metrics": out / METRICS_FILE}
-    files["report"] = write_report(out, cfg, metrics, examples, evals, labels)
-    files["model_card"] = write_model_card(out, cfg, metrics, labels, layout)
+    if choice.reasons:
+        metrics["run"]["auto"] = {"picked": choice.strategy, "reasons": choice.reasons}
+    files = {"model": out / "model.safetensors", "metrics": out / METRICS_FILE,
+             "report": write_report(out, cfg, metrics, data.splits, evals, b.task),
+             "model_card": write_model_card(out, cfg, metrics, b.task)}
     if not cfg.train.keep_checkpoints:
         import shutil
 
@@ -335,21 +304,39 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     tmp = out / f".{METRICS_FILE}.tmp{os.getpid()}"
     tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     os.replace(tmp, out / METRICS_FILE)
-    if speech:
-        reporter.info(f"done in {timings['total_seconds']:.1f}s: validation WER {before['validation']['wer']:.4f} -> "
-                      f"{val_eval.metrics['wer']:.4f}, CER {val_eval.metrics['cer']:.4f}"
-                      + (f"; test WER {test_eval.metrics['wer']:.4f}" if test_eval else "")
-                      + (f"; guard WER {guard_summary['wer_before']:.4f} -> {guard_summary['wer_after']:.4f}"
-                         if guard_summary else "") + f"\n  model + report in {out}/")
-    else:
-        reporter.info(f"done in {timings['total_seconds']:.1f}s: validation accuracy {val_eval.metrics['accuracy']:.4f}, "
-                      f"macro-F1 {val_eval.metrics['macro_f1']:.4f}" + (
-                          f"; test accuracy {test_eval.metrics['accuracy']:.4f}" if test_eval else "")
-                      + f"\n  model + report in {out}/")
-    return RunResult(out, val_eval.metrics, test_eval.metrics if test_eval else None, result.history,
-                     params, timings, files, pre.warnings)
+    return metrics, files
 
 
+def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, overwrite: bool = False,
+             quiet: bool = False) -> RunResult:
+    """Fine-tune a pre-trained model as the config says; returns metrics and the run folder's files."""
+    cfg = _coerce(config)
+    if not cfg.out:
+        raise ConfigError("no output folder: give --out FOLDER (or out: in the config)")
+    out, reporter, t_start = Path(cfg.out), Reporter(quiet), time.perf_counter()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    data = read_data(cfg, reporter)
+    model_dir = resolve_model(cfg.model.name)
+    cfg, choice = choose_strategy(cfg, data, model_dir, reporter)
+    resuming = prepare(out, cfg, resume, overwrite)
+    for w in data.preflight.warnings:
+        reporter.warn(w)
+    reporter.info("data: " + ", ".join(f"{len(ex)} {split}" for split, ex in data.splits.items()) + " examples")
+    b = build_model(cfg, model_dir, data, reporter)
+    timings: dict[str, float] = {}
+    rows, fit_rows = encode_rows(b, data, reporter, timings)
+    before = score_before(b, rows, reporter)
+    result = train(b, fit_rows, out, reporter, resuming, timings)
+    evals, extra = final_evaluation(b, data, rows, fit_rows, before, reporter)
+    timings["total_seconds"] = time.perf_counter() - t_start
+    metrics, files = save_run_folder(b, out, data, result, evals, extra, choice, timings)
+    reporter.info(f"done in {timings['total_seconds']:.1f}s: {b.task.headline(metrics)}\n  model + report in {out}/")
+    return RunResult(out, evals["validation"].metrics, metrics["test"], result.history, metrics["params"], timings,
+                     files, data.preflight.warnings)
+
+
+# -- evaluate a finished run ---------------------------------------------------------------------
 def saved_data_config(run: Path, **overrides):
     """The run's own data settings (columns), with the given non-None overrides."""
     import yaml
@@ -365,60 +352,27 @@ def saved_data_config(run: Path, **overrides):
 def evaluate(run: str | Path, data: str | Path, text_column: str | None = None, label_column: str | None = None,
              text_pair_column: str | None = None, image_column: str | None = None, audio_column: str | None = None,
              compare_base: bool = True) -> dict[str, Any]:
-    """Score a finished run on labelled data; columns default to the ones the run trained on.
-    Speech recognition: WER/CER, the worst utterances and (compare_base) the pre-trained model's WER
-    on the same clips, "before vs after"."""
+    """Score a finished run on labelled data; columns default to the ones the run trained on. The
+    task's own extras come along (speech recognition: the worst utterances and, with compare_base,
+    the pre-trained model's scores on the same data, "before vs after")."""
+    from .formats import model_options
+
     run = Path(run)
     predictor = load(run)
+    task = predictor.task
     dcfg = saved_data_config(run, text_column=text_column, label_column=label_column,
                              text_pair_column=text_pair_column, image_column=image_column, audio_column=audio_column)
-    ex = predictor.inputs.read(str(data), dcfg, "evaluation data")
-    if getattr(predictor.task, "generates_text", False):
-        return _evaluate_speech(predictor, ex, compare_base)
-    unseen = sorted(set(ex.labels) - set(predictor.labels))
-    if unseen:
-        raise DataError(f"{data}: labels {unseen} are not among the model's labels {predictor.labels}")
-    logits = predictor.logits_for(ex)
-    preds = logits.argmax(-1).tolist()
-    refs = [predictor.task.label2id[y] for y in ex.labels]
-    return predictor.task.metrics(preds, refs)
-
-
-def _window_hint(preprocessor, chosen: int | None, seconds: list[float] | None, reporter) -> None:
-    """Whisper pads every clip to its window (30 s): say when the training clips (`seconds`: their
-    durations, from the up-front audio check) fill little of it."""
-    from .modalities.audio import is_whisper_extractor, model_max_seconds
-
-    extractor = getattr(preprocessor, "feature_extractor", preprocessor)  # speech: a processor
-    if chosen is not None or not seconds or not is_whisper_extractor(extractor):
-        return
-    window = model_max_seconds(extractor)
-    longest = max(seconds)
-    suggest = int(math.ceil(longest * 1.5))
-    if window and suggest <= window / 2:
-        reporter.info(f"the longest training clip is {longest:.1f} s of Whisper's {window:g} s window, which every "
-                      f"clip is padded to; model.window_seconds: {suggest} would make its encoder's work about "
-                      f"{window / suggest:.0f}x smaller (longer clips are then refused; README: Speech recognition)")
-
-
-def _evaluate_speech(predictor, ex, compare_base: bool) -> dict[str, Any]:
-    """WER/CER of a speech run on transcribed clips; with compare_base, the base model's too."""
-    import contextlib
-
-    from .evaluation.speech_metrics import worst_utterances
-    from .models.speech_backbone import speech_base_model
-
-    task, bs = predictor.task, predictor.batch_size
-    rows = predictor.inputs.encode(task, predictor.preprocessor, ex)
-    metrics, hyps, per = task.evaluate(predictor.model, rows, bs, contextlib.nullcontext)
-    metrics["worst_utterances"] = worst_utterances(ex.names, ex.texts, hyps, per)
-    if compare_base and task.kind == "ctc":
-        metrics["base_model"] = None  # a CTC base model has no head for this run's characters: nothing to compare
-    elif compare_base:
+    ex = predictor.modality.read(str(data), dcfg, "evaluation data")
+    task.check_evaluation_data(ex, str(data))
+    rows = task.encode(ex)
+    ev = task.evaluate(predictor.model, rows, predictor.batch_size, contextlib.nullcontext)
+    metrics = {**ev.metrics, **task.describe_evaluation(ex, ev)}
+    if compare_base and task.compares_with_base:
         meta = predictor.meta
         base_dir = resolve_model(meta.get("catalogue_name") or meta["base_model_path"])
-        base = speech_base_model(base_dir, bool(meta.get("trust_remote_code", False)), task)  # its own window
-        metrics["base_model"], _, _ = task.evaluate(base, rows, bs, contextlib.nullcontext)
+        base = task.before_model(None, base_dir, model_options(meta))  # None: nothing to compare (a new head)
+        metrics["base_model"] = (task.evaluate(base, rows, predictor.batch_size, contextlib.nullcontext).metrics
+                                 if base is not None else None)
     return metrics
 
 

@@ -55,12 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--image-column")
     ev.add_argument("--audio-column")
     ev.add_argument("--no-base", action="store_true",
-                    help="speech recognition: skip scoring the pre-trained model on the same clips (before vs after)")
+                    help="skip scoring the pre-trained model as shipped on the same data (tasks with a before vs "
+                         "after comparison)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
-    pr = sub.add_parser("predict", help="predict labels for texts or images")
+    pr = sub.add_parser("predict", help="predict with a trained run: labels for texts, images or clips; transcripts")
     pr.add_argument("run", help="run folder (--out of `tunesmith train`)")
-    pr.add_argument("texts", nargs="*", help="texts to classify (image runs: image files)")
+    pr.add_argument("texts", nargs="*", help="inputs: texts, or image / audio files for runs on those")
     pr.add_argument("--file", help="a .csv/.jsonl/.parquet/.txt file of inputs (.txt: one per line)")
     pr.add_argument("--text-column", help="column of --file holding the text (default: the run's)")
     pr.add_argument("--image-column", help="image runs: column of --file holding image paths (default: the run's)")
@@ -91,30 +92,15 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from .api import evaluate
+    from .formats import read_meta
+    from .tasks import TASKS
 
     m = evaluate(args.run, args.data, args.text_column, args.label_column, args.text_pair_column, args.image_column,
                  args.audio_column, compare_base=not args.no_base)
     if args.json:
         print(json.dumps(m, indent=2))
         return 0
-    if "wer" in m:  # speech recognition
-        base = m.get("base_model")
-        print(f"WER {m['wer']:.4f}   CER {m['cer']:.4f}   n={m['n']} utterances, {m['words']} words")
-        if base:
-            print(f"before fine-tuning (the base model on the same clips): WER {base['wer']:.4f}   CER {base['cer']:.4f}")
-        for x in m["worst_utterances"][:10]:
-            print(f"  {x['word_errors']} errors  {x['input']}\n    reference:  {x['reference']}\n"
-                  f"    hypothesis: {x['hypothesis']}")
-        return 0
-    print(f"accuracy {m['accuracy']:.4f}   macro-F1 {m['macro_f1']:.4f}   n={m['n']}")
-    print(f"{'label':<20} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}")
-    for label, s in m["per_class"].items():
-        print(f"{label:<20} {s['precision']:>9.4f} {s['recall']:>7.4f} {s['f1']:>7.4f} {s['support']:>8}")
-    cm = m["confusion_matrix"]
-    print("confusion matrix (rows: true, columns: predicted):")
-    print(" " * 20 + " ".join(f"{label[:8]:>8}" for label in cm["labels"]))
-    for label, row in zip(cm["labels"], cm["matrix"]):
-        print(f"{label:<20}" + " ".join(f"{v:>8}" for v in row))
+    print("\n".join(TASKS.get(read_meta(Path(args.run))["task"]).summary_lines(m)))
     return 0
 
 
@@ -135,15 +121,11 @@ def _predict_inputs(args, predictor) -> tuple[list, list | None]:
         else:
             dcfg = saved_data_config(predictor.folder, text_column=args.text_column, image_column=args.image_column,
                                      audio_column=args.audio_column)
-            ex = predictor.inputs.read(str(path), dcfg, "input", require_labels=False)
-            if predictor.inputs.modality in ("image", "audio", "speech"):
-                inputs += ex.items
-            else:
-                if ex.pairs is not None:
-                    if inputs:
-                        raise DataError("this run classifies text pairs: give them in --file, not as arguments")
-                    pairs = ex.pairs
-                inputs += ex.texts
+            ex = predictor.modality.read(str(path), dcfg, "input", require_labels=False)
+            rows, pairs = predictor.modality.predict_inputs(ex)
+            if pairs is not None and inputs:
+                raise DataError("this run classifies text pairs: give them in --file, not as arguments")
+            inputs += rows
     if not inputs:
         raise DataError("nothing to predict: give inputs as arguments or --file")
     return inputs, pairs
@@ -156,11 +138,7 @@ def _predict(args) -> int:
     inputs, pairs = _predict_inputs(args, predictor)
     results = predictor.predict(inputs, pairs)
     for r in results:
-        if args.json:
-            print(json.dumps(r, ensure_ascii=False))
-        else:
-            print(f"{r['text']}\t{r['input']}" if "text" in r and "label" not in r
-                  else f"{r['label']}\t{r['score']:.4f}\t{r['input']}")
+        print(json.dumps(r, ensure_ascii=False) if args.json else predictor.task.format_prediction(r))
     return 0
 
 
@@ -170,7 +148,7 @@ def _export(args) -> int:
     r = export_merged(args.run, args.out, args.overwrite)
     print(f"merged {args.run} -> {r['out']} (layout {r['layout']})")
     for where, diff in r["max_abs_logit_diff"].items():
-        print(f"parity on {r['probes']} probe inputs, {where}: max |logit diff| {diff:.2e} (<= {PARITY_TOLERANCE:g})")
+        print(f"parity on {r['probes']} probe inputs, {where}: max difference {diff:.2e} (<= {PARITY_TOLERANCE:g})")
     return 0
 
 

@@ -19,6 +19,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class _TaskOptions(_Section):
+    """A section only some tasks read; setting it for another task is a config error (each task
+    declares the options it reads in `config_sections`)."""
+
+
+# A single field only some tasks read: the same check, for one key.
+_TASK_OPTION = {"task_option": True}
+
+
 class DataConfig(_Section):
     train: Optional[str] = Field(
         None, description="Training data: a .csv, .tsv, .jsonl/.json or .parquet file; for images and audio also a "
@@ -47,7 +56,7 @@ class DataConfig(_Section):
         30.0, gt=0, description="Audio: longest clip accepted, in seconds; longer ones are errors (or skipped with "
         "skip_bad_audio), never cut silently. Whisper models take at most 30 s whatever this says.")
     guard: Optional[str] = Field(
-        None, description="Speech recognition: a guard set (table of clips + transcripts, same columns) of general "
+        None, json_schema_extra=_TASK_OPTION, description="Speech recognition: a guard set (table of clips + transcripts, same columns) of general "
         "speech the model must not forget; scored before and after fine-tuning (report, metrics.json, model card).")
     validation_split: float = Field(
         0.1, gt=0.0, lt=0.9, description="Fraction held out for validation when no validation file is given."
@@ -67,7 +76,7 @@ class ModelConfig(_Section):
         False, description="Run Python code shipped inside the model folder. Off unless you trust the folder."
     )
     window_seconds: Optional[int] = Field(
-        None, ge=1, description="Whisper models (speech-recognition, audio-classification): seconds of audio the "
+        None, ge=1, json_schema_extra=_TASK_OPTION, description="Whisper models (speech-recognition, audio-classification): seconds of audio the "
         "encoder hears at a time (default: the model's own window, 30 s). Every clip is padded to the window, so on "
         "short clips a shorter one runs the encoder several times faster (10 s instead of 30 s: about 3.3x for "
         "whisper-tiny.en, training and decoding). The saved model keeps it (config.json, preprocessor_config.json; "
@@ -101,8 +110,8 @@ class StrategyConfig(_Section):
     def _known(cls, v: str) -> str:
         from .strategies import STRATEGIES
 
-        if v != "auto" and v not in STRATEGIES:
-            raise ValueError(f"unknown strategy {v!r}; allowed: {', '.join(STRATEGIES.names() + ['auto'])}")
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown strategy {v!r}; allowed: {', '.join(STRATEGIES.names())}")
         return v
 
 
@@ -133,9 +142,10 @@ class TrainConfig(_Section):
         3, ge=1, description="Stop after this many evaluations without improvement (null: never stop early). "
         "Default: 3 (full), 10 (head-only).",
     )
-    metric: Optional[Literal["accuracy", "macro_f1", "loss", "wer", "cer"]] = Field(
-        None, description="Validation metric that picks the best model and drives early stopping (loss, wer and cer: "
-        "lower is better). Default: macro_f1 (classification), wer (speech-recognition)."
+    metric: Optional[str] = Field(
+        None, description="Validation metric that picks the best model and drives early stopping, one of those the "
+        "task records (classification: accuracy, macro_f1, loss; speech-recognition: wer, cer, loss; loss, wer and "
+        "cer: lower is better). Default: the task's own (macro_f1, wer)."
     )
     guard_max_wer_increase: float = Field(
         0.05, ge=0, description="Speech recognition: warn when WER on the guard set (data.guard) rises by more than "
@@ -166,7 +176,7 @@ class TrainConfig(_Section):
     )
 
 
-class AugmentConfig(_Section):
+class AugmentConfig(_TaskOptions):
     enabled: bool = Field(True, description="Images: augment training images (never evaluation ones).")
     crop_scale: float = Field(
         0.6, gt=0, le=1, description="Random resized crop: smallest fraction of the image area kept (1: no crop).")
@@ -174,7 +184,7 @@ class AugmentConfig(_Section):
     color_jitter: float = Field(0.1, ge=0, lt=1, description="Brightness/contrast/saturation jitter strength (0: off).")
 
 
-class SpeechConfig(_Section):
+class SpeechConfig(_TaskOptions):
     language: Optional[str] = Field(
         None, description="Speech recognition: language of the transcripts (e.g. en, de, german). Multilingual "
         "Whisper: sets the <|language|> prompt token (default: the model's generation config, else en); English-only "
@@ -228,64 +238,73 @@ class RunConfig(_Section):
             raise ValueError("data.label_column must differ from the text column(s)")
         from .tasks import TASKS
 
-        if self.augment.model_fields_set and TASKS.get(self.task).modality != "image":
-            raise ValueError(f"augment.* applies to image tasks, not {self.task!r}; remove it")
         task_cls = TASKS.get(self.task)
-        if self.model.window_seconds is not None and task_cls.modality not in ("audio", "speech"):
-            raise ValueError(f"model.window_seconds applies to Whisper models (speech-recognition, "
-                             f"audio-classification), not {self.task!r}; remove it")
-        speech = getattr(task_cls, "generates_text", False)
-        if not speech:
-            if self.speech.model_fields_set:
-                raise ValueError(f"speech.* applies to speech-recognition, not {self.task!r}; remove it")
-            if self.data.guard:
-                raise ValueError(f"data.guard (--guard-data) applies to speech-recognition, not {self.task!r}")
-        allowed_metrics = getattr(task_cls, "history_metrics", ("loss", "accuracy", "macro_f1"))
-        if self.train.metric is not None and self.train.metric not in allowed_metrics:
+        for key in self._task_options_set():
+            if key not in task_cls.config_sections:
+                owners = [n for n in TASKS.names() if key in TASKS.get(n).config_sections]
+                raise ValueError(f"{key}{'.*' if '.' not in key else ''} applies to {' / '.join(owners)}, "
+                                 f"not {self.task!r}; remove it")
+        if self.train.metric is not None and self.train.metric not in task_cls.metrics_tracked:
             raise ValueError(f"train.metric {self.train.metric!r} is not scored by task {self.task!r}; "
-                             f"use one of {', '.join(allowed_metrics)}")
-        if speech and self.strategy.name in ("head-only", "auto"):
-            raise ValueError(f"strategy {self.strategy.name!r} does not apply to speech-recognition: head-only caches "
-                             "pooled features, and a recogniser's decoder needs the whole sequence. Use full, partial, "
-                             "gradual, bitfit or lora (README: Speech recognition)")
+                             f"use one of {', '.join(task_cls.metrics_tracked)}")
         from .strategies import STRATEGIES
 
-        # auto accepts every strategy's options: they apply if it picks that strategy.
-        strategy = STRATEGIES.get(self.strategy.name) if self.strategy.name != "auto" else None
+        strategy = STRATEGIES.get(self.strategy.name)
+        strategy.check_task(task_cls)
         if self.strategy.unfreeze_every is not None and self.strategy.unfreeze_every_steps is not None:
             raise ValueError("strategy.unfreeze_every (epochs) and strategy.unfreeze_every_steps (steps): set one")
-        for option in ("unfreeze_top", "unfreeze_every", "unfreeze_every_steps", "lora"):
-            if strategy and getattr(self.strategy, option) is not None and option not in strategy.options:
-                owners = [n for n in STRATEGIES.names() if option in STRATEGIES.get(n).options]
+        for option in StrategyConfig.model_fields:
+            if option != "name" and getattr(self.strategy, option) is not None and option not in strategy.options:
+                owners = [n for n in STRATEGIES.names() if option in STRATEGIES.get(n).options
+                          and STRATEGIES.get(n).defaults]  # not auto, which takes every strategy's options
                 raise ValueError(f"strategy.{option} applies only to strategy {' / '.join(owners)}, "
                                  f"not {self.strategy.name!r}; remove it or change strategy.name")
-        if strategy and self.train.gradient_checkpointing and strategy.uses_feature_cache:
+        if self.train.gradient_checkpointing and strategy.uses_feature_cache:
             raise ValueError(f"train.gradient_checkpointing does nothing with {self.strategy.name!r} (the backbone "
                              "never trains, its features are computed once); remove it")
-        if strategy and self.train.layer_decay is not None and not strategy.supports_layer_decay:
-            owners = [n for n in STRATEGIES.names() if STRATEGIES.get(n).supports_layer_decay]
+        if self.train.layer_decay is not None and not strategy.supports_layer_decay:
+            owners = [n for n in STRATEGIES.names() if STRATEGIES.get(n).supports_layer_decay and STRATEGIES.get(n).defaults]
             raise ValueError(f"train.layer_decay applies to strategies {', '.join(owners)}, "
                              f"not {self.strategy.name!r}")
         return self
+
+    def _task_options_set(self) -> list[str]:
+        """The task-specific sections and keys this config sets: "augment", "model.window_seconds", ..."""
+        found = []
+        for section, field in type(self).model_fields.items():
+            value = getattr(self, section)
+            if isinstance(value, _TaskOptions):
+                if value.model_fields_set:
+                    found.append(section)
+            elif isinstance(value, BaseModel):
+                found += [f"{section}.{name}" for name, f in type(value).model_fields.items()
+                          if f.json_schema_extra == _TASK_OPTION and getattr(value, name) is not None]
+        return found
 
     def resolved(self) -> "RunConfig":
         """Fill strategy-dependent defaults so the saved config says exactly what ran."""
         from .strategies import STRATEGIES
 
         c = self.model_copy(deep=True)
-        if c.strategy.name == "auto":
-            raise ValueError("resolve 'auto' to a strategy (tunesmith.strategies.auto.choose) before defaults")
         defaults = STRATEGIES.get(c.strategy.name).defaults
+        if not defaults:  # a strategy that chooses another (auto) trains nothing itself
+            raise ValueError(f"strategy {c.strategy.name!r} picks another strategy (api.choose_strategy) before "
+                             "defaults can be filled in")
         if c.train.epochs is None:
             c.train.epochs = defaults["epochs"]
         if c.train.lr is None:
             c.train.lr = defaults["lr"]
         if c.train.head_lr is None:
-            c.train.head_lr = c.train.lr * defaults.get("head_lr_factor", 1.0)
+            factor = defaults.get("head_lr_factor", 1.0)
+            if c.train.lr * factor >= 1:
+                raise ConfigError(f"train.lr {c.train.lr:g}: strategy {c.strategy.name!r} trains the new head at "
+                                  f"{factor:g}x that, {c.train.lr * factor:g}, and learning rates must stay below 1; "
+                                  "set train.head_lr (below 1) or a smaller train.lr")
+            c.train.head_lr = c.train.lr * factor
         if c.train.metric is None:  # what the task scores: macro_f1 for classifiers, wer for speech
             from .tasks import TASKS
 
-            c.train.metric = getattr(TASKS.get(c.task), "default_metric", "macro_f1")
+            c.train.metric = TASKS.get(c.task).default_metric
         if "early_stopping_patience" not in self.train.model_fields_set:
             c.train.early_stopping_patience = defaults.get("patience", 3)
         return c

@@ -1,12 +1,13 @@
-"""Name -> factory tables for tasks and strategies.
+"""Name -> factory tables for tasks, strategies, modalities, backbones and run formats.
 
 One decorator registers; a duplicate or non-lowercase name raises at import time, so two
-plug-ins can never silently shadow each other (DESIGN rule 3).
+plug-ins can never silently shadow each other (DESIGN rule 3). Entries keep their registration
+order, which is the order `select`-style lookups (backbones, run formats) try them in.
 """
 from __future__ import annotations
 
 import re
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Iterator, TypeVar
 
 from .errors import ConfigError
 
@@ -41,6 +42,10 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def items(self) -> Iterator[tuple[str, Callable[..., T]]]:
+        """(name, factory) in registration order."""
+        return iter(list(self._items.items()))
 
     def __contains__(self, name: str) -> bool:
         return name in self._items

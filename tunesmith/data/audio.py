@@ -54,6 +54,11 @@ class AudioExamples:
     def __len__(self) -> int:
         return len(self.items)
 
+    display_column = "input"  # how reports head the column of display(i)
+
+    def display(self, i: int) -> str:
+        return self.names[i]
+
     def subset(self, idx: Sequence[int], source: str | None = None) -> "AudioExamples":
         # skipped describes the source, not the rows, so a subset keeps it and the report still shows it
         pick = (lambda xs: [xs[i] for i in idx] if xs is not None else None)

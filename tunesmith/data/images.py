@@ -33,6 +33,11 @@ class ImageExamples:
     def __len__(self) -> int:
         return len(self.items)
 
+    display_column = "input"  # how reports head the column of display(i)
+
+    def display(self, i: int) -> str:
+        return self.names[i]
+
     def subset(self, idx: Sequence[int], source: str | None = None) -> "ImageExamples":
         # skipped describes the source, not the rows, so a subset keeps it and the report still shows it
         return ImageExamples(

@@ -20,9 +20,15 @@ class TextExamples:
     texts: list[str]
     pairs: list[str] | None
     labels: list[str] | None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # text rows are never skipped; the field is shared
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    display_column = "text"  # how reports head the column of display(i)
+
+    def display(self, i: int) -> str:
+        return self.texts[i] if self.pairs is None else f"{self.texts[i]}\n⟷ {self.pairs[i]}"
 
     def dedup_keys(self) -> list:
         """Equal keys: the same example (text and pair), e.g. a train/validation leak."""

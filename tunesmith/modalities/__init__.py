@@ -1,27 +1,50 @@
-"""What differs between text, images and audio before the model sees a batch: reading examples,
-loading the backbone and its preprocessor, encoding examples into rows. Tasks name their modality;
-api.finetune, the Predictor and the run format go through these and stay modality-agnostic."""
+"""Modalities: what differs between text, images, audio and transcribed audio before a model sees
+a batch: reading examples from files, what `predict` accepts, and probe inputs for parity checks.
+
+Tasks name their modality; api.finetune, the Predictor, the CLI and export go through the
+registered Modality and never ask which one they hold. Encoding examples into model rows belongs
+to the task (it knows its preprocessor and targets), built from the helpers each modality module
+offers.
+"""
 from __future__ import annotations
 
+from typing import Any, ClassVar, Protocol, Sequence
 
-def inputs_for(modality: str):
-    if modality == "text":
-        from .text import TextInputs
+from ..registry import Registry
 
-        return TextInputs()
-    if modality == "image":
-        from .image import ImageInputs
 
-        return ImageInputs()
-    if modality == "audio":
-        from .audio import AudioInputs
+class Examples(Protocol):
+    """What a modality reads: one entry per example, plus where it came from."""
 
-        return AudioInputs()
-    if modality == "speech":  # speech recognition: clips + transcripts (the audio reader, a recogniser)
-        from .speech import SpeechInputs
+    source: str
+    labels: list[str] | None  # class names where the data has them
+    skipped: list[tuple[str, str]]  # (input, reason) skipped on request (--skip-bad-*)
 
-        return SpeechInputs()
-    raise ValueError(f"no inputs for modality {modality!r}")
+    def __len__(self) -> int: ...
+
+    def subset(self, idx: Sequence[int], source: str | None = None) -> "Examples": ...
+
+    def dedup_keys(self) -> list: ...  # equal keys: the same example (a train/validation leak)
+
+    def display(self, i: int) -> str: ...  # how reports show example i (its text, or the file's name)
+
+
+class Modality(Protocol):
+    name: ClassVar[str]
+    example_input: ClassVar[str]  # what a model card's how-to-load snippet passes to predict, e.g. "clip.wav"
+
+    def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> Examples: ...
+
+    def examples_from_inputs(self, inputs: Sequence[Any], pairs: Sequence[str] | None = None) -> Examples: ...
+
+    def predict_inputs(self, examples) -> tuple[list, list | None]: ...  # rows of `predict --file`: (inputs, pairs)
+
+    def probe_inputs(self, examples, n: int) -> list: ...  # export parity probes: real rows if any, else made up
+
+    def pipeline_inputs(self, inputs: list, preprocessor) -> list: ...  # predict's inputs as transformers.pipeline takes them
+
+
+MODALITIES: Registry = Registry("modality")
 
 
 def file_inputs(inputs, file_kind: str, expected: str) -> list:
@@ -45,4 +68,6 @@ def file_inputs(inputs, file_kind: str, expected: str) -> list:
     return items
 
 
-__all__ = ["inputs_for", "file_inputs"]
+from . import audio, image, speech, text  # noqa: E402,F401  (register themselves)
+
+__all__ = ["MODALITIES", "Modality", "Examples", "file_inputs"]

@@ -11,6 +11,7 @@ depend on which other clips share its batch:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -20,9 +21,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..data.audio import DEFAULT_MAX_SECONDS, AudioExamples, BadAudioError, audio_examples, load_audio
+from ..data.audio import AudioExamples, BadAudioError, audio_examples, load_audio
 from ..errors import DataError
-from . import file_inputs
+from . import MODALITIES, file_inputs
 
 # Mel frames kept past the last one that holds audio: the centred STFT window (n_fft 400 = 2.5 hops)
 # reaches 2 frames beyond the audio; 4 leaves margin, and `split_mel` checks the rest is constant.
@@ -55,69 +56,114 @@ def split_mel(mel: np.ndarray, samples: int, hop_length: int) -> tuple[torch.Ten
     return torch.from_numpy(np.ascontiguousarray(mel[:, :keep], dtype=np.float32)), fill
 
 
-class AudioInputs:
-    modality = "audio"
+@MODALITIES.register("audio")
+class AudioModality:
+    name = "audio"
+    example_input = "clip.wav"
 
     def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None,
              text_column: str | None = None) -> AudioExamples:
         return audio_examples(path, data_cfg.audio_column, data_cfg.label_column, role,
                               skip_bad=data_cfg.skip_bad_audio, require_labels=require_labels, reporter=reporter,
-                              text_column=text_column,
-                              max_seconds=getattr(data_cfg, "max_audio_seconds", DEFAULT_MAX_SECONDS))
-
-    def load(self, model_dir: Path, model_cfg):
-        """The encoder and its feature extractor, at model.window_seconds if set (Whisper)."""
-        from ..errors import ConfigError
-        from ..models.audio_backbone import load_audio_backbone, load_feature_extractor
-        from ..models.whisper_window import set_whisper_window
-
-        extractor = load_feature_extractor(model_dir, model_cfg.trust_remote_code)
-        backbone = load_audio_backbone(model_dir, model_cfg.trust_remote_code)
-        window = model_cfg.window_seconds
-        if window is not None and backbone.kind != "whisper":
-            raise ConfigError("model.window_seconds applies to Whisper encoders (a fixed input window); "
-                              f"{model_dir} is a {backbone.kind} encoder, which already reads each clip at its own "
-                              "length")
-        set_whisper_window(backbone.encoder, extractor, window)
-        return backbone, extractor
-
-    def task_kwargs(self, extractor, augment_cfg=None) -> dict[str, Any]:
-        return {}
-
-    def encode(self, task, extractor, ex: AudioExamples, max_length: int | None = None, augment: bool = False,
-               reporter=None) -> list[dict]:
-        """One row per clip, features computed here once (training epochs only pad and stack)."""
-        rate = int(extractor.sampling_rate)
-        limit = model_max_seconds(extractor)
-        whisper = is_whisper_extractor(extractor)
-        keys = ex.dedup_keys()
-        salt = extractor_fingerprint(extractor)
-        rows: list[dict] = []
-        bar = reporter.bar("audio features", len(ex), unit="clips") if reporter is not None else None
-        with (bar if bar is not None else _Null()) as b:
-            for item, name, key in zip(ex.items, ex.names, keys):
-                audio = _model_audio(item, name, rate, limit)
-                if whisper:
-                    out = extractor(audio, sampling_rate=rate, return_tensors="np")
-                    mel, fill = split_mel(out["input_features"][0], len(audio), extractor.hop_length)
-                    # encoder frames holding audio: conv1 keeps the mel rate, conv2 halves it (ceil)
-                    frames = math.ceil(math.ceil(len(audio) / extractor.hop_length) / 2)
-                    rows.append({"mel": mel, "mel_fill": fill, "mel_frames": int(out["input_features"].shape[-1]),
-                                 "frames": frames})
-                else:
-                    out = extractor(audio, sampling_rate=rate, return_tensors="np")
-                    rows.append({"input_values": torch.from_numpy(np.ascontiguousarray(out["input_values"][0],
-                                                                                       dtype=np.float32))})
-                rows[-1]["cache_key"] = f"{key}|{salt}"
-                if b is not None:
-                    b.advance()
-        return rows
+                              text_column=text_column, max_seconds=data_cfg.max_audio_seconds)
 
     def examples_from_inputs(self, inputs: Sequence[Any], pairs=None) -> AudioExamples:
         """What `predict` was given (paths or encoded bytes) -> examples; each is checked when encoded."""
         items = file_inputs(inputs, "audio file", "an audio file path or encoded audio bytes")
         names = [str(x) if isinstance(x, (str, Path)) else f"input {i + 1}" for i, x in enumerate(inputs)]
         return AudioExamples("input", items, None, names, [])
+
+    def predict_inputs(self, examples: AudioExamples) -> tuple[list, list | None]:
+        return list(examples.items), None
+
+    def probe_inputs(self, examples: AudioExamples | None, n: int) -> list:
+        return list(examples.items[:n]) if examples is not None else synthetic_clips(8)
+
+    def pipeline_inputs(self, inputs: list, preprocessor) -> list:
+        """Decoded clips at the model's rate (our decoder and resampler, so both sides hear the same
+        samples, and the pipeline needs no ffmpeg)."""
+        extractor = getattr(preprocessor, "feature_extractor", preprocessor)  # a processor holds one
+        rate = int(extractor.sampling_rate)
+        items = file_inputs(inputs, "audio file", "an audio file path or encoded audio bytes")
+        return [{"raw": load_audio(x, f"input {i + 1}", rate), "sampling_rate": rate} for i, x in enumerate(items)]
+
+
+def encode_clips(extractor, ex: AudioExamples, reporter=None) -> list[dict]:
+    """One row per clip, features computed here once (training epochs only pad and stack)."""
+    rate = int(extractor.sampling_rate)
+    limit = model_max_seconds(extractor)
+    whisper = is_whisper_extractor(extractor)
+    keys = ex.dedup_keys()
+    salt = extractor_fingerprint(extractor)
+    rows: list[dict] = []
+    bar = reporter.bar("audio features", len(ex), unit="clips") if reporter is not None else contextlib.nullcontext()
+    with bar as b:
+        for item, name, key in zip(ex.items, ex.names, keys):
+            audio = _model_audio(item, name, rate, limit)
+            out = extractor(audio, sampling_rate=rate, return_tensors="np")
+            if whisper:
+                mel, fill = split_mel(out["input_features"][0], len(audio), extractor.hop_length)
+                # encoder frames holding audio: conv1 keeps the mel rate, conv2 halves it (ceil)
+                frames = math.ceil(math.ceil(len(audio) / extractor.hop_length) / 2)
+                rows.append({"mel": mel, "mel_fill": fill, "mel_frames": int(out["input_features"].shape[-1]),
+                             "frames": frames})
+            else:
+                rows.append({"input_values": torch.from_numpy(np.ascontiguousarray(out["input_values"][0],
+                                                                                   dtype=np.float32))})
+            rows[-1]["cache_key"] = f"{key}|{salt}"
+            if b is not None:
+                b.advance()
+    return rows
+
+
+def collate_clips(rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Model inputs of a batch of `encode_clips` rows. Whisper: the full mel window (kept frames, then
+    the row's constant padding value) plus the count of encoder frames holding audio. wav2vec2-style:
+    zero-padded waveforms plus their lengths (the backbone masks or groups by them)."""
+    if "mel" in rows[0]:
+        n_mels, width = rows[0]["mel"].shape[0], int(rows[0]["mel_frames"])
+        x = torch.empty(len(rows), n_mels, width)
+        for i, r in enumerate(rows):
+            k = r["mel"].shape[1]
+            x[i, :, :k] = r["mel"]
+            x[i, :, k:] = float(r["mel_fill"])
+        return {"input_features": x, "frames": torch.tensor([int(r["frames"]) for r in rows], dtype=torch.long)}
+    lengths = [int(r["input_values"].shape[0]) for r in rows]
+    x = torch.zeros(len(rows), max(lengths))
+    for i, r in enumerate(rows):
+        x[i, :lengths[i]] = r["input_values"]
+    return {"input_values": x, "lengths": torch.tensor(lengths, dtype=torch.long)}
+
+
+def window_hint(extractor, chosen: int | None, seconds: list[float] | None, reporter) -> None:
+    """Whisper pads every clip to its window (30 s): say when the training clips (`seconds`: their
+    durations, from the up-front audio check) fill little of it."""
+    if chosen is not None or not seconds or not is_whisper_extractor(extractor):
+        return
+    window = model_max_seconds(extractor)
+    longest = max(seconds)
+    suggest = int(math.ceil(longest * 1.5))
+    if window and suggest <= window / 2:
+        reporter.info(f"the longest training clip is {longest:.1f} s of Whisper's {window:g} s window, which every "
+                      f"clip is padded to; model.window_seconds: {suggest} would make its encoder's work about "
+                      f"{window / suggest:.0f}x smaller (longer clips are then refused; README: Speech recognition)")
+
+
+def synthetic_clips(n: int) -> list[bytes]:
+    """Half-second WAVs (tones of rising pitch in noise) at 16 kHz: valid, non-silent audio."""
+    import io
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 16000
+    out = []
+    for i in range(n):
+        buf = io.BytesIO()
+        x = 0.3 * np.sin(2 * np.pi * 200 * (i + 1) * t) + rng.normal(0, 0.05, t.shape)
+        sf.write(buf, x.astype("float32"), 16000, format="WAV")
+        out.append(buf.getvalue())
+    return out
 
 
 def _model_audio(item, name: str, rate: int, limit: float | None) -> np.ndarray:
@@ -136,9 +182,16 @@ def _model_audio(item, name: str, rate: int, limit: float | None) -> np.ndarray:
         raise DataError(f"{e.name}: {e.reason}. Remove or replace the clip.") from None
 
 
-class _Null:
-    def __enter__(self):
-        return None
 
-    def __exit__(self, *exc):
-        return False
+def window_card_line(out: Path, chosen: int | None) -> list[str]:
+    """For a model card: Whisper hears a fixed window and refuses longer clips; say how long, and
+    whether the run chose it (model.window_seconds). Nothing for models without a fixed window."""
+    try:
+        pre = json.loads((Path(out) / "preprocessor_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if pre.get("feature_extractor_type") != "WhisperFeatureExtractor" or not pre.get("chunk_length"):
+        return []
+    return [f"- Clips longer than {pre['chunk_length']:g} s are refused, never cut"
+            + (f" (`model.window_seconds: {chosen}` shortened Whisper's window to fit short clips, for less encoder work; "
+               "cut longer audio into pieces)." if chosen else ": Whisper hears that window whole.")]

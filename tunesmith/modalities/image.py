@@ -6,15 +6,15 @@ so each epoch only augments and normalises tensors in collate and never decodes 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from ..data.images import ImageExamples, image_examples, load_image
-from . import file_inputs
+from . import MODALITIES, file_inputs
 
 CHUNK = 64  # images per processor call
 
@@ -23,47 +23,14 @@ def processor_fingerprint(processor) -> str:
     return hashlib.sha256(json.dumps(processor.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class ImageInputs:
-    modality = "image"
+@MODALITIES.register("image")
+class ImageModality:
+    name = "image"
+    example_input = "image.png"
 
     def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> ImageExamples:
         return image_examples(path, data_cfg.image_column, data_cfg.label_column, role,
                               skip_bad=data_cfg.skip_bad_images, require_labels=require_labels, reporter=reporter)
-
-    def load(self, model_dir: Path, model_cfg):
-        from ..models.vision_backbone import load_image_processor, load_vision_backbone
-
-        processor = load_image_processor(model_dir, model_cfg.trust_remote_code)
-        return load_vision_backbone(model_dir, model_cfg.trust_remote_code), processor
-
-    def task_kwargs(self, processor, augment_cfg=None) -> dict[str, Any]:
-        kw: dict[str, Any] = {"image_mean": list(processor.image_mean), "image_std": list(processor.image_std)}
-        if augment_cfg is not None:
-            kw["augment"] = augment_cfg.model_dump()
-        return kw
-
-    def encode(self, task, processor, ex: ImageExamples, max_length: int | None = None, augment: bool = False,
-               reporter=None) -> list[dict]:
-        keys = ex.dedup_keys()
-        salt = processor_fingerprint(processor)
-        rows: list[dict] = []
-        bar = reporter.bar("preprocess images", len(ex)) if reporter is not None else None
-        with (bar if bar is not None else _Null()) as b:
-            for start in range(0, len(ex), CHUNK):
-                names = ex.names[start:start + CHUNK]
-                images = [load_image(item, name) for item, name in zip(ex.items[start:start + CHUNK], names)]
-                if augment:
-                    px = processor(images=images, return_tensors="pt", do_normalize=False)["pixel_values"]
-                    px = (px * 255).round().clamp(0, 255).to(torch.uint8)
-                    rows += [{"pixels_u8": p} for p in px]
-                else:
-                    px = processor(images=images, return_tensors="pt")["pixel_values"].float()
-                    rows += [{"pixel_values": p} for p in px]
-                if b is not None:
-                    b.advance(len(images))
-        for r, k in zip(rows, keys):
-            r["cache_key"] = f"{k}|{salt}"
-        return rows
 
     def examples_from_inputs(self, inputs: Sequence[Any], pairs=None) -> ImageExamples:
         """What `predict` was given (paths or encoded bytes) -> examples, each one decodable."""
@@ -71,10 +38,53 @@ class ImageInputs:
         names = [x if isinstance(x, str) else f"input {i + 1}" for i, x in enumerate(items)]
         return ImageExamples("input", items, None, names, [])
 
+    def predict_inputs(self, examples: ImageExamples) -> tuple[list, list | None]:
+        return list(examples.items), None
 
-class _Null:
-    def __enter__(self):
-        return None
+    def probe_inputs(self, examples: ImageExamples | None, n: int) -> list:
+        return list(examples.items[:n]) if examples is not None else synthetic_images(8)
 
-    def __exit__(self, *exc):
-        return False
+    def pipeline_inputs(self, inputs: list, preprocessor) -> list:
+        """Decoded images: our decoder (DICOM included), so both sides see the same pixels."""
+        return [load_image(x) for x in file_inputs(inputs, "image file", "an image path or encoded image bytes")]
+
+
+def encode_images(processor, ex: ImageExamples, augment: bool = False, reporter=None) -> list[dict]:
+    """One row per image: normalised pixels (evaluation), or 8-bit pixels to augment per epoch."""
+    keys = ex.dedup_keys()
+    salt = processor_fingerprint(processor)
+    rows: list[dict] = []
+    bar = reporter.bar("preprocess images", len(ex)) if reporter is not None else contextlib.nullcontext()
+    with bar as b:
+        for start in range(0, len(ex), CHUNK):
+            names = ex.names[start:start + CHUNK]
+            images = [load_image(item, name) for item, name in zip(ex.items[start:start + CHUNK], names)]
+            if augment:
+                px = processor(images=images, return_tensors="pt", do_normalize=False)["pixel_values"]
+                px = (px * 255).round().clamp(0, 255).to(torch.uint8)
+                rows += [{"pixels_u8": p} for p in px]
+            else:
+                px = processor(images=images, return_tensors="pt")["pixel_values"].float()
+                rows += [{"pixel_values": p} for p in px]
+            if b is not None:
+                b.advance(len(images))
+    for r, k in zip(rows, keys):
+        r["cache_key"] = f"{k}|{salt}"
+    return rows
+
+
+def synthetic_images(n: int) -> list[bytes]:
+    """Random-noise PNGs: valid images for parity probes when a run's own data is gone."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+

@@ -1,32 +1,26 @@
 """Text inputs: table columns -> tokenizer ids, once, unpadded (padding happens per batch)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
+
+import torch
 
 from ..data.preflight import TextExamples, text_examples
 from ..errors import DataError
+from . import MODALITIES
+
+FALLBACK_PROBES = ["the plot was dull", "loved every minute of it", "an average day", "not what I ordered",
+                   "absolutely wonderful service", "terrible, never again", "it arrived on time", "meh"]
 
 
-class TextInputs:
-    modality = "text"
+@MODALITIES.register("text")
+class TextModality:
+    name = "text"
+    example_input = "an example text"
 
     def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> TextExamples:
         return text_examples(path, data_cfg.text_column, data_cfg.label_column, data_cfg.text_pair_column,
                              require_labels, role)
-
-    def load(self, model_dir: Path, model_cfg):
-        from ..models.text_backbone import load_text_backbone, load_tokenizer
-
-        backbone = load_text_backbone(model_dir, model_cfg.pooling, model_cfg.trust_remote_code)
-        return backbone, load_tokenizer(model_dir, model_cfg.trust_remote_code)
-
-    def task_kwargs(self, tokenizer, augment_cfg=None) -> dict[str, Any]:
-        return {"pad_token_id": tokenizer.pad_token_id or 0}
-
-    def encode(self, task, tokenizer, ex: TextExamples, max_length: int, augment: bool = False,
-               reporter=None) -> list[dict]:
-        return task.encode(tokenizer, ex.texts, ex.pairs, max_length)
 
     def examples_from_inputs(self, inputs: Sequence[Any], pairs: Sequence[str] | None = None) -> TextExamples:
         """What `predict` was given -> examples; every input must be non-empty text."""
@@ -34,3 +28,38 @@ class TextInputs:
             if not isinstance(t, str) or not t.strip():
                 raise DataError(f"input {i + 1} is empty or not text: {t!r}")
         return TextExamples("input", list(inputs), list(pairs) if pairs is not None else None, None)
+
+    def predict_inputs(self, examples: TextExamples) -> tuple[list, list | None]:
+        return list(examples.texts), examples.pairs
+
+    def probe_inputs(self, examples: TextExamples | None, n: int) -> list:
+        return list(examples.texts[:n]) if examples is not None else list(FALLBACK_PROBES)
+
+    def pipeline_inputs(self, inputs: list, preprocessor) -> list:
+        return list(inputs)
+
+
+def tokenize(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> list[dict]:
+    """Tokenize once, unpadded; padding happens per batch in `collate_tokens`."""
+    enc = tokenizer(list(texts), list(pairs) if pairs is not None else None,
+                    truncation=True, max_length=max_length, padding=False)
+    keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+    return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+
+
+def collate_tokens(rows: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Token rows -> input_ids / attention_mask (/ token_type_ids), padded to the batch's longest."""
+    longest = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), longest), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    types = torch.zeros((len(rows), longest), dtype=torch.long) if "token_type_ids" in rows[0] else None
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.as_tensor(r["input_ids"])
+        mask[i, :n] = 1
+        if types is not None:
+            types[i, :n] = torch.as_tensor(r["token_type_ids"])
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        batch["token_type_ids"] = types
+    return batch

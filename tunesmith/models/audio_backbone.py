@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
+from .backbone import BACKBONES, BackboneDefaults, NativeLayout, hf_config
 
 # wav2vec2-style model types whose *ForSequenceClassification pools exactly like we do (checked in
 # tests/test_audio_classification.py against pipeline("audio-classification")).
@@ -35,10 +36,13 @@ def _freeze_as_buffer(module: nn.Module, name: str) -> None:
     module.register_buffer(name, value)
 
 
-class AudioBackbone(nn.Module):
+@BACKBONES.register("hf-audio")
+class AudioBackbone(BackboneDefaults, nn.Module):
     """A pre-trained audio encoder: features of a batch of clips -> one vector per clip."""
 
+    name = "hf-audio"
     modality = "audio"
+    description = "a Whisper encoder, or a wav2vec2-style encoder (wav2vec2, HuBERT, WavLM, ...)"
     pooling = "mean"  # over the encoder frames that hold audio
 
     def __init__(self, encoder: nn.Module, kind: str):
@@ -51,13 +55,62 @@ class AudioBackbone(nn.Module):
             # Whisper's positions are fixed sinusoids that transformers keeps frozen
             # (requires_grad False); as a buffer, no strategy can start training them.
             _freeze_as_buffer(encoder.embed_positions, "weight")
-        self.native_classification_head = kind == "wav2vec2" and cfg.model_type in NATIVE_SEQUENCE_CLASSIFIERS
         # group-norm feature extractors normalise over time, padding included: see the module docstring
         self.uses_attention_mask = kind == "wav2vec2" and getattr(cfg, "feat_extract_norm", "layer") == "layer"
 
-    @property
-    def config(self):
-        return self.encoder.config
+    @classmethod
+    def handles(cls, config: dict) -> bool:
+        return config.get("model_type") == "whisper" or "conv_dim" in config
+
+    @classmethod
+    def load(cls, folder: Path, model_cfg, options=None) -> tuple["AudioBackbone", object]:
+        """The encoder and its feature extractor, at model.window_seconds if set (Whisper)."""
+        from .whisper_window import set_whisper_window
+
+        extractor = load_feature_extractor(folder, model_cfg.trust_remote_code)
+        backbone = load_audio_backbone(folder, model_cfg.trust_remote_code)
+        window = model_cfg.window_seconds
+        if window is not None and backbone.kind != "whisper":
+            raise ConfigError("model.window_seconds applies to Whisper encoders (a fixed input window); "
+                              f"{folder} is a {backbone.kind} encoder, which already reads each clip at its own "
+                              "length")
+        set_whisper_window(backbone.encoder, extractor, window)
+        return backbone, extractor
+
+    @classmethod
+    def from_config(cls, config: dict, meta: dict) -> "AudioBackbone":
+        return load_audio_backbone(None, bool(meta.get("trust_remote_code", False)), weights=False,
+                                   config=hf_config(config))
+
+    @classmethod
+    def load_preprocessor(cls, folder: Path, trust_remote_code: bool = False):
+        return load_feature_extractor(folder, trust_remote_code)
+
+    def native_layout(self, head: nn.Module) -> NativeLayout | None:
+        """wav2vec2 / HuBERT: transformers' *ForSequenceClassification computes exactly our mean-pooled
+        model when its projector is the identity and its classifier is our linear (pooling a linear map
+        of the frames = that map of the pooled frames), so `pipeline("audio-classification")` loads the
+        folder. Whisper (and other encoders): no transformers class pools over the audio frames only."""
+        model_type = self.encoder.config.model_type
+        if self.kind != "wav2vec2" or model_type not in NATIVE_SEQUENCE_CLASSIFIERS:
+            return None
+        d = self.feature_dim
+        return NativeLayout(architecture=NATIVE_SEQUENCE_CLASSIFIERS[model_type],
+                            prefix=f"{self.encoder.base_model_prefix}.",
+                            head={f"classifier.{p}": f"classifier.{p}" for p in ("weight", "bias")},
+                            fixed={"projector.weight": torch.eye(d), "projector.bias": torch.zeros(d)},
+                            config={"classifier_proj_size": d, "use_weighted_layer_sum": False})
+
+    def own_layout_note(self) -> str:
+        return ("this model averages the encoder's states over the frames that hold audio only, and no "
+                "transformers class computes exactly that for this encoder: for Whisper, "
+                "`WhisperForAudioClassification` averages over the whole padded 30 s window (a 1 s clip would be "
+                "29 parts silence), so it would predict differently, and tunesmith refuses to silently switch "
+                "pooling to fit a format. `transformers.pipeline` therefore cannot load this folder; use "
+                "`tunesmith.load` or the CLI as above. The weights are safetensors.\n\nThe nearest standard "
+                "format: a wav2vec2 or HuBERT encoder (`--model` a local folder). Its runs save as "
+                "`Wav2Vec2ForSequenceClassification` / `HubertForSequenceClassification`, which "
+                "`transformers.pipeline(\"audio-classification\", ...)` loads with the same scores.")
 
     def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.kind == "whisper":
@@ -162,7 +215,7 @@ def load_audio_backbone(folder: Path, trust_remote_code: bool = False, weights: 
         except (ValueError, OSError) as e:
             raise ModelError(f"{folder}: cannot read config.json: {e}") from None
     if config.model_type == "whisper":
-        return AudioBackbone(_whisper_encoder(Path(folder), config, weights), "whisper")
+        return AudioBackbone(_whisper_encoder(Path(folder) if weights else None, config, weights), "whisper")
     if not hasattr(config, "conv_dim"):
         raise ModelError(f"{folder}: model type {config.model_type!r} is not an audio encoder tunesmith can "
                          "classify with. Use a Whisper folder (WhisperForConditionalGeneration / WhisperModel) "

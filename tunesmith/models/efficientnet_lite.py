@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelError
+from .backbone import BACKBONES, BackboneDefaults
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -260,14 +261,51 @@ class EfficientNetLiteProcessor:
         Path(folder, "preprocessor_config.json").write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
 
 
-class EfficientNetLiteBackbone(nn.Module):
+BUILTIN_KEY = "tunesmith_builtin"
+
+
+@BACKBONES.register("efficientnet-lite")
+class EfficientNetLiteBackbone(BackboneDefaults, nn.Module):
     """The Backbone contract over EfficientNetLite0: batch -> pooled 1280-d features. The ImageNet
     classifier and its dropout are removed, so no dead parameter counts as trainable."""
 
+    name = "efficientnet-lite"
     modality = "image"
+    description = "the catalogue's EfficientNet-Lite0 (`--model efficientnet-lite0`)"
     pooling = "avg"
-    native_classification_head = False
     feature_dim = HEAD_CHANNELS
+
+    @classmethod
+    def handles(cls, config: dict) -> bool:
+        return config.get(BUILTIN_KEY) == "efficientnet-lite0"
+
+    @classmethod
+    def load(cls, folder: Path, model_cfg, options=None) -> tuple["EfficientNetLiteBackbone", "EfficientNetLiteProcessor"]:
+        from .vision_backbone import channels_last_if_cnn
+
+        return channels_last_if_cnn(load_backbone(folder)), EfficientNetLiteProcessor()
+
+    @classmethod
+    def from_config(cls, config: dict, meta: dict) -> "EfficientNetLiteBackbone":
+        from .vision_backbone import channels_last_if_cnn
+
+        return channels_last_if_cnn(load_backbone(None, weights=False))
+
+    @classmethod
+    def load_preprocessor(cls, folder: Path, trust_remote_code: bool = False) -> "EfficientNetLiteProcessor":
+        return EfficientNetLiteProcessor()
+
+    @property
+    def config(self):
+        return None  # our own module: no transformers config
+
+    def config_dict(self) -> dict:
+        return {BUILTIN_KEY: "efficientnet-lite0", "image_size": IMAGE_SIZE, "feature_dim": HEAD_CHANNELS}
+
+    def own_layout_note(self) -> str:
+        return ("the base model is tunesmith's own module (transformers has no class for it), so "
+                "`transformers.pipeline` cannot load this folder; use `tunesmith.load` or the CLI as above. "
+                "The weights are safetensors.")
 
     def __init__(self, net: EfficientNetLite0):
         super().__init__()
@@ -281,8 +319,6 @@ class EfficientNetLiteBackbone(nn.Module):
     def layer_groups(self) -> list[tuple[str, list[str]]]:
         return [(g, [f"encoder.{n}" for n in names]) for g, names in self.encoder.layer_groups()]
 
-
-BUILTIN_KEY = "tunesmith_builtin"
 
 
 def catalogue_folder() -> Path:

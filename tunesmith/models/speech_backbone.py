@@ -15,10 +15,9 @@ head alone), so every speech model needs a head with weights:
   TaskModel (`head.*` names) and Whisper's own slot for it calls it through `_HeadSlot`, so
   `generate()` and training run Whisper's own code with the head's weights in place.
 
-Run folders are written in transformers' own layout (config.json, model.safetensors, generation
-config, tokenizer, feature extractor) so `transformers.pipeline("automatic-speech-recognition",
-model=OUT)` loads them; a LoRA run is merged into plain weights on save (the adapters are small but a
-Whisper run is only useful to others as a plain checkpoint). tunesmith.json carries the task state.
+Both declare their transformers-native layout (WhisperForConditionalGeneration, *ForCTC), so run
+folders are written as that checkpoint and `transformers.pipeline("automatic-speech-recognition",
+model=OUT)` loads them (formats/native.py).
 """
 from __future__ import annotations
 
@@ -32,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ModelError, RunFolderError
+from ..errors import ConfigError, ModelError
+from .backbone import BACKBONES, BackboneDefaults, NativeLayout, hf_config
 
 CTC_MODEL_TYPES = {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d",
                    "wav2vec2-conformer"}
@@ -71,14 +71,16 @@ class _HeadSlot(nn.Module):
         return _HeadSlot(copy.deepcopy(self._head[0], memo))
 
 
-class WhisperBackbone(nn.Module):
+@BACKBONES.register("whisper-asr")
+class WhisperBackbone(BackboneDefaults, nn.Module):
     """A pre-trained Whisper. `encoder` is the name every backbone gives its transformers model
     (strategies reach for it: LoRA injects into it); here it is the whole encoder-decoder."""
 
+    name = "whisper-asr"
     modality = "speech"
+    description = "Whisper (encoder-decoder: writes text token by token)"
     kind = "seq2seq"
     pooling = "none"  # a sequence model: nothing is pooled
-    native_classification_head = False
     head_inside = True  # TaskModel.forward: this model calls its head itself (see take_head)
 
     def __init__(self, model: nn.Module):
@@ -91,9 +93,37 @@ class WhisperBackbone(nn.Module):
         self.encoder = model
         self.feature_dim = int(model.config.d_model)
 
-    @property
-    def config(self):
-        return self.encoder.config
+    @classmethod
+    def handles(cls, config: dict) -> bool:
+        return config.get("model_type") == "whisper"
+
+    @classmethod
+    def load(cls, folder: Path, model_cfg, options=None) -> tuple["WhisperBackbone", object]:
+        """The recogniser and its processor, at model.window_seconds if set. options: the speech config
+        (SpecAugment settings, which the model config must hold when it is built)."""
+        from .whisper_window import set_whisper_window
+
+        backbone = load_speech_backbone(folder, model_cfg.trust_remote_code, options)
+        processor = load_speech_processor(folder, "seq2seq", model_cfg.trust_remote_code)
+        if model_cfg.window_seconds is not None:
+            set_whisper_window(backbone.encoder, processor.feature_extractor, model_cfg.window_seconds)
+        return backbone, processor
+
+    @classmethod
+    def from_config(cls, config: dict, meta: dict) -> "WhisperBackbone":
+        return load_speech_backbone(None, bool(meta.get("trust_remote_code", False)), weights=False,
+                                    config=hf_config(config))
+
+    @classmethod
+    def load_preprocessor(cls, folder: Path, trust_remote_code: bool = False):
+        return load_speech_processor(folder, "seq2seq", trust_remote_code)
+
+    def native_layout(self, head: nn.Module) -> NativeLayout:
+        """WhisperForConditionalGeneration itself, the head back in the decoder's final-norm slot; the
+        output projection is tied to the token embeddings (not written, tied again on load)."""
+        tied = ("proj_out.weight",) if self.encoder.config.tie_word_embeddings else ()
+        return NativeLayout(architecture=type(self.encoder).__name__,
+                            head={p: f"model.decoder.layer_norm.{p}" for p in ("weight", "bias")}, tied=tied)
 
     def take_head(self) -> nn.Module:
         """Move the decoder's final layer norm out into the task head (once) and leave the slot calling it."""
@@ -138,13 +168,15 @@ class WhisperBackbone(nn.Module):
         return groups
 
 
-class CtcBackbone(nn.Module):
+@BACKBONES.register("ctc-asr")
+class CtcBackbone(BackboneDefaults, nn.Module):
     """A pre-trained speech encoder (wav2vec2-style, no head): audio -> one hidden state per frame."""
 
+    name = "ctc-asr"
     modality = "speech"
+    description = "a wav2vec2-style encoder (wav2vec2, HuBERT, WavLM, ...) with a new CTC head over characters"
     kind = "ctc"
     pooling = "none"
-    native_classification_head = False
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -154,9 +186,37 @@ class CtcBackbone(nn.Module):
         # meant to get zero-padded input without a mask (transformers' own advice); layer-norm ones take it.
         self.uses_attention_mask = getattr(model.config, "feat_extract_norm", "layer") == "layer"
 
-    @property
-    def config(self):
-        return self.encoder.config
+    @classmethod
+    def handles(cls, config: dict) -> bool:
+        return config.get("model_type") in CTC_MODEL_TYPES
+
+    @classmethod
+    def load(cls, folder: Path, model_cfg, options=None) -> tuple["CtcBackbone", object]:
+        """The encoder and its feature extractor (the tokenizer is built from the training transcripts)."""
+        if model_cfg.window_seconds is not None:
+            raise ConfigError("model.window_seconds applies to Whisper-style models (a fixed input window); "
+                              f"{folder} is a CTC encoder, which already reads each clip at its own length")
+        backbone = load_speech_backbone(folder, model_cfg.trust_remote_code, options)
+        return backbone, load_speech_processor(folder, "ctc", model_cfg.trust_remote_code)
+
+    @classmethod
+    def from_config(cls, config: dict, meta: dict) -> "CtcBackbone":
+        return load_speech_backbone(None, bool(meta.get("trust_remote_code", False)), weights=False,
+                                    config=hf_config(config))
+
+    @classmethod
+    def load_preprocessor(cls, folder: Path, trust_remote_code: bool = False):
+        return load_speech_processor(folder, "ctc", trust_remote_code)
+
+    def native_layout(self, head: nn.Module) -> NativeLayout:
+        """transformers' *ForCTC: this encoder, then dropout and our linear as its lm_head."""
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
+
+        model_type = self.encoder.config.model_type
+        return NativeLayout(architecture=MODEL_FOR_CTC_MAPPING_NAMES[model_type],
+                            prefix=f"{self.encoder.base_model_prefix}.",
+                            head={f"lm_head.{p}": f"lm_head.{p}" for p in ("weight", "bias")},
+                            config={"vocab_size": head.lm_head.out_features, "ctc_loss_reduction": "mean"})
 
     def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch.get("attention_mask") if self.uses_attention_mask else None
@@ -233,17 +293,6 @@ def load_speech_backbone(folder: Path, trust_remote_code: bool = False, options:
     return CtcBackbone(model)
 
 
-def speech_base_model(folder: Path, trust_remote_code: bool, task):
-    """The pre-trained model in `folder` as shipped (its own window), carrying `task`'s head and
-    decoding settings: what a run's "before" scores and `evaluate --compare-base` measure."""
-    from ..tasks.base import TaskModel
-
-    backbone = load_speech_backbone(folder, trust_remote_code)
-    model = TaskModel(backbone, task.build_head(backbone)).eval()
-    task.prepare_model(model)
-    return model
-
-
 def load_speech_processor(folder: Path, kind: str, trust_remote_code: bool = False):
     """Whisper: its WhisperProcessor (feature extractor + tokenizer). CTC: the folder's feature
     extractor only (the tokenizer is built from the training transcripts)."""
@@ -259,116 +308,3 @@ def load_speech_processor(folder: Path, kind: str, trust_remote_code: bool = Fal
         return AutoFeatureExtractor.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load the speech processor of {folder}: {e}") from None
-
-
-# --------------------------------------------------------------------------------------------
-# Run folders
-
-
-def _plain_model(model) -> nn.Module:
-    """A transformers *ForConditionalGeneration / *ForCTC computing exactly `model` (a TaskModel),
-    LoRA merged in, for save_pretrained."""
-    from ..strategies.lora import merge_lora
-
-    backbone = model.backbone
-    if backbone.kind == "seq2seq":
-        plain = copy.deepcopy(backbone.encoder)  # the head comes along as its own copy (_HeadSlot.__deepcopy__)
-        decoder = plain.model.decoder
-        if isinstance(decoder.layer_norm, _HeadSlot):  # put Whisper's own final norm back in place
-            decoder.layer_norm = decoder.layer_norm._head[0]
-        merge_lora(plain)
-        return plain
-    from transformers import AutoModelForCTC
-
-    encoder = copy.deepcopy(backbone.encoder)
-    merge_lora(encoder)
-    config = copy.deepcopy(encoder.config)
-    vocab_size = model.head.lm_head.out_features
-    config.vocab_size = vocab_size
-    plain = AutoModelForCTC.from_config(config)
-    state = {f"{plain.base_model_prefix}.{k}": v for k, v in encoder.state_dict().items()}
-    state["lm_head.weight"] = model.head.lm_head.weight
-    state["lm_head.bias"] = model.head.lm_head.bias
-    missing, unexpected = plain.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RunFolderError(f"cannot lay out the CTC model as {type(plain).__name__}: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
-    return plain
-
-
-def save_speech_run(folder: Path, model, task, meta: dict[str, Any], meta_file: str, format_version: int) -> str:
-    """Write the run as a transformers checkpoint + processor + tunesmith.json. Returns the layout."""
-    folder.mkdir(parents=True, exist_ok=True)
-    plain = _plain_model(model)
-    plain.config.architectures = [type(plain).__name__]
-    if model.backbone.kind == "seq2seq":
-        plain.generation_config = copy.deepcopy(task.generation_config)
-    else:
-        config = plain.config
-        config.pad_token_id = task.tokenizer.pad_token_id
-        config.ctc_loss_reduction = "mean"
-    tmp = folder / f".model.tmp{os.getpid()}"
-    plain.save_pretrained(tmp, safe_serialization=True)
-    for f in tmp.iterdir():  # config.json, generation_config.json, model.safetensors: each replaced whole
-        os.replace(f, folder / f.name)
-    tmp.rmdir()
-    task.processor_to_save().save_pretrained(folder)
-    # transformers 5 keeps the feature extractor in processor_config.json; older loaders and other tools
-    # read preprocessor_config.json, so write that too.
-    task.feature_extractor.save_pretrained(folder)
-    full_meta = {"format_version": format_version, "layout": "native", "task": task.name, "labels": [],
-                 "pooling": "none", "dropout": task.dropout, "speech": task.state(), **meta}
-    if meta.get("lora") is not None:
-        full_meta["lora_merged"] = True
-    path = folder / meta_file
-    tmp_meta = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp_meta.write_text(json.dumps(full_meta, indent=2), encoding="utf-8")
-    os.replace(tmp_meta, path)
-    return "native"
-
-
-def load_speech_run(folder: Path, meta: dict[str, Any], device):
-    """-> (TaskModel in eval mode, task, processor, meta), from the folder alone."""
-    from transformers import AutoConfig
-
-    from ..tasks import TASKS
-    from ..tasks.base import TaskModel
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    trust = bool(meta.get("trust_remote_code", False))
-    cfg_dict = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    config = AutoConfig.for_model(cfg_dict.pop("model_type"), **cfg_dict)
-    state = meta["speech"]
-    task = TASKS.get(meta["task"]).from_saved(folder, state, dropout=meta.get("dropout", 0.0))
-    if state["kind"] == "seq2seq":
-        from transformers import GenerationConfig
-
-        backbone = load_speech_backbone(folder, trust, weights=False, config=config)
-        tensors = load_file(str(folder / "model.safetensors"))
-        model = TaskModel(backbone, task.build_head(backbone))
-        sd = {f"backbone.encoder.{k}": v for k, v in tensors.items()}
-        for p in ("weight", "bias"):
-            sd[f"head.{p}"] = sd.pop(f"backbone.encoder.model.decoder.layer_norm.{p}")
-        if config.tie_word_embeddings:
-            sd.pop("backbone.encoder.proj_out.weight", None)
-        backbone.encoder.generation_config = GenerationConfig.from_pretrained(folder)
-    else:
-        backbone = load_speech_backbone(folder, trust, weights=False, config=config)  # the encoder alone
-        task.set_conv_geometry(config)  # the frame rate behind the CTC length check of labelled clips
-        tensors = load_file(str(folder / "model.safetensors"))
-        model = TaskModel(backbone, task.build_head(backbone))
-        prefix = backbone.encoder.base_model_prefix + "."
-        sd = {f"backbone.encoder.{k[len(prefix):]}": v for k, v in tensors.items() if k.startswith(prefix)}
-        sd["head.lm_head.weight"] = tensors["lm_head.weight"]
-        sd["head.lm_head.bias"] = tensors["lm_head.bias"]
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not k.endswith("proj_out.weight")]
-    if missing or unexpected:
-        raise RunFolderError(f"{folder}/model.safetensors does not match its config: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
-    if state["kind"] == "seq2seq" and config.tie_word_embeddings:
-        backbone.encoder.tie_weights()
-    task.prepare_model(model)
-    model.to(device).eval()
-    return model, task, task.processor, meta

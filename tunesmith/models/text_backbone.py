@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from .backbone import BACKBONES, BackboneDefaults, NativeLayout, hf_config
 from .layer_order import group_parameters
 
 POOLINGS = ("mean", "cls", "pooler")
@@ -45,10 +46,13 @@ def declared_pooling(folder: Path) -> str | None:
     )
 
 
-class TextBackbone(nn.Module):
+@BACKBONES.register("hf-text")
+class TextBackbone(BackboneDefaults, nn.Module):
     """A pre-trained text encoder plus its pooling: token states -> one feature vector per input."""
 
+    name = "hf-text"
     modality = "text"
+    description = "a transformers text encoder (BERT, RoBERTa, MiniLM, DeBERTa, ...)"
 
     def __init__(self, encoder: nn.Module, pooling: str):
         super().__init__()
@@ -64,9 +68,25 @@ class TextBackbone(nn.Module):
         self.feature_dim = int(encoder.config.hidden_size)
         self._accepts_token_types = "token_type_ids" in _forward_args(encoder)
 
-    @property
-    def config(self):
-        return self.encoder.config
+    @classmethod
+    def handles(cls, config: dict) -> bool:
+        return True  # any encoder AutoModel builds; a folder it cannot load fails in `load` with the reason
+
+    @classmethod
+    def load(cls, folder: Path, model_cfg, options=None) -> tuple["TextBackbone", object]:
+        backbone = load_text_backbone(folder, model_cfg.pooling, model_cfg.trust_remote_code)
+        return backbone, load_tokenizer(folder, model_cfg.trust_remote_code)
+
+    @classmethod
+    def from_config(cls, config: dict, meta: dict) -> "TextBackbone":
+        from transformers import AutoModel
+
+        trust = bool(meta.get("trust_remote_code", False))
+        return cls(AutoModel.from_config(hf_config(config), trust_remote_code=trust), meta["pooling"])
+
+    @classmethod
+    def load_preprocessor(cls, folder: Path, trust_remote_code: bool = False):
+        return load_tokenizer(folder, trust_remote_code)
 
     def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch["attention_mask"]
@@ -89,10 +109,23 @@ class TextBackbone(nn.Module):
         """
         return group_parameters(self.encoder, "encoder.")
 
-    @property
-    def native_classification_head(self) -> bool:
-        """True when transformers' own *ForSequenceClassification computes exactly our model."""
-        return self.pooling == "pooler" and self.encoder.config.model_type in NATIVE_POOLER_HEAD
+    def native_layout(self, head: nn.Module) -> NativeLayout | None:
+        """transformers' own *ForSequenceClassification computes exactly our model where it is
+        pooler -> dropout -> linear (BERT with pooling "pooler")."""
+        if self.pooling != "pooler" or self.encoder.config.model_type not in NATIVE_POOLER_HEAD:
+            return None
+        return NativeLayout(architecture=type(self.encoder).__name__.replace("Model", "ForSequenceClassification"),
+                            prefix=f"{self.encoder.base_model_prefix}.",
+                            head={f"classifier.{p}": f"classifier.{p}" for p in ("weight", "bias")})
+
+    def own_layout_note(self) -> str:
+        return (f"this model pools token states with `{self.pooling}` pooling, which has no transformers-native "
+                "classification head. `transformers.pipeline` therefore cannot load this folder as-is; use "
+                "`tunesmith.load` as above. tunesmith refuses to silently switch pooling to fit a format, because "
+                "pooling changes what the model predicts.\n\nThe nearest standard format: train with "
+                "`--set model.pooling=pooler` (BERT-family models). That saves a folder which "
+                "`transformers.pipeline(\"text-classification\", ...)` loads directly; compare its validation scores "
+                "with this run's before switching.")
 
 
 def _forward_args(module: nn.Module) -> set[str]:

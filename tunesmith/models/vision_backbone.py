@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from .backbone import BACKBONES, BackboneDefaults, NativeLayout, hf_config
 from .layer_order import group_parameters
 
 
@@ -32,12 +33,14 @@ def find_classifier(model: nn.Module) -> str:
                      "head, fc); tunesmith cannot graft a head on this architecture")
 
 
-class VisionBackbone(nn.Module):
+@BACKBONES.register("hf-image")
+class VisionBackbone(BackboneDefaults, nn.Module):
     """A pre-trained image model whose classifier slot is empty: pixels -> one feature vector."""
 
+    name = "hf-image"
     modality = "image"
+    description = "a transformers image classifier (ResNet, ConvNeXt, ViT, EfficientNet, ...)"
     pooling = "model"  # the architecture's own pooling, whatever its classifier reads
-    native_classification_head = True
 
     def __init__(self, model: nn.Module, classifier_path: str | None = None):
         super().__init__()
@@ -51,12 +54,31 @@ class VisionBackbone(nn.Module):
         self.encoder = model
         self.classifier_path = path
 
-    @property
-    def config(self):
-        return self.encoder.config
+    @classmethod
+    def handles(cls, config: dict) -> bool:
+        return _builtin_name(config) is None
+
+    @classmethod
+    def load(cls, folder: Path, model_cfg, options=None) -> tuple["VisionBackbone", object]:
+        processor = load_image_processor(folder, model_cfg.trust_remote_code)
+        return load_vision_backbone(folder, model_cfg.trust_remote_code), processor
+
+    @classmethod
+    def from_config(cls, config: dict, meta: dict) -> "VisionBackbone":
+        return load_vision_backbone(None, bool(meta.get("trust_remote_code", False)), weights=False,
+                                    config=hf_config(config))
+
+    @classmethod
+    def load_preprocessor(cls, folder: Path, trust_remote_code: bool = False):
+        return load_image_processor(folder, trust_remote_code)
 
     def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.encoder(pixel_values=batch["pixel_values"]).logits
+
+    def native_layout(self, head: nn.Module) -> NativeLayout:
+        """transformers' own *ForImageClassification with our linear back in its classifier slot."""
+        return NativeLayout(architecture=type(self.encoder).__name__,
+                            head={f"classifier.{p}": f"{self.classifier_path}.{p}" for p in ("weight", "bias")})
 
     def layer_groups(self) -> list[tuple[str, list[str]]]:
         """Stem ('embeddings'), each stage or block, then final norms ('top'), bottom to top."""
@@ -80,7 +102,7 @@ def load_vision_backbone(folder: Path, trust_remote_code: bool = False, weights:
     from transformers import AutoConfig, AutoModelForImageClassification
     from transformers.utils import logging as hf_logging
 
-    builtin = _builtin(folder)
+    builtin = _builtin(folder) if folder is not None else None
     if builtin is not None:
         return channels_last_if_cnn(builtin.load_backbone(folder, weights))
     hf_logging.disable_progress_bar()
@@ -137,13 +159,17 @@ def load_image_processor(folder: Path, trust_remote_code: bool = False):
         raise ModelError(f"cannot load the image processor of {folder}: {e}") from None
 
 
+def _builtin_name(config: dict) -> str | None:
+    return config.get("tunesmith_builtin")
+
+
 def _builtin(folder: Path):
     """The module implementing a tunesmith-built model folder (config.json names it), else None."""
     import json
 
     cfg = Path(folder) / "config.json"
     try:
-        name = json.loads(cfg.read_text(encoding="utf-8")).get("tunesmith_builtin") if cfg.is_file() else None
+        name = _builtin_name(json.loads(cfg.read_text(encoding="utf-8"))) if cfg.is_file() else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     if name is None:

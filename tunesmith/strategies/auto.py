@@ -11,8 +11,13 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from . import STRATEGIES
+from .base import Choice, ChoiceContext, ParamCounts, StrategyDefaults
 
 TABLE = Path(__file__).with_name("auto_table.json")
 # Optimizer-state bytes per parameter of the whole model for each strategy (fp32 AdamW: weights,
@@ -20,15 +25,6 @@ TABLE = Path(__file__).with_name("auto_table.json")
 BYTES_PER_PARAM = {"full": 16, "partial": 8, "gradual": 16, "bitfit": 4.5, "lora": 4.5, "head-only": 4}
 MEMORY_HEADROOM = 0.6  # use at most this share of the memory available
 ACTIVATION_BYTES = 2 << 30  # rough allowance for activations at batch 32
-
-
-@dataclass
-class AutoChoice:
-    strategy: str
-    reasons: list[str]
-
-    def describe(self) -> str:
-        return f"auto picked {self.strategy}: " + "; ".join(self.reasons)
 
 
 def available_memory() -> int | None:
@@ -45,7 +41,7 @@ def available_memory() -> int | None:
         return None
 
 
-def choose(labels: list[str], model_params: int, memory: int | None, modality: str = "text") -> AutoChoice:
+def choose(labels: list[str], model_params: int, memory: int | None, modality: str = "text") -> Choice:
     """The study's pick for this many labelled examples (and memory); `modality` other than text says
     that the study behind it is a text one (no image or audio study exists yet)."""
     table = json.loads(TABLE.read_text(encoding="utf-8"))
@@ -76,4 +72,32 @@ def choose(labels: list[str], model_params: int, memory: int | None, modality: s
                            f"model, more than {MEMORY_HEADROOM:.0%} of the {memory / 2**30:.1f} GiB available: "
                            f"stepping down to {fallback}")
             strategy = fallback
-    return AutoChoice(strategy, reasons)
+    return Choice(strategy, reasons, asked="auto")
+
+
+@STRATEGIES.register("auto")
+class AutoStrategy(StrategyDefaults):
+    """Not a way of training but a choice of one: `pick` names the strategy the run trains with, and
+    the choice and its reasons are printed and recorded. It accepts every strategy's options (they
+    apply if it picks that strategy)."""
+
+    name = "auto"
+    defaults: dict[str, float] = {}  # never trains itself
+    options: tuple[str, ...] = ()  # filled in by strategies/__init__ once every strategy is registered
+    supports_layer_decay = True
+
+    @classmethod
+    def check_task(cls, task_cls) -> None:
+        if not task_cls.pooled_features:
+            raise ValueError(f"strategy 'auto' does not apply to {task_cls.name}: its evidence is a study of "
+                             "classifiers on pooled features. Choose full, partial, gradual, bitfit or lora")
+
+    @classmethod
+    def pick(cls, context: ChoiceContext) -> Choice:
+        return choose(context.labels, context.model_params, context.memory, context.modality)
+
+    def prepare(self, model: nn.Module) -> ParamCounts:
+        raise RuntimeError("strategy auto trains nothing itself: call AutoStrategy.pick and use the strategy it names")
+
+    def param_groups(self, model: nn.Module, train_cfg: Any) -> list[dict[str, Any]]:
+        raise RuntimeError("strategy auto trains nothing itself")

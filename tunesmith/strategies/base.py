@@ -1,7 +1,7 @@
 """The Strategy contract and the helpers strategies share."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -18,12 +18,41 @@ class ParamCounts:
         return f"{self.trainable:,} of {self.total:,} parameters train ({pct:.2f}%)"
 
 
+@dataclass
+class Choice:
+    """Which strategy a run uses, and why: itself for every strategy but one that chooses (auto)."""
+
+    strategy: str
+    reasons: list[str] = field(default_factory=list)
+    asked: str | None = None  # the strategy that chose, where it is another
+
+    def describe(self) -> str:
+        return f"{self.asked} picked {self.strategy}: " + "; ".join(self.reasons)
+
+
+@dataclass
+class ChoiceContext:
+    """What a strategy that chooses may look at: the training data, the model, the machine."""
+
+    labels: list[str] | None  # class names of the training rows (tasks with labels)
+    model_params: int
+    memory: int | None  # bytes available
+    modality: str
+    task: Any  # the task class
+
+
 class Strategy(Protocol):
     name: ClassVar[str]
     defaults: ClassVar[dict[str, float]]  # epochs, lr, head_lr_factor, patience when the config leaves them unset
     uses_feature_cache: ClassVar[bool]  # True: the backbone is frozen and run once, features cached
     options: ClassVar[tuple[str, ...]]  # strategy.* config options it reads; others are config errors
     supports_layer_decay: ClassVar[bool]
+
+    @classmethod
+    def check_task(cls, task_cls) -> None: ...  # ValueError naming why this strategy cannot train that task
+
+    @classmethod
+    def pick(cls, context: ChoiceContext) -> Choice: ...  # the strategy a run with this name trains with
 
     def prepare(self, model: nn.Module) -> ParamCounts: ...
 
@@ -34,6 +63,43 @@ class Strategy(Protocol):
     def on_step(self, model: nn.Module, step: int) -> bool: ...  # after optimizer step `step`; True: changed
 
     def trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor]: ...
+
+    def adapter_config(self) -> dict[str, Any] | None: ...  # peft config of adapters it added, saved with the run
+
+
+class StrategyDefaults:
+    """The hooks most strategies leave alone; a strategy file holds only what differs."""
+
+    uses_feature_cache: ClassVar[bool] = False
+    options: ClassVar[tuple[str, ...]] = ()
+    supports_layer_decay: ClassVar[bool] = False
+
+    def __init__(self, **_: Any):
+        pass
+
+    @classmethod
+    def check_task(cls, task_cls) -> None:
+        return None
+
+    @classmethod
+    def pick(cls, context: ChoiceContext) -> Choice:
+        return Choice(cls.name)
+
+    def param_groups(self, model: nn.Module, train_cfg: Any) -> list[dict[str, Any]]:
+        """Every backbone layer group (with train.layer_decay where supported) and the head."""
+        return backbone_param_groups(model, train_cfg) + head_param_groups(model, train_cfg)
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> bool:
+        return False
+
+    def on_step(self, model: nn.Module, step: int) -> bool:
+        return False
+
+    def trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return trainable_state(model)
+
+    def adapter_config(self) -> dict[str, Any] | None:
+        return None
 
 
 def count_params(model: nn.Module) -> ParamCounts:
@@ -95,4 +161,11 @@ def set_trainable_groups(model: nn.Module, top: int) -> None:
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """A copy of everything training changes: the trainable parameters, and the running statistics
+    of the batch-norm layers that train (TaskModel.train keeps frozen ones in eval mode)."""
+    state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in m.parameters()):
+            for b, t in m.named_buffers(recurse=False):
+                state[f"{name}.{b}" if name else b] = t.detach().clone()
+    return state

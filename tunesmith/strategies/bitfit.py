@@ -7,19 +7,13 @@ from typing import Any
 from torch import nn
 
 from . import STRATEGIES
-from .base import ParamCounts, count_params, head_param_groups, split_decay, trainable_state
+from .base import ParamCounts, StrategyDefaults, count_params, head_param_groups, split_decay
 
 
 @STRATEGIES.register("bitfit")
-class BitFitStrategy:
+class BitFitStrategy(StrategyDefaults):
     name = "bitfit"
     defaults = {"epochs": 5, "lr": 1e-3, "head_lr_factor": 1.0, "patience": 3}
-    uses_feature_cache = False
-    options = ()
-    supports_layer_decay = False
-
-    def __init__(self, **_: Any):
-        pass
 
     def prepare(self, model: nn.Module) -> ParamCounts:
         for n, p in model.backbone.named_parameters():
@@ -31,12 +25,3 @@ class BitFitStrategy:
     def param_groups(self, model: nn.Module, train_cfg: Any) -> list[dict[str, Any]]:
         body = split_decay(list(model.backbone.named_parameters(prefix="backbone")), train_cfg.lr, 0.0, "backbone")
         return body + head_param_groups(model, train_cfg)
-
-    def on_epoch_start(self, model: nn.Module, epoch: int) -> bool:
-        return False
-
-    def on_step(self, model: nn.Module, step: int) -> bool:
-        return False
-
-    def trainable_state(self, model: nn.Module):
-        return trainable_state(model)

@@ -8,15 +8,13 @@ from typing import Any
 from torch import nn
 
 from . import STRATEGIES
-from .base import (ParamCounts, backbone_param_groups, count_params, head_param_groups, set_trainable_groups,
-                   trainable_state)
+from .base import ParamCounts, StrategyDefaults, count_params, set_trainable_groups
 
 
 @STRATEGIES.register("gradual")
-class GradualStrategy:
+class GradualStrategy(StrategyDefaults):
     name = "gradual"
     defaults = {"epochs": 4, "lr": 1e-4, "head_lr_factor": 10.0, "patience": 3}
-    uses_feature_cache = False
     options = ("unfreeze_every", "unfreeze_every_steps")
     supports_layer_decay = True
 
@@ -38,14 +36,8 @@ class GradualStrategy:
         set_trainable_groups(model, 0)
         return count_params(model)
 
-    def param_groups(self, model: nn.Module, train_cfg: Any) -> list[dict[str, Any]]:
-        return backbone_param_groups(model, train_cfg) + head_param_groups(model, train_cfg)
-
     def on_epoch_start(self, model: nn.Module, epoch: int) -> bool:
         return False if self.every_steps else self._set_top(model, epoch // self.every)
 
     def on_step(self, model: nn.Module, step: int) -> bool:
         return self._set_top(model, step // self.every_steps) if self.every_steps else False
-
-    def trainable_state(self, model: nn.Module):
-        return trainable_state(model)

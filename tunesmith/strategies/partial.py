@@ -7,15 +7,13 @@ from typing import Any
 from torch import nn
 
 from . import STRATEGIES
-from .base import (ParamCounts, backbone_param_groups, count_params, head_param_groups, set_trainable_groups,
-                   trainable_state)
+from .base import ParamCounts, StrategyDefaults, count_params, set_trainable_groups
 
 
 @STRATEGIES.register("partial")
-class PartialStrategy:
+class PartialStrategy(StrategyDefaults):
     name = "partial"
     defaults = {"epochs": 3, "lr": 1e-4, "head_lr_factor": 10.0, "patience": 3}
-    uses_feature_cache = False
     options = ("unfreeze_top",)
     supports_layer_decay = True
 
@@ -25,15 +23,3 @@ class PartialStrategy:
     def prepare(self, model: nn.Module) -> ParamCounts:
         set_trainable_groups(model, self.top)
         return count_params(model)
-
-    def param_groups(self, model: nn.Module, train_cfg: Any) -> list[dict[str, Any]]:
-        return backbone_param_groups(model, train_cfg) + head_param_groups(model, train_cfg)
-
-    def on_epoch_start(self, model: nn.Module, epoch: int) -> bool:
-        return False
-
-    def on_step(self, model: nn.Module, step: int) -> bool:
-        return False
-
-    def trainable_state(self, model: nn.Module):
-        return trainable_state(model)

@@ -3,38 +3,45 @@ dropout -> linear. Training batches are augmented here, in collate, on tensors (
 batches never are."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from ..modalities.image import encode_images
 from . import TASKS
-from .base import (ClassificationHead, TaskModel, classification_loss, classification_metrics,
-                   decode_classification)
+from .base import TaskExample
+from .classification import ClassificationTask
 
 DEFAULT_AUGMENT = {"enabled": True, "crop_scale": 0.6, "flip": True, "color_jitter": 0.1}
 
 
 @TASKS.register("image-classification")
-class ImageClassificationTask:
+class ImageClassificationTask(ClassificationTask):
     name = "image-classification"
     modality = "image"
     pipeline_task = "image-classification"
+    config_sections = frozenset({"augment"})
 
-    def __init__(self, labels: Sequence[str], dropout: float = 0.1, image_mean: Sequence[float] = (0.5, 0.5, 0.5),
-                 image_std: Sequence[float] = (0.5, 0.5, 0.5), augment: dict[str, Any] | None = None):
-        self.labels = list(labels)
-        self.label2id = {label: i for i, label in enumerate(self.labels)}
-        self.dropout = dropout
-        self.mean = torch.tensor(list(image_mean), dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(list(image_std), dtype=torch.float32).view(1, -1, 1, 1)
+    def __init__(self, labels: Sequence[str], preprocessor=None, dropout: float = 0.1,
+                 augment: dict[str, Any] | None = None):
+        super().__init__(labels, preprocessor, dropout)
+        mean = getattr(preprocessor, "image_mean", None) or (0.5, 0.5, 0.5)
+        std = getattr(preprocessor, "image_std", None) or (0.5, 0.5, 0.5)
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
         self.augment = {**DEFAULT_AUGMENT, **(augment or {})}
         self._augmenter: nn.Module | None = None
 
-    def build_head(self, backbone: nn.Module) -> nn.Module:
-        return ClassificationHead(backbone.feature_dim, len(self.labels), self.dropout)
+    @classmethod
+    def _options(cls, cfg, processor, train, reporter) -> dict[str, Any]:
+        return {"augment": cfg.augment.model_dump()}
 
     # -- data --------------------------------------------------------------------------------
+    def _encode_inputs(self, examples, augment: bool, reporter) -> list[dict]:
+        return encode_images(self.preprocessor, examples, augment, reporter)
+
     def _augmentations(self, size: tuple[int, int]) -> nn.Module:
         """Random resized crop (back to the model's size), horizontal flip, small colour jitter."""
         if self._augmenter is None:
@@ -50,26 +57,23 @@ class ImageClassificationTask:
             self._augmenter = nn.Sequential(*ops)
         return self._augmenter
 
-    def collate(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if "features" in rows[0]:
-            batch = {"features": torch.stack([torch.as_tensor(r["features"]) for r in rows])}
-        elif "pixels_u8" in rows[0]:  # training rows: augment in [0, 1], then normalise
+    def _collate_inputs(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if "pixels_u8" in rows[0]:  # training rows: augment in [0, 1], then normalise
             x = torch.stack([r["pixels_u8"] for r in rows]).float().div_(255.0)
             if self.augment["enabled"]:
                 x = self._augmentations(tuple(x.shape[-2:]))(x).clamp_(0.0, 1.0)
-            batch = {"pixel_values": (x - self.mean) / self.std}
-        else:
-            batch = {"pixel_values": torch.stack([r["pixel_values"] for r in rows])}
-        if "label" in rows[0]:
-            batch["labels"] = torch.tensor([r["label"] for r in rows], dtype=torch.long)
-        return batch
+            return {"pixel_values": (x - self.mean) / self.std}
+        return {"pixel_values": torch.stack([r["pixel_values"] for r in rows])}
 
-    # -- training / evaluation -------------------------------------------------------------
-    def compute_loss(self, model: TaskModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return classification_loss(model, batch)
+    def _validation_gallery(self, ex, ev) -> list[str]:
+        """The misclassified validation images themselves, most confident mistakes first."""
+        from ..evaluation.classification_report import misclassified_grid
 
-    def metrics(self, predictions: Sequence[int], references: Sequence[int]) -> dict[str, Any]:
-        return classification_metrics(self.labels, predictions, references)
+        return ["<h2>Misclassified validation images</h2>", misclassified_grid(ex, ev, self.labels)]
 
-    def decode(self, logits: torch.Tensor) -> list[dict[str, Any]]:
-        return decode_classification(self.labels, logits)
+    @classmethod
+    def tiny_example(cls, root: Path) -> TaskExample:
+        from ..testing import make_image_folder, make_tiny_resnet
+
+        return TaskExample(make_tiny_resnet(root / "tiny-resnet"), make_image_folder(root / "train", 16, seed=1),
+                           make_image_folder(root / "val", 6, seed=2))

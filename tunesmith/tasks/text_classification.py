@@ -1,69 +1,52 @@
 """Text classification (sentiment, topic, intent, NLI with text pairs)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch import nn
 
+from ..modalities.text import collate_tokens, tokenize
 from . import TASKS
-from .base import (ClassificationHead, TaskModel, classification_loss, classification_metrics,
-                   decode_classification)
+from .base import TaskExample
+from .classification import ClassificationTask
 
 
 @TASKS.register("text-classification")
-class TextClassificationTask:
+class TextClassificationTask(ClassificationTask):
     name = "text-classification"
     modality = "text"
     pipeline_task = "text-classification"
 
-    def __init__(self, labels: Sequence[str], dropout: float = 0.1, pad_token_id: int = 0):
-        self.labels = list(labels)
-        self.label2id = {label: i for i, label in enumerate(self.labels)}
-        self.dropout = dropout
+    def __init__(self, labels: Sequence[str], preprocessor=None, dropout: float = 0.1, pad_token_id: int = 0,
+                 max_length: int = 128):
+        super().__init__(labels, preprocessor, dropout)
         self.pad_token_id = pad_token_id
+        self.max_length = max_length
 
-    # -- model -------------------------------------------------------------------------------
-    def build_head(self, backbone: nn.Module) -> nn.Module:
-        return ClassificationHead(backbone.feature_dim, len(self.labels), self.dropout)
+    @classmethod
+    def _options(cls, cfg, tokenizer, train, reporter) -> dict[str, Any]:
+        return {"pad_token_id": tokenizer.pad_token_id or 0, "max_length": cfg.model.max_length}
 
-    # -- data --------------------------------------------------------------------------------
-    def encode(self, tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> list[dict]:
-        """Tokenize once, unpadded; padding happens per batch in collate."""
-        enc = tokenizer(
-            list(texts), list(pairs) if pairs is not None else None,
-            truncation=True, max_length=max_length, padding=False,
-        )
-        keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
-        return [{k: enc[k][i] for k in keys if k != "attention_mask"} for i in range(len(texts))]
+    @classmethod
+    def _legacy_state(cls, meta: dict[str, Any]) -> dict[str, Any]:
+        return {**super()._legacy_state(meta), "pad_token_id": meta.get("pad_token_id", 0),
+                "max_length": meta.get("max_length", 128)}
 
-    def collate(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if "features" in rows[0]:
-            batch = {"features": torch.stack([torch.as_tensor(r["features"]) for r in rows])}
-        else:
-            longest = max(len(r["input_ids"]) for r in rows)
-            ids = torch.full((len(rows), longest), self.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), longest), dtype=torch.long)
-            types = torch.zeros((len(rows), longest), dtype=torch.long) if "token_type_ids" in rows[0] else None
-            for i, r in enumerate(rows):
-                n = len(r["input_ids"])
-                ids[i, :n] = torch.as_tensor(r["input_ids"])
-                mask[i, :n] = 1
-                if types is not None:
-                    types[i, :n] = torch.as_tensor(r["token_type_ids"])
-            batch = {"input_ids": ids, "attention_mask": mask}
-            if types is not None:
-                batch["token_type_ids"] = types
-        if "label" in rows[0]:
-            batch["labels"] = torch.tensor([r["label"] for r in rows], dtype=torch.long)
-        return batch
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "pad_token_id": self.pad_token_id, "max_length": self.max_length}
 
-    # -- training / evaluation -------------------------------------------------------------
-    def compute_loss(self, model: TaskModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return classification_loss(model, batch)
+    def _encode_inputs(self, examples, augment: bool, reporter) -> list[dict]:
+        return tokenize(self.preprocessor, examples.texts, examples.pairs, self.max_length)
 
-    def metrics(self, predictions: Sequence[int], references: Sequence[int]) -> dict[str, Any]:
-        return classification_metrics(self.labels, predictions, references)
+    def _collate_inputs(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return collate_tokens(rows, self.pad_token_id)
 
-    def decode(self, logits: torch.Tensor) -> list[dict[str, Any]]:
-        return decode_classification(self.labels, logits)
+    @classmethod
+    def tiny_example(cls, root: Path) -> TaskExample:
+        from ..testing import make_tiny_bert, sentiment_rows, write_csv
+
+        return TaskExample(make_tiny_bert(root / "tiny-bert-mean", pooling="mean"),
+                           write_csv(root / "train.csv", sentiment_rows(96, seed=1)),
+                           write_csv(root / "val.csv", sentiment_rows(40, seed=2)),
+                           {"model": {"max_length": 32}})

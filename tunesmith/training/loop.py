@@ -5,35 +5,45 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from ..data.batching import eval_batches, pad_waste, row_lengths, train_batches
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
+from ..data.batching import pad_waste, row_lengths, train_batches
 from ..strategies.base import count_params
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from .optim import build_optimizer, refresh_param_groups, warmup_linear_decay
 from .precision import accelerate_mixed_precision
 
 
-# What each evaluation records in the history (and the metrics train.metric may pick from), unless
-# the task names its own (speech recognition: loss, wer, cer).
-CLASSIFICATION_METRICS = ("loss", "accuracy", "macro_f1")
-LOWER_IS_BETTER = {"loss", "wer", "cer"}
-
-
 @dataclass
-class EvalOutput:
-    loss: float
-    predictions: list  # class ids (classification) or transcripts (speech recognition)
-    probabilities: np.ndarray | None  # classification only
-    metrics: dict[str, Any]
-    details: list[dict] | None = None  # per-example scores where the task gives them (speech: WER per utterance)
+class FitState:
+    """Everything the loop needs to continue exactly after a crash; saved in every checkpoint."""
+
+    epoch: int = 0  # epochs finished
+    batch_in_epoch: int = 0  # batches of the current epoch already trained
+    step: int = 0  # optimizer steps taken
+    best: dict[str, Any] | None = None  # the evaluation whose weights are kept
+    evals_since_best: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    samples: int = 0
+    tokens: int = 0  # non-pad tokens seen by the backbone
+    loss_window: list[float] = field(default_factory=list)  # training losses since the last evaluation
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "FitState":
+        saved = dict(saved)
+        if "best_eval" in saved:  # checkpoints written before FitState named it "best_eval"
+            saved["best"] = saved.pop("best_eval")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
 
 
 @dataclass
@@ -60,55 +70,18 @@ def make_accelerator(precision: str, grad_accum: int) -> Accelerator:
                        gradient_accumulation_steps=grad_accum)
 
 
-@torch.no_grad()
-def evaluate_rows(model, task, rows: Sequence[dict], batch_size: int, autocast: Callable,
-                  reporter=None, what: str = "eval") -> EvalOutput:
-    """Loss, predictions and probabilities in input order, batched by length for speed."""
-    if hasattr(task, "evaluate"):
-        # A task that generates its output (speech recognition) scores itself: batched generate(),
-        # then WER/CER. Classification below needs only logits.
-        metrics, predictions, details = task.evaluate(model, rows, batch_size, autocast)
-        return EvalOutput(metrics.get("loss", float("nan")), predictions, None, metrics, details)
-    was_training = model.training
-    model.eval()
-    lengths = row_lengths(rows)
-    logits_all: list[torch.Tensor | None] = [None] * len(rows)
-    loss_sum = 0.0
-    bar_ctx = reporter.bar(what, len(rows)) if reporter is not None else contextlib.nullcontext()
-    with bar_ctx as bar:
-        for idx in eval_batches(lengths, batch_size):
-            batch = task.collate([rows[i] for i in idx])
-            batch = {k: v.to(_device(model)) for k, v in batch.items()}
-            with autocast():
-                out = task.compute_loss(model, batch)
-            loss_sum += out["loss"].item() * len(idx)
-            for j, i in enumerate(idx):
-                logits_all[i] = out["logits"][j].float().cpu()
-            if bar is not None:
-                bar.advance(len(idx))
-    model.train(was_training)
-    logits = torch.stack(logits_all)  # type: ignore[arg-type]
-    probs = torch.softmax(logits, dim=-1).numpy()
-    preds = probs.argmax(-1).tolist()
-    refs = [r["label"] for r in rows]
-    metrics = task.metrics(preds, refs)
-    metrics["loss"] = loss_sum / len(rows)
-    return EvalOutput(metrics["loss"], preds, probs, metrics)
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _improved(record: dict[str, Any], best: dict[str, Any] | None, metric: str) -> bool:
-    if best is None:
-        return True
-    value, ref = record[metric], best[metric]
-    if metric in ("wer", "cer") and abs(value - ref) <= 1e-12:
-        # Error rates tie often on a small validation set (a few dozen utterances); the lower
-        # validation loss breaks the tie rather than the earliest evaluation winning.
-        return record["loss"] < best["loss"] - 1e-12
-    return value < ref - 1e-12 if metric in LOWER_IS_BETTER else value > ref + 1e-12
+def record_evaluation(state: FitState, record: dict[str, Any], task, metric: str, patience: int | None) -> bool:
+    """Add an evaluation to the history; True when it is the best so far. Early stopping is
+    decided here: `patience` evaluations in a row without improvement stop the run."""
+    state.history.append(record)
+    improved = task.improved(record, state.best, metric)
+    if improved:
+        state.best, state.evals_since_best = record, 0
+    else:
+        state.evals_since_best += 1
+    if patience is not None and state.evals_since_best >= patience:
+        state.stopped_early = True
+    return improved
 
 
 def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[dict], train_cfg,
@@ -116,7 +89,6 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
     """Train `model` in place; at the end it holds the best weights seen on validation."""
     tc = train_cfg
     set_seed(tc.seed)
-    history_metrics = getattr(task, "history_metrics", CLASSIFICATION_METRICS)
     result = FitResult()
 
     # Where to start: a resumed run re-enters its epoch, so strategies whose trainable set changes
@@ -127,20 +99,14 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
     strategy.on_step(model, saved["step"])
 
     # Which weights train, at which learning rates.
-    groups = strategy.param_groups(model, tc)
-    optimizer = build_optimizer(groups, tc.lr, accelerator.device.type)
+    optimizer = build_optimizer(strategy.param_groups(model, tc), tc.lr, accelerator.device.type)
     lengths = row_lengths(train_rows)
-    batches_per_epoch = math.ceil(len(train_rows) / tc.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / tc.grad_accum)
-    total_steps = steps_per_epoch * tc.epochs
-    scheduler = warmup_linear_decay(optimizer, total_steps, tc.warmup_ratio)
+    steps_per_epoch = math.ceil(math.ceil(len(train_rows) / tc.batch_size) / tc.grad_accum)
+    scheduler = warmup_linear_decay(optimizer, steps_per_epoch * tc.epochs, tc.warmup_ratio)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
 
-    # Loop state: everything needed to continue exactly after a crash.
-    state: dict[str, Any] = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "best_value": None, "best_eval": None,
-                             "evals_since_best": 0, "history": [], "stopped_early": False,
-                             "train_seconds": 0.0, "samples": 0, "tokens": 0, "loss_window": []}
+    state = FitState()
     best_weights: dict[str, torch.Tensor] | None = None
     if ckpt is not None:
         loaded = load_checkpoint(ckpt)
@@ -149,107 +115,98 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
         scheduler.load_state_dict(loaded["scheduler"])
         set_rng_state(loaded["rng"])
         best_weights = loaded["best"]
-        state = loaded["state"]
-        result.resumed_from_step = state["step"]
-        reporter.info(f"resumed from {ckpt.name} (epoch {state['epoch'] + 1}, step {state['step']})")
+        state = FitState.from_dict(loaded["state"])
+        result.resumed_from_step = state.step
+        reporter.info(f"resumed from {ckpt.name} (epoch {state.epoch + 1}, step {state.step})")
 
-    def run_eval(epoch: int) -> dict[str, Any]:
+    def trainable_set_changed() -> None:
+        """The strategy unfroze more weights: they train from now on. Weights frozen until now still
+        hold their values at the best evaluation, so the best snapshot records them before they move:
+        restoring it then gives the very model that evaluation scored."""
+        refresh_param_groups(optimizer, scheduler, strategy.param_groups(raw_model, tc))
+        if best_weights is not None:
+            for name, tensor in strategy.trainable_state(raw_model).items():
+                best_weights.setdefault(name, tensor)
+
+    def evaluate(epoch: int) -> None:
         """Evaluate after `epoch` (1-based: the epoch in progress, or just finished)."""
         nonlocal best_weights
-        ev = evaluate_rows(model, task, val_rows, tc.eval_batch_size, accelerator.autocast)
-        window = state["loss_window"]
-        state["loss_window"] = []
-        record = {"epoch": epoch, "step": state["step"],
-                  "train_loss": float(np.mean(window)) if window else None,
-                  **{k: ev.metrics[k] for k in history_metrics}}
-        state["history"].append(record)
-        value = record[tc.metric]
-        if _improved(record, state["best_eval"], tc.metric):
-            state["best_value"], state["best_eval"], state["evals_since_best"] = value, record, 0
+        ev = task.evaluate(model, val_rows, tc.eval_batch_size, accelerator.autocast)
+        window, state.loss_window = state.loss_window, []
+        record = {"epoch": epoch, "step": state.step, "train_loss": float(np.mean(window)) if window else None,
+                  **{k: ev.metrics[k] for k in task.metrics_tracked}}
+        if record_evaluation(state, record, task, tc.metric, tc.early_stopping_patience):
             best_weights = strategy.trainable_state(raw_model)
-        else:
-            state["evals_since_best"] += 1
-        patience = tc.early_stopping_patience
-        if patience is not None and state["evals_since_best"] >= patience:
-            state["stopped_early"] = True
-        reporter.info(f"  step {record['step']}: " + "  ".join(f"val {k} {record[k]:.4f}" for k in history_metrics)
-                      + ("  (best)" if state["evals_since_best"] == 0 else ""))
-        return record
+        reporter.info(f"  step {record['step']}: " + "  ".join(f"val {k} {record[k]:.4f}" for k in task.metrics_tracked)
+                      + ("  (best)" if state.evals_since_best == 0 else ""))
 
     def checkpoint() -> None:
-        save_checkpoint(checkpoint_dir, state["step"], strategy.trainable_state(raw_model), best_weights,
-                        optimizer, scheduler, state)
+        save_checkpoint(checkpoint_dir, state.step, strategy.trainable_state(raw_model), best_weights,
+                        optimizer, scheduler, asdict(state))
 
     model.train()
-    while state["epoch"] < tc.epochs and not state["stopped_early"]:
-        epoch = state["epoch"]
+    while state.epoch < tc.epochs and not state.stopped_early:
+        epoch = state.epoch
         if strategy.on_epoch_start(raw_model, epoch):
-            refresh_param_groups(optimizer, scheduler, strategy.param_groups(raw_model, tc))
+            trainable_set_changed()
             reporter.info(f"epoch {epoch + 1}: {count_params(raw_model).describe()}")
         batches = train_batches(lengths, tc.batch_size, tc.seed, epoch, tc.group_size, tc.length_grouping)
         batches = batches[accelerator.process_index::accelerator.num_processes]
         if epoch == 0:
             result.pad_waste = pad_waste(batches, lengths)
-        start_batch = state["batch_in_epoch"]
+        start_batch = state.batch_in_epoch
         with reporter.bar(f"epoch {epoch + 1}/{tc.epochs}", sum(len(b) for b in batches)) as bar:
             bar.advance(sum(len(b) for b in batches[:start_batch]))
             t0 = time.perf_counter()
             for bi in range(start_batch, len(batches)):
                 idx = batches[bi]
-                batch = task.collate([train_rows[i] for i in idx])
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                batch = {k: v.to(accelerator.device) for k, v in task.collate([train_rows[i] for i in idx]).items()}
                 sync = (bi + 1) % tc.grad_accum == 0 or bi == len(batches) - 1
-                ctx = contextlib.nullcontext() if sync else accelerator.no_sync(model)
-                with ctx:
+                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
                     out = task.compute_loss(model, batch)
-                    accelerator.backward(out["loss"] / tc.grad_accum)
-                state["loss_window"].append(out["loss"].item())
-                state["samples"] += len(idx)
-                if "attention_mask" in batch:
-                    state["tokens"] += int(batch["attention_mask"].sum())
+                    # accelerate divides by gradient_accumulation_steps itself: pass the batch's mean loss
+                    accelerator.backward(out["loss"])
+                state.loss_window.append(out["loss"].item())
+                state.samples += len(idx)
+                state.tokens += task.tokens(batch)
                 if sync:
                     if tc.max_grad_norm is not None:
                         accelerator.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                    state["step"] += 1
-                    if strategy.on_step(raw_model, state["step"]):  # gradual unfreezing by steps
-                        refresh_param_groups(optimizer, scheduler, strategy.param_groups(raw_model, tc))
-                state["batch_in_epoch"] = bi + 1
-                bar.advance(len(idx), postfix=f"loss {np.mean(state['loss_window'][-20:]):.4f}")
-                if sync and tc.eval_every and state["step"] % tc.eval_every == 0:
-                    state["train_seconds"] += time.perf_counter() - t0
-                    run_eval(epoch + 1)
+                    state.step += 1
+                    if strategy.on_step(raw_model, state.step):  # gradual unfreezing by steps
+                        trainable_set_changed()
+                state.batch_in_epoch = bi + 1
+                bar.advance(len(idx), postfix=f"loss {np.mean(state.loss_window[-20:]):.4f}")
+                if sync and tc.eval_every and state.step % tc.eval_every == 0:
+                    state.train_seconds += time.perf_counter() - t0
+                    evaluate(epoch + 1)
                     t0 = time.perf_counter()
-                    if state["stopped_early"]:
+                    if state.stopped_early:
                         break
-                if sync and tc.checkpoint_every and state["step"] % tc.checkpoint_every == 0:
-                    state["train_seconds"] += time.perf_counter() - t0
+                if sync and tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
+                    state.train_seconds += time.perf_counter() - t0
                     checkpoint()
                     t0 = time.perf_counter()
-            state["train_seconds"] += time.perf_counter() - t0
-        if state["stopped_early"]:
+            state.train_seconds += time.perf_counter() - t0
+        if state.stopped_early:
             break
-        state["epoch"] += 1
-        state["batch_in_epoch"] = 0
+        state.epoch += 1
+        state.batch_in_epoch = 0
         if not tc.eval_every:
-            run_eval(state["epoch"])
+            evaluate(state.epoch)
         if not tc.checkpoint_every:
             checkpoint()
 
-    if tc.eval_every and (not state["history"] or state["history"][-1]["step"] != state["step"]) \
-            and not state["stopped_early"]:
-        run_eval(state["epoch"])  # the last steps since the previous evaluation also compete for best
-    if state["stopped_early"]:
+    if tc.eval_every and (not state.history or state.history[-1]["step"] != state.step) and not state.stopped_early:
+        evaluate(state.epoch)  # the last steps since the previous evaluation also compete for best
+    if state.stopped_early:
         reporter.info(f"early stopping: no {tc.metric} improvement in {tc.early_stopping_patience} evaluations")
     if best_weights is not None:
         raw_model.load_state_dict(best_weights, strict=False)
-    result.history = state["history"]
-    result.best = state["best_eval"]
-    result.stopped_early = state["stopped_early"]
-    result.steps = state["step"]
-    result.train_seconds = state["train_seconds"]
-    result.samples = state["samples"]
-    result.tokens = state["tokens"]
+    result.history, result.best, result.stopped_early = state.history, state.best, state.stopped_early
+    result.steps, result.train_seconds = state.step, state.train_seconds
+    result.samples, result.tokens = state.samples, state.tokens
     return result

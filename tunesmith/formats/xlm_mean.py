@@ -1,4 +1,4 @@
-"""Save BERT + mean pooling + linear head as transformers' own XLMForSequenceClassification.
+"""xlm-mean: BERT + mean pooling + linear head saved as transformers' own XLMForSequenceClassification.
 
 transformers has no BERT classification head that mean-pools, so a mean-pooled BERT classifier
 (all-MiniLM-L6-v2 declares mean pooling) cannot be saved as BertForSequenceClassification without
@@ -15,9 +15,15 @@ tunesmith reloads the BERT weights bit for bit.
 """
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
+
+from . import (FORMATS, atomic_save_tensors, atomic_write_json, check_state, how_to_load_lines, keeps_adapters,
+               pipeline_lines, read_json)
 
 EXTRA_FILE = "tunesmith_extra.safetensors"
 
@@ -110,3 +116,56 @@ def from_xlm(tensors: dict[str, torch.Tensor], extra: dict[str, torch.Tensor], n
     for xlm_name, bert_name in _layer_names(num_layers):
         state[e + bert_name] = tensors[xlm_name]
     return state
+
+
+@FORMATS.register("xlm-mean")
+class XlmMeanFormat:
+    name = "xlm-mean"
+    pipeline_loads = True
+
+    def applies(self, model, task, meta: dict[str, Any]) -> bool:
+        encoder_config = getattr(model.backbone.encoder, "config", None)
+        return (not keeps_adapters(task, meta) and getattr(encoder_config, "model_type", None) == "bert"
+                and can_use_xlm_layout(model.backbone, task.preprocessor))
+
+    def save(self, folder: Path, model, task, meta: dict[str, Any]) -> dict[str, Any]:
+        if meta.get("lora") is not None:
+            from .native import plain_copy
+
+            model = plain_copy(model)
+        xlm_config, tensors, extra = to_xlm(model.backbone.encoder, model.head.classifier, task.dropout,
+                                            task.config_entries())
+        atomic_write_json(folder / "config.json", xlm_config)
+        atomic_save_tensors(tensors, folder / "model.safetensors", self.name)
+        atomic_save_tensors(extra, folder / EXTRA_FILE, self.name)
+        _without_pad_token(task.preprocessor).save_pretrained(folder)
+        return {"lora_merged": True} if meta.get("lora") is not None else {}
+
+    def architecture(self, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+        return read_json(folder / "config.json")["tunesmith_source"]["bert_config"]
+
+    def load(self, folder: Path, meta: dict[str, Any], backbone_cls, task, architecture: dict[str, Any]):
+        from ..tasks.base import TaskModel
+
+        backbone = backbone_cls.from_config(architecture, meta)
+        model = TaskModel(backbone, task.build_head(backbone))
+        state = from_xlm(load_file(str(folder / "model.safetensors")), load_file(str(folder / EXTRA_FILE)),
+                         backbone.encoder.config.num_hidden_layers)
+        check_state(folder, model, state)
+        return model
+
+    def how_to_load(self, name: str, meta: dict[str, Any], task, example: str) -> list[str]:
+        return how_to_load_lines(name, example) + pipeline_lines(name, task, example) + [
+            f"**Note:** this BERT model pools token states with `{meta.get('pooling')}` pooling, and transformers' "
+            "BERT classification head cannot mean-pool. The folder is therefore saved as the equivalent "
+            "`XLMForSequenceClassification` (same encoder maths, mean pooling, linear head; scores match tunesmith "
+            "to ~1e-7). XLM's mean counts padding, so the saved tokenizer has no pad token and "
+            "`pipeline(..., batch_size>1)` is refused: call the pipeline one text at a time (its default) and do not "
+            "set a pad token on it. For batched inference use `tunesmith.load`, which masks padding correctly.", ""]
+
+
+def _without_pad_token(tokenizer):
+    """A copy whose pad token is unset, so batched `pipeline` calls fail instead of mis-scoring."""
+    tok = copy.deepcopy(tokenizer)
+    tok.pad_token = None
+    return tok
