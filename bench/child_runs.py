@@ -16,6 +16,7 @@ contention-warning blocks, and the end of a run (report printed, bench/results/<
 One copy of what is the same (DESIGN rule 12); what differs between the benchmarks (the child's
 extra arguments and environment) is a parameter.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,7 @@ RESULTS = HERE / "results"
 # --------------------------------------------------------------------------------------------
 # child side
 # --------------------------------------------------------------------------------------------
+
 
 def pin_threads(n: int) -> None:
     """torch on n intra-op threads and one inter-op thread (where it can still be set)."""
@@ -61,6 +63,7 @@ def write_child_result(out: dict, json_path: str, workers: bool) -> int:
 # --------------------------------------------------------------------------------------------
 # parent side: a quiet machine, one measured child
 # --------------------------------------------------------------------------------------------
+
 
 def cpu_jiffies() -> tuple[int, int]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
@@ -93,9 +96,16 @@ def wait_for_idle(threshold: float, max_wait: float) -> float:
 def child_env(cache: Path, threads: int, **extra: str) -> dict:
     """The child's environment: its feature cache, `threads` OpenMP/MKL threads, Hugging Face
     offline, the repository importable; `extra` on top."""
-    return dict(os.environ, TUNESMITH_CACHE=str(cache), OMP_NUM_THREADS=str(threads),
-                MKL_NUM_THREADS=str(threads), **extra, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                PYTHONPATH=str(ROOT))
+    return dict(
+        os.environ,
+        TUNESMITH_CACHE=str(cache),
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        **extra,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONPATH=str(ROOT),
+    )
 
 
 def run_measured(cmd: list[str], env: dict, log: Path) -> tuple[int, dict]:
@@ -115,8 +125,17 @@ def run_measured(cmd: list[str], env: dict, log: Path) -> tuple[int, dict]:
     return rc, {"process_seconds": wall, "child_cpu_seconds": ours, "other_load_cores": other}
 
 
-def spawn(script: str, config: str, args, data: Path, work: Path, cache: Path, log_dir: Path,
-          extra_args: list[str] | None = None, extra_env: dict | None = None) -> dict:
+def spawn(
+    script: str,
+    config: str,
+    args,
+    data: Path,
+    work: Path,
+    cache: Path,
+    log_dir: Path,
+    extra_args: list[str] | None = None,
+    extra_env: dict | None = None,
+) -> dict:
     """Run `script --one CONFIG` (after waiting for a quiet machine, unless --max-wait is 0) and
     return what it wrote plus the measurements of run_measured and busy_cores_before; a failed
     child gives {"error", "log_tail"} instead. args: the parent's (epochs, threads, idle_threshold,
@@ -124,9 +143,23 @@ def spawn(script: str, config: str, args, data: Path, work: Path, cache: Path, l
     busy_before = wait_for_idle(args.idle_threshold, args.max_wait) if args.max_wait > 0 else None
     js = work / f"{config}.json"
     js.unlink(missing_ok=True)
-    cmd = [sys.executable, str(Path(script).resolve()), "--one", config, "--data", str(data),
-           "--epochs", str(args.epochs), "--threads", str(args.threads), "--work", str(work), "--json", str(js),
-           *(extra_args or [])]
+    cmd = [
+        sys.executable,
+        str(Path(script).resolve()),
+        "--one",
+        config,
+        "--data",
+        str(data),
+        "--epochs",
+        str(args.epochs),
+        "--threads",
+        str(args.threads),
+        "--work",
+        str(work),
+        "--json",
+        str(js),
+        *(extra_args or []),
+    ]
     log = log_dir / f"{config}.log"
     rc, measured = run_measured(cmd, child_env(cache, args.threads, **(extra_env or {})), log)
     if rc != 0 or not js.is_file():
@@ -139,14 +172,23 @@ def spawn(script: str, config: str, args, data: Path, work: Path, cache: Path, l
 # parent side: command line, report pieces, result files
 # --------------------------------------------------------------------------------------------
 
-def add_common_args(ap: argparse.ArgumentParser, default_configs: list[str], all_configs: list[str],
-                    max_wait: float, max_wait_help: str = "seconds to wait for that per configuration (0: never)",
-                    ) -> None:
+
+def add_common_args(
+    ap: argparse.ArgumentParser,
+    default_configs: list[str],
+    all_configs: list[str],
+    max_wait: float,
+    max_wait_help: str = "seconds to wait for that per configuration (0: never)",
+) -> None:
     """--configs, --keep, --idle-threshold and --max-wait, as every benchmark offers them."""
     ap.add_argument("--configs", default=",".join(default_configs), help=f"subset of {','.join(all_configs)}")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (data, run folders, logs)")
-    ap.add_argument("--idle-threshold", type=float, default=0.3,
-                    help="before each configuration, wait until other processes use at most this many cores")
+    ap.add_argument(
+        "--idle-threshold",
+        type=float,
+        default=0.3,
+        help="before each configuration, wait until other processes use at most this many cores",
+    )
     ap.add_argument("--max-wait", type=float, default=max_wait, help=max_wait_help)
 
 
@@ -185,8 +227,10 @@ def contention_md(measured: dict, detail: str = "") -> str:
     loaded = [n for n, r in measured.items() if (r.get("other_load_cores") or 0) > 0.25]
     if not loaded:
         return ""
-    return (f"\n**Warning: the machine was shared while {', '.join(loaded)} ran** (other load > 0.25 cores); "
-            f"those rows are slowed by contention{detail}; rerun when the machine is idle.\n")
+    return (
+        f"\n**Warning: the machine was shared while {', '.join(loaded)} ran** (other load > 0.25 cores); "
+        f"those rows are slowed by contention{detail}; rerun when the machine is idle.\n"
+    )
 
 
 def env_versions() -> dict:
@@ -196,8 +240,12 @@ def env_versions() -> dict:
     import torch
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "cpu_count": os.cpu_count()}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def finish(stem: str, args, res: dict, build_report, argv: list[str] | None, root: Path) -> int:

@@ -59,6 +59,7 @@ Bar (issue 6): training at least 1.3x, evaluation at least 1.5x, at equal WER: t
 
 Results: stdout, and bench/results/speech_vs_hf_trainer.{json,md} (--quick: ..._quick.{json,md}).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 # Shared with the text and vision benchmarks, not copied (DESIGN rule 12).
-from child_runs import (ROOT, add_child_args, add_common_args, cell, contention_md, env_versions,  # noqa: E402
-                        failures_md, finish, parse_configs, pin_threads, spawn, write_child_result)
+from child_runs import (  # noqa: E402
+    ROOT,
+    add_child_args,
+    add_common_args,
+    cell,
+    contention_md,
+    env_versions,  # noqa: E402
+    failures_md,
+    finish,
+    parse_configs,
+    pin_threads,
+    spawn,
+    write_child_result,
+)
 
 DEFAULT_CONFIGS = ["hf-seq2seq", "hf-seq2seq-bf16", "ts", "ts-30s", "hf-pipeline", "ts-eval", "ts-pipeline"]
 ALL_CONFIGS = DEFAULT_CONFIGS + ["ts-fp32"]
@@ -101,6 +114,7 @@ RATE = 16000
 # --------------------------------------------------------------------------------------------
 # shared by every row: clips, WER
 # --------------------------------------------------------------------------------------------
+
 
 def _read_table(path: Path) -> tuple[list[str], list[str]]:
     """(absolute clip paths, transcripts) of one of examples/accent.py's speak() tables."""
@@ -144,9 +158,11 @@ def wer(references: list[str], hypotheses: list[str]) -> float:
 # the HF side, written as the published Whisper fine-tuning recipe writes it
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class DataCollatorSpeechSeq2SeqWithPadding:
     """The blog's collator, verbatim in behaviour (it is not part of transformers)."""
+
     processor: Any
     decoder_start_token_id: int
 
@@ -166,8 +182,13 @@ class DataCollatorSpeechSeq2SeqWithPadding:
 def child_hf(args, bf16: bool) -> dict:
     import numpy as np
     import torch
-    from transformers import (Seq2SeqTrainer, Seq2SeqTrainingArguments, WhisperForConditionalGeneration,
-                              WhisperProcessor, set_seed)
+    from transformers import (
+        Seq2SeqTrainer,
+        Seq2SeqTrainingArguments,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        set_seed,
+    )
 
     from tunesmith.models import resolve_model
 
@@ -180,8 +201,12 @@ def child_hf(args, bf16: bool) -> dict:
         out = []
         for p, t in zip(paths, texts):
             audio = _load_16k(p)
-            out.append({"input_features": processor.feature_extractor(audio, sampling_rate=RATE).input_features[0],
-                        "labels": processor.tokenizer(t).input_ids})
+            out.append(
+                {
+                    "input_features": processor.feature_extractor(audio, sampling_rate=RATE).input_features[0],
+                    "labels": processor.tokenizer(t).input_ids,
+                }
+            )
         return out
 
     t0 = time.perf_counter()
@@ -205,14 +230,35 @@ def child_hf(args, bf16: bool) -> dict:
         return {"wer": wer(label_str, pred_str)}
 
     targs = Seq2SeqTrainingArguments(
-        output_dir=str(Path(args.work) / args.one), per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
-        learning_rate=LR, warmup_steps=WARMUP, num_train_epochs=args.epochs, gradient_checkpointing=False,
-        bf16=bf16, per_device_eval_batch_size=EVAL_BATCH, predict_with_generate=True, generation_max_length=225,
-        eval_strategy="no", save_strategy="no", logging_strategy="no", report_to=[], seed=SEED, use_cpu=True,
-        disable_tqdm=True, dataloader_pin_memory=False, remove_unused_columns=False,
+        output_dir=str(Path(args.work) / args.one),
+        per_device_train_batch_size=BATCH,
+        gradient_accumulation_steps=1,
+        learning_rate=LR,
+        warmup_steps=WARMUP,
+        num_train_epochs=args.epochs,
+        gradient_checkpointing=False,
+        bf16=bf16,
+        per_device_eval_batch_size=EVAL_BATCH,
+        predict_with_generate=True,
+        generation_max_length=225,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to=[],
+        seed=SEED,
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        remove_unused_columns=False,
     )
-    trainer = Seq2SeqTrainer(model=model, args=targs, train_dataset=train_ds, data_collator=collator,
-                             compute_metrics=compute_metrics, processing_class=processor.feature_extractor)
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=targs,
+        train_dataset=train_ds,
+        data_collator=collator,
+        compute_metrics=compute_metrics,
+        processing_class=processor.feature_extractor,
+    )
     t0 = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - t0
@@ -223,13 +269,21 @@ def child_hf(args, bf16: bool) -> dict:
     trainer.save_model(str(saved))
     processor.save_pretrained(str(saved))
     n = len(train_ds) * args.epochs
-    return {"precision": "bf16" if bf16 else "fp32", "epochs": args.epochs, "samples": n,
-            "train_seconds": train_seconds, "samples_per_second": n / train_seconds, "wer": m["test_wer"],
-            "trainer_eval_seconds": eval_seconds, "trainer_eval_utterances_per_second": len(test_ds) / eval_seconds,
-            "preprocess_seconds": preprocess_seconds,
-            "examples": [{"reference": r, "hypothesis": h} for r, h in zip(te_t, compute_metrics.hyps)][:3],
-            "params": {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)},
-            "wall_seconds": time.perf_counter() - t_wall, "torch_threads": torch.get_num_threads()}
+    return {
+        "precision": "bf16" if bf16 else "fp32",
+        "epochs": args.epochs,
+        "samples": n,
+        "train_seconds": train_seconds,
+        "samples_per_second": n / train_seconds,
+        "wer": m["test_wer"],
+        "trainer_eval_seconds": eval_seconds,
+        "trainer_eval_utterances_per_second": len(test_ds) / eval_seconds,
+        "preprocess_seconds": preprocess_seconds,
+        "examples": [{"reference": r, "hypothesis": h} for r, h in zip(te_t, compute_metrics.hyps)][:3],
+        "params": {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)},
+        "wall_seconds": time.perf_counter() - t_wall,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def child_pipeline(args) -> dict:
@@ -244,15 +298,23 @@ def child_pipeline(args) -> dict:
     outs = asr([{"raw": _load_16k(p), "sampling_rate": RATE} for p in paths], batch_size=EVAL_BATCH)
     secs = time.perf_counter() - t0
     hyps = [o["text"].strip() for o in outs]
-    return {"precision": str(next(asr.model.parameters()).dtype).replace("torch.", ""), "samples": len(paths),
-            "eval_seconds": secs, "eval_utterances_per_second": len(paths) / secs, "load_seconds": load_seconds,
-            "wer": wer(refs, hyps), "hypotheses": hyps, "wall_seconds": load_seconds + secs,
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "precision": str(next(asr.model.parameters()).dtype).replace("torch.", ""),
+        "samples": len(paths),
+        "eval_seconds": secs,
+        "eval_utterances_per_second": len(paths) / secs,
+        "load_seconds": load_seconds,
+        "wer": wer(refs, hyps),
+        "hypotheses": hyps,
+        "wall_seconds": load_seconds + secs,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # the tunesmith side
 # --------------------------------------------------------------------------------------------
+
 
 def child_tunesmith(args, config: str) -> dict:
     import torch
@@ -264,8 +326,16 @@ def child_tunesmith(args, config: str) -> dict:
     cfg = yaml.safe_load((ROOT / "configs" / "speech" / "accent.yaml").read_text(encoding="utf-8"))
     cfg["out"] = str(Path(args.work) / config)
     cfg["data"].update(train=str(data / "train.csv"), validation=str(data / "val.csv"), test=str(data / "test.csv"))
-    cfg["train"].update(epochs=args.epochs, batch_size=BATCH, lr=LR, warmup_ratio=WARMUP, eval_batch_size=EVAL_BATCH,
-                        seed=SEED, threads=args.threads, early_stopping_patience=None)
+    cfg["train"].update(
+        epochs=args.epochs,
+        batch_size=BATCH,
+        lr=LR,
+        warmup_ratio=WARMUP,
+        eval_batch_size=EVAL_BATCH,
+        seed=SEED,
+        threads=args.threads,
+        early_stopping_patience=None,
+    )
     if config == "ts-fp32":
         cfg["train"]["precision"] = "fp32"
     if config == "ts-30s":
@@ -275,14 +345,23 @@ def child_tunesmith(args, config: str) -> dict:
     wall = time.perf_counter() - t0
     metrics = json.loads((res.out / "metrics.json").read_text(encoding="utf-8"))
     t = res.timings
-    return {"precision": metrics["run"]["precision"], "epochs": len(res.history), "configured": cfg,
-            "samples": metrics["train"]["samples"], "train_seconds": t["train_seconds"],
-            "samples_per_second": t["train_samples_per_second"],
-            "tunesmith_test_wer": res.test_metrics["wer"], "wer": res.test_metrics["wer"],
-            "validation_wer_before": metrics["before_finetuning"]["validation"]["wer"],
-            "validation_wer_after": res.metrics["wer"], "wall_seconds": wall,
-            "total_seconds": t.get("total_seconds"), "params": res.params, "warnings": res.warnings,
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "precision": metrics["run"]["precision"],
+        "epochs": len(res.history),
+        "configured": cfg,
+        "samples": metrics["train"]["samples"],
+        "train_seconds": t["train_seconds"],
+        "samples_per_second": t["train_samples_per_second"],
+        "tunesmith_test_wer": res.test_metrics["wer"],
+        "wer": res.test_metrics["wer"],
+        "validation_wer_before": metrics["before_finetuning"]["validation"]["wer"],
+        "validation_wer_after": res.metrics["wer"],
+        "wall_seconds": wall,
+        "total_seconds": t.get("total_seconds"),
+        "params": res.params,
+        "warnings": res.warnings,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def child_ts_eval(args) -> dict:
@@ -297,10 +376,17 @@ def child_ts_eval(args) -> dict:
     t0 = time.perf_counter()
     hyps = [d["text"] for d in predictor.predict(paths)]
     secs = time.perf_counter() - t0
-    return {"precision": str(next(predictor.model.parameters()).dtype).replace("torch.", ""), "samples": len(paths),
-            "eval_seconds": secs, "eval_utterances_per_second": len(paths) / secs, "load_seconds": load_seconds,
-            "wer": wer(refs, hyps), "hypotheses": hyps, "wall_seconds": load_seconds + secs,
-            "torch_threads": torch.get_num_threads()}
+    return {
+        "precision": str(next(predictor.model.parameters()).dtype).replace("torch.", ""),
+        "samples": len(paths),
+        "eval_seconds": secs,
+        "eval_utterances_per_second": len(paths) / secs,
+        "load_seconds": load_seconds,
+        "wer": wer(refs, hyps),
+        "hypotheses": hyps,
+        "wall_seconds": load_seconds + secs,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def run_child(args) -> int:
@@ -320,6 +406,7 @@ def run_child(args) -> int:
 # parent: data, children, table
 # --------------------------------------------------------------------------------------------
 
+
 def _run_for(config: str, args, work: Path) -> Path:
     """The folder an evaluation row transcribes: the HF recipe's saved model, or the ts run."""
     if config != "hf-pipeline":
@@ -338,11 +425,14 @@ def prepare_data(root: Path, args) -> Path:
     data = root / "data"
     texts = sentences(args.train + args.validation + args.test, args.seed)
     t0 = time.perf_counter()
-    speak(data, texts[:args.train], "train", VOICE)
-    speak(data, texts[args.train:args.train + args.validation], "val", VOICE)
-    speak(data, texts[args.train + args.validation:], "test", VOICE)
-    print(f"synthesised {args.train} training, {args.validation} validation and {args.test} test clips ({VOICE}) "
-          f"in {time.perf_counter() - t0:.1f}s", flush=True)
+    speak(data, texts[: args.train], "train", VOICE)
+    speak(data, texts[args.train : args.train + args.validation], "val", VOICE)
+    speak(data, texts[args.train + args.validation :], "test", VOICE)
+    print(
+        f"synthesised {args.train} training, {args.validation} validation and {args.test} test clips ({VOICE}) "
+        f"in {time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
     return data
 
 
@@ -369,7 +459,8 @@ def build_report(res: dict) -> tuple[str, dict]:
         f"real sentences: {res['n_train']} train / {res['n_val']} validation (tunesmith only) / {res['n_test']} "
         f"held-out test (mean {cs['train']['mean_seconds']:.1f} s, "
         f"longest {max(c['max_seconds'] for c in cs.values()):.1f} s; "
-        f"Whisper pads every clip to its window: 30 s, or 10 s where a row says so), {res['epochs']} epoch(s), batch {BATCH}, lr {LR:g}, "
+        f"Whisper pads every clip to its window: 30 s, or 10 s where a row says so), {res['epochs']} epoch(s), "
+        f"batch {BATCH}, lr {LR:g}, "
         f"warmup {WARMUP:g}, eval batch {EVAL_BATCH}, {res['threads']} torch threads.",
         "",
         "Training:",
@@ -385,79 +476,103 @@ def build_report(res: dict) -> tuple[str, dict]:
         w = cell(r.get("wer"), "{:.3f}")
         if name == "ts" and ok("ts-eval"):
             w += f" (its saved model, fp32, via ts-eval: {rows['ts-eval']['wer']:.3f})"
-        lines.append(f"| {LABELS[name]} | {r['precision']} | {cell(r['samples_per_second'], '{:.2f}')} | "
-                     f"{cell(r['train_seconds'])} | {cell(r['wall_seconds'])} | {cell(r['peak_rss_mb'], '{:.0f}')} | "
-                     f"{w} | {cell(r.get('other_load_cores'), '{:.2f}')} |")
-    lines += ["", "Evaluation decoding (test clips, read + transcribe; model load apart):", "",
-              "| configuration | precision | utterances/s | seconds | model load s | peak RSS MB | test WER "
-              "| other load |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {LABELS[name]} | {r['precision']} | {cell(r['samples_per_second'], '{:.2f}')} | "
+            f"{cell(r['train_seconds'])} | {cell(r['wall_seconds'])} | {cell(r['peak_rss_mb'], '{:.0f}')} | "
+            f"{w} | {cell(r.get('other_load_cores'), '{:.2f}')} |"
+        )
+    lines += [
+        "",
+        "Evaluation decoding (test clips, read + transcribe; model load apart):",
+        "",
+        "| configuration | precision | utterances/s | seconds | model load s | peak RSS MB | test WER | other load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in (n for n in EVAL_CONFIGS if n in rows):
         r = rows[name]
         if "error" in r:
             lines.append(f"| {LABELS[name]} | FAILED: {r['error']} | | | | | | |")
             continue
-        lines.append(f"| {LABELS[name]}, batch {EVAL_BATCH} | {r['precision']} | "
-                     f"{cell(r['eval_utterances_per_second'], '{:.2f}')} | {cell(r['eval_seconds'])} | "
-                     f"{cell(r['load_seconds'])} | {cell(r['peak_rss_mb'], '{:.0f}')} | {cell(r['wer'], '{:.3f}')} | "
-                     f"{cell(r.get('other_load_cores'), '{:.2f}')} |")
+        lines.append(
+            f"| {LABELS[name]}, batch {EVAL_BATCH} | {r['precision']} | "
+            f"{cell(r['eval_utterances_per_second'], '{:.2f}')} | {cell(r['eval_seconds'])} | "
+            f"{cell(r['load_seconds'])} | {cell(r['peak_rss_mb'], '{:.0f}')} | {cell(r['wer'], '{:.3f}')} | "
+            f"{cell(r.get('other_load_cores'), '{:.2f}')} |"
+        )
     for name in (n for n in ("hf-seq2seq", "hf-seq2seq-bf16") if ok(n)):
         r = rows[name]
-        lines.append(f"| (for reference) {LABELS[name]}: trainer.evaluate, predict_with_generate | {r['precision']} | "
-                     f"{r['trainer_eval_utterances_per_second']:.2f} | {r['trainer_eval_seconds']:.1f} | — | — | "
-                     f"{r['wer']:.3f} | — |")
+        lines.append(
+            f"| (for reference) {LABELS[name]}: trainer.evaluate, predict_with_generate | {r['precision']} | "
+            f"{r['trainer_eval_utterances_per_second']:.2f} | {r['trainer_eval_seconds']:.1f} | — | — | "
+            f"{r['wer']:.3f} | — |"
+        )
 
     derived: dict = {}
     notes = []
 
     def verdict(v: float, bar: float, wa: float, wb: float) -> str:
         equal = wa <= wb + 0.01 + 1e-9  # tunesmith's WER (wa) at most 0.01 above the peer's (wb)
-        return (f"{'meets' if v >= bar and equal else 'misses'} the {bar}x bar"
-                + ("" if equal else f" (WER {wa - wb:.3f} above the peer's: not at equal WER)"))
+        return f"{'meets' if v >= bar and equal else 'misses'} the {bar}x bar" + (
+            "" if equal else f" (WER {wa - wb:.3f} above the peer's: not at equal WER)"
+        )
 
-    for ts, peer in (("ts", "hf-seq2seq"), ("ts", "hf-seq2seq-bf16"), ("ts-30s", "hf-seq2seq-bf16"),
-                     ("ts-fp32", "hf-seq2seq")):
+    for ts, peer in (
+        ("ts", "hf-seq2seq"),
+        ("ts", "hf-seq2seq-bf16"),
+        ("ts-30s", "hf-seq2seq-bf16"),
+        ("ts-fp32", "hf-seq2seq"),
+    ):
         if ok(ts) and ok(peer):
             a, b = rows[ts], rows[peer]
             v = a["samples_per_second"] / b["samples_per_second"]
             derived[f"{ts}_vs_{peer}_train_utterances_per_s"] = v
-            notes.append(f"- {LABELS[ts]} ({a['precision']}) ÷ {LABELS[peer]} ({b['precision']}) training "
-                         f"utterances/s: **{v:.2f}x**, {verdict(v, 1.3, a['wer'], b['wer'])}; test WER "
-                         f"{a['wer']:.3f} vs {b['wer']:.3f}; peak RSS {a['peak_rss_mb']:.0f} vs "
-                         f"{b['peak_rss_mb']:.0f} MB")
+            notes.append(
+                f"- {LABELS[ts]} ({a['precision']}) ÷ {LABELS[peer]} ({b['precision']}) training "
+                f"utterances/s: **{v:.2f}x**, {verdict(v, 1.3, a['wer'], b['wer'])}; test WER "
+                f"{a['wer']:.3f} vs {b['wer']:.3f}; peak RSS {a['peak_rss_mb']:.0f} vs "
+                f"{b['peak_rss_mb']:.0f} MB"
+            )
     if ok("ts-eval") and ok("hf-pipeline"):
         a, b = rows["ts-eval"], rows["hf-pipeline"]
         v = a["eval_utterances_per_second"] / b["eval_utterances_per_second"]
         derived["ts-eval_vs_hf-pipeline_utterances_per_s"] = v
-        notes.append(f"- {LABELS['ts-eval']} ÷ {LABELS['hf-pipeline']} evaluation utterances/s: **{v:.2f}x**, "
-                     f"{verdict(v, 1.5, a['wer'], b['wer'])}; WER {a['wer']:.3f} vs {b['wer']:.3f} (each tool's "
-                     "own trained model, as its user would deploy it)")
+        notes.append(
+            f"- {LABELS['ts-eval']} ÷ {LABELS['hf-pipeline']} evaluation utterances/s: **{v:.2f}x**, "
+            f"{verdict(v, 1.5, a['wer'], b['wer'])}; WER {a['wer']:.3f} vs {b['wer']:.3f} (each tool's "
+            "own trained model, as its user would deploy it)"
+        )
     if ok("ts-eval") and ok("ts-pipeline"):
         a, b = rows["ts-eval"], rows["ts-pipeline"]
         v = a["eval_utterances_per_second"] / b["eval_utterances_per_second"]
         same = sum(x == y for x, y in zip(a["hypotheses"], b["hypotheses"]))
         derived["ts-eval_vs_ts-pipeline_utterances_per_s"] = v
         derived["identical_transcripts"] = same
-        notes.append(f"- the same tunesmith folder through {LABELS['ts-pipeline']}: {v:.2f}x of it (the speed is the "
-                     f"saved model's, not a decoding trick); identical transcripts {same}/{len(a['hypotheses'])}")
+        notes.append(
+            f"- the same tunesmith folder through {LABELS['ts-pipeline']}: {v:.2f}x of it (the speed is the "
+            f"saved model's, not a decoding trick); identical transcripts {same}/{len(a['hypotheses'])}"
+        )
     if ok("ts") and ok("ts-eval") and abs(rows["ts"]["wer"] - rows["ts-eval"]["wer"]) > 1e-9:
         a, b = rows["ts"], rows["ts-eval"]
         derived["ts_in_run_vs_saved_model_wer"] = [a["wer"], b["wer"]]
-        notes.append(f"- tunesmith's own test WER ({a['wer']:.3f}, scored inside finetune with {a['precision']} "
-                     f"autocast) differs from what its saved model transcribes through Predictor.predict and "
-                     f"pipeline() ({b['wer']:.3f}, {b['precision']}): the run reports a WER its artefact does not give")
+        notes.append(
+            f"- tunesmith's own test WER ({a['wer']:.3f}, scored inside finetune with {a['precision']} "
+            f"autocast) differs from what its saved model transcribes through Predictor.predict and "
+            f"pipeline() ({b['wer']:.3f}, {b['precision']}): the run reports a WER its artefact does not give"
+        )
     md = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
     md += failures_md(rows)
-    md += ("\nNotes: every training row fine-tunes all of whisper-tiny.en's weights from the same checkpoint on the "
-           f"same clips, batch {BATCH}, lr {LR:g}, linear warmup {WARMUP:g} then decay. HF: the blog recipe's "
-           "Seq2SeqTrainingArguments (AdamW, no weight decay), no SpecAugment (the checkpoint's default), no gradient "
-           "checkpointing (see the script's docstring), fp16 replaced by fp32 / bf16 on CPU. tunesmith: "
-           "configs/speech/accent.yaml (SpecAugment on, weight decay 0.01) with early stopping off; its "
-           "train s excludes the WER-before pass and per-epoch validation, which are in its wall s. WER: corpus "
-           "level, jiwer after Whisper's EnglishTextNormalizer, the same function for every row. Evaluation rows: "
-           "fp32, greedy, same batch; hf-pipeline transcribes the HF recipe's model, ts-eval and ts-pipeline the ts "
-           "run's. other load: "
-           "cores the rest of the machine kept busy meanwhile (other people's jobs).\n")
+    md += (
+        "\nNotes: every training row fine-tunes all of whisper-tiny.en's weights from the same checkpoint on the "
+        f"same clips, batch {BATCH}, lr {LR:g}, linear warmup {WARMUP:g} then decay. HF: the blog recipe's "
+        "Seq2SeqTrainingArguments (AdamW, no weight decay), no SpecAugment (the checkpoint's default), no gradient "
+        "checkpointing (see the script's docstring), fp16 replaced by fp32 / bf16 on CPU. tunesmith: "
+        "configs/speech/accent.yaml (SpecAugment on, weight decay 0.01) with early stopping off; its "
+        "train s excludes the WER-before pass and per-epoch validation, which are in its wall s. WER: corpus "
+        "level, jiwer after Whisper's EnglishTextNormalizer, the same function for every row. Evaluation rows: "
+        "fp32, greedy, same batch; hf-pipeline transcribes the HF recipe's model, ts-eval and ts-pipeline the ts "
+        "run's. other load: "
+        "cores the rest of the machine kept busy meanwhile (other people's jobs).\n"
+    )
     md += contention_md(rows)
     return md, derived
 
@@ -483,7 +598,7 @@ def main(argv=None) -> int:
     configs = parse_configs(ap, args.configs, ALL_CONFIGS)
     for c in configs:  # an evaluation row transcribes a folder a training row wrote earlier in the list
         needs = ("hf-seq2seq-bf16", "hf-seq2seq") if c == "hf-pipeline" else ("ts",) if c in EVAL_CONFIGS else ()
-        if needs and not any(n in configs[:configs.index(c)] for n in needs):
+        if needs and not any(n in configs[: configs.index(c)] for n in needs):
             ap.error(f"{c} transcribes the folder {' or '.join(needs)} writes: put that before it")
 
     root = Path(tempfile.mkdtemp(prefix="bench_speech_"))
@@ -494,23 +609,50 @@ def main(argv=None) -> int:
     work.mkdir()
     rows: dict[str, dict] = {}
     for c in configs:
-        r = spawn(__file__, c, args, data, work, cache, logs, extra_args=["--run", str(_run_for(c, args, work))],
-                  extra_env={"TOKENIZERS_PARALLELISM": "false"})
+        r = spawn(
+            __file__,
+            c,
+            args,
+            data,
+            work,
+            cache,
+            logs,
+            extra_args=["--run", str(_run_for(c, args, work))],
+            extra_env={"TOKENIZERS_PARALLELISM": "false"},
+        )
         rows[c] = r
         if "error" in r:
             print(f"{c}: FAILED ({r['error']})\n{r['log_tail']}", flush=True)
         elif c in EVAL_CONFIGS:
-            print(f"{c}: {r['eval_utterances_per_second']:.2f} utterances/s decoding, WER {r['wer']:.3f}, "
-                  f"RSS {r['peak_rss_mb']:.0f} MB, other load {r['other_load_cores']:.2f} cores", flush=True)
+            print(
+                f"{c}: {r['eval_utterances_per_second']:.2f} utterances/s decoding, WER {r['wer']:.3f}, "
+                f"RSS {r['peak_rss_mb']:.0f} MB, other load {r['other_load_cores']:.2f} cores",
+                flush=True,
+            )
         else:
-            print(f"{c}: {r['samples_per_second']:.2f} utterances/s training, WER {r['wer']:.3f}, wall "
-                  f"{r['wall_seconds']:.1f}s, RSS {r['peak_rss_mb']:.0f} MB, other load {r['other_load_cores']:.2f} "
-                  "cores", flush=True)
+            print(
+                f"{c}: {r['samples_per_second']:.2f} utterances/s training, WER {r['wer']:.3f}, wall "
+                f"{r['wall_seconds']:.1f}s, RSS {r['peak_rss_mb']:.0f} MB, other load {r['other_load_cores']:.2f} "
+                "cores",
+                flush=True,
+            )
 
-    res = {"n_train": args.train, "n_val": args.validation, "n_test": args.test, "epochs": args.epochs,
-           "threads": args.threads, "batch_size": BATCH, "eval_batch_size": EVAL_BATCH, "lr": LR, "seed": SEED,
-           "voice": VOICE, "model": MODEL, "clips": _clip_seconds(data), "configs": rows,
-           "env": env_versions()}
+    res = {
+        "n_train": args.train,
+        "n_val": args.validation,
+        "n_test": args.test,
+        "epochs": args.epochs,
+        "threads": args.threads,
+        "batch_size": BATCH,
+        "eval_batch_size": EVAL_BATCH,
+        "lr": LR,
+        "seed": SEED,
+        "voice": VOICE,
+        "model": MODEL,
+        "clips": _clip_seconds(data),
+        "configs": rows,
+        "env": env_versions(),
+    }
     return finish("speech_vs_hf_trainer", args, res, build_report, argv, root)
 
 

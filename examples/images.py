@@ -12,6 +12,7 @@ idle 2-core AMD EPYC (bf16), from an empty cache (before 0.826, after 0.836 test
 
     python examples/images.py [--train-per-class 100 --test-per-class 50 --epochs 8 --threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import tunesmith  # noqa: E402
 from prepare_fashion_mnist import main as prepare  # noqa: E402
+
+import tunesmith  # noqa: E402
 from tunesmith.config import config_from_dict, load_config  # noqa: E402
 
 RECIPE = HERE.parent / "configs" / "vision" / "fashion-mnist.yaml"
@@ -41,8 +43,16 @@ def main() -> int:
     ap.add_argument("--out", default="runs")
     args = ap.parse_args()
 
-    rc = prepare(["--out", args.data, "--train-per-class", str(args.train_per_class),
-                  "--test-per-class", str(args.test_per_class)])
+    rc = prepare(
+        [
+            "--out",
+            args.data,
+            "--train-per-class",
+            str(args.train_per_class),
+            "--test-per-class",
+            str(args.test_per_class),
+        ]
+    )
     if rc:
         return rc
     common = {"data.train": f"{args.data}/train", "data.test": f"{args.data}/test", "train.threads": args.threads}
@@ -60,24 +70,32 @@ def main() -> int:
     before = config_from_dict(tree, f"{args.config} (head-only)")
 
     rows = []
-    for label, cfg in [("before: head on the untouched model", before),
-                       (f"after: {after.strategy.name} fine-tune", after)]:
+    for label, cfg in [
+        ("before: head on the untouched model", before),
+        (f"after: {after.strategy.name} fine-tune", after),
+    ]:
         print(f"\n== {label} ({cfg.strategy.name}, recipe {Path(args.config).name})", flush=True)
         t0 = time.perf_counter()
         res = tunesmith.finetune(cfg, overwrite=True)
         rows.append((label, res, time.perf_counter() - t0))
 
     n = rows[0][1].test_metrics["n"]
-    print(f"\nheld-out test set: {n} Fashion-MNIST test images, {args.test_per_class} per class "
-          f"(chance {1 / 10:.3f}); trained on {args.train_per_class} per class (10% of them held out for validation)")
+    print(
+        f"\nheld-out test set: {n} Fashion-MNIST test images, {args.test_per_class} per class "
+        f"(chance {1 / 10:.3f}); trained on {args.train_per_class} per class (10% of them held out for validation)"
+    )
     print(f"{'':<38} {'accuracy':>8} {'macro-F1':>8} {'trainable params':>17} {'train':>7} {'total':>7}")
     for label, res, secs in rows:
         t = res.test_metrics
         train_s = res.timings["train_seconds"] + res.timings.get("feature_seconds", 0.0)
-        print(f"{label:<38} {t['accuracy']:>8.3f} {t['macro_f1']:>8.3f} {res.params['trainable']:>17,} "
-              f"{train_s:>6.0f}s {secs:>6.0f}s")
-    print("train: training time (head-only: backbone feature pass + head epochs); total: the whole run "
-          "(data checks, preprocessing, training, evaluation, report)")
+        print(
+            f"{label:<38} {t['accuracy']:>8.3f} {t['macro_f1']:>8.3f} {res.params['trainable']:>17,} "
+            f"{train_s:>6.0f}s {secs:>6.0f}s"
+        )
+    print(
+        "train: training time (head-only: backbone feature pass + head epochs); total: the whole run "
+        "(data checks, preprocessing, training, evaluation, report)"
+    )
     print(f"\nreport: {rows[1][1].files['report']}\nmodel card: {rows[1][1].files['model_card']}")
     sample = sorted(Path(args.data, "test", "sneaker").glob("*.png"))[0]
     print(f"try it: tunesmith predict {rows[1][1].out} {sample} --json")

@@ -14,6 +14,7 @@ arguments is kept as is.
 
     python examples/prepare_fashion_mnist.py --out data/fashion-mnist --train-per-class 100 --test-per-class 50
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,7 @@ import numpy as np
 
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
 # Index = label id in the idx files (Fashion-MNIST README order).
-CLASSES = ("tshirt-top", "trouser", "pullover", "dress", "coat",
-           "sandal", "shirt", "sneaker", "bag", "ankle-boot")
+CLASSES = ("tshirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
 MARKER = ".prepared.json"
 
 
@@ -39,7 +39,7 @@ def read_idx(path: Path) -> np.ndarray:
     if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
         raise ValueError(f"{path}: not a uint8 idx file (header {raw[:4].hex()})")
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise ValueError(f"{path}: header promises {shape} values, file holds {data.size} (truncated?)")
@@ -88,19 +88,30 @@ def main(argv: list[str] | None = None) -> int:
     needed = [source / f"{s}-{k}-ubyte.gz" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
-        print(f"Fashion-MNIST not found ({', '.join(missing)}).\n"
-              "Install it (Debian/Ubuntu): apt-get install dataset-fashion-mnist", file=sys.stderr)
+        print(
+            f"Fashion-MNIST not found ({', '.join(missing)}).\n"
+            "Install it (Debian/Ubuntu): apt-get install dataset-fashion-mnist",
+            file=sys.stderr,
+        )
         return 1
     if args.train_per_class < 1 or args.test_per_class < 1:
         ap.error("--train-per-class and --test-per-class must be at least 1")
 
     out = Path(args.out)
-    want = {"source": str(source), "train_per_class": args.train_per_class,
-            "test_per_class": args.test_per_class, "seed": args.seed, "classes": list(CLASSES), "complete": True}
+    want = {
+        "source": str(source),
+        "train_per_class": args.train_per_class,
+        "test_per_class": args.test_per_class,
+        "seed": args.seed,
+        "classes": list(CLASSES),
+        "complete": True,
+    }
     marker = out / MARKER
     if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")) == want:
-        print(f"{out}: already prepared ({args.train_per_class} train / {args.test_per_class} test per class, "
-              f"seed {args.seed}); kept")
+        print(
+            f"{out}: already prepared ({args.train_per_class} train / {args.test_per_class} test per class, "
+            f"seed {args.seed}); kept"
+        )
         return 0
     stale = [out / "train", out / "test"]
     if any(p.exists() for p in stale):
@@ -119,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         picks = stratified(labels, per_class, rng)
         write_split(out / name, images, picks)
         counts[name] = {CLASSES[c]: len(i) for c, i in picks.items()}
-        print(f"Fashion-MNIST {split}: {len(images)} images; wrote {sum(counts[name].values())} to {out / name}/ "
-              f"({per_class} per class x {len(CLASSES)} classes)")
+        print(
+            f"Fashion-MNIST {split}: {len(images)} images; wrote {sum(counts[name].values())} to {out / name}/ "
+            f"({per_class} per class x {len(CLASSES)} classes)"
+        )
     marker.write_text(json.dumps(want, indent=1), encoding="utf-8")  # marks the folder complete
     print("classes: " + ", ".join(CLASSES))
     return 0

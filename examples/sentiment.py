@@ -6,6 +6,7 @@ Both are scored on the same held-out test split, never seen in training or model
 
     python examples/sentiment.py [--train 2000 --test 1000 --epochs 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tunesmith  # noqa: E402
 from prepare_sentiment import main as prepare  # noqa: E402
+
+import tunesmith  # noqa: E402
 
 
 def main() -> int:
@@ -29,15 +31,21 @@ def main() -> int:
     args = ap.parse_args()
 
     prepare(["--out", args.data, "--train", str(args.train), "--test", str(args.test)])
-    common = {"data": {"train": f"{args.data}/train.csv", "test": f"{args.data}/test.csv"},
-              "model": {"name": "minilm", "max_length": 128}}
+    common = {
+        "data": {"train": f"{args.data}/train.csv", "test": f"{args.data}/test.csv"},
+        "model": {"name": "minilm", "max_length": 128},
+    }
     rows = []
-    for label, strategy, extra in [("before: head on the untouched model", "head-only", {}),
-                                   ("after: full fine-tune", "full", {"epochs": args.epochs})]:
+    for label, strategy, extra in [
+        ("before: head on the untouched model", "head-only", {}),
+        ("after: full fine-tune", "full", {"epochs": args.epochs}),
+    ]:
         print(f"\n== {label} ({strategy})", flush=True)
         t0 = time.perf_counter()
-        res = tunesmith.finetune({**common, "out": f"{args.out}/sentiment-{strategy}",
-                                  "strategy": {"name": strategy}, "train": extra}, overwrite=True)
+        res = tunesmith.finetune(
+            {**common, "out": f"{args.out}/sentiment-{strategy}", "strategy": {"name": strategy}, "train": extra},
+            overwrite=True,
+        )
         rows.append((label, res, time.perf_counter() - t0))
 
     majority = max(rows[0][1].test_metrics["per_class"].values(), key=lambda s: s["support"])["support"]

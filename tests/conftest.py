@@ -2,6 +2,7 @@
 
 Nothing is downloaded; every test runs offline in seconds on 2 CPU cores.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,9 +13,43 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # The tiny models and synthetic data live in the package (tasks build their own examples from them).
-from tunesmith.testing import (COLOURS, FILL, NEG, POS, TONES, VOCAB, make_audio_folder,  # noqa: E402,F401
-                               make_image_folder, make_tiny_bert, make_tiny_resnet, make_tiny_wav2vec2,
-                               make_tiny_whisper, sentiment_rows, tone_clip, write_csv)
+from tunesmith.testing import (  # noqa: E402  (after the offline switch)
+    COLOURS,
+    FILL,
+    NEG,
+    POS,
+    TONES,
+    VOCAB,
+    make_audio_folder,
+    make_image_folder,
+    make_tiny_bert,
+    make_tiny_resnet,
+    make_tiny_wav2vec2,
+    make_tiny_whisper,
+    sentiment_rows,
+    tone_clip,
+    write_csv,
+)
+
+# tests import these builders from here too
+__all__ = [
+    "COLOURS",
+    "FILL",
+    "NEG",
+    "POS",
+    "TONES",
+    "VOCAB",
+    "make_audio_folder",
+    "make_image_folder",
+    "make_tiny_bert",
+    "make_tiny_resnet",
+    "make_tiny_wav2vec2",
+    "make_tiny_whisper",
+    "sentiment_rows",
+    "tone_clip",
+    "write_csv",
+    "base_config",
+]
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +83,7 @@ def base_config(model: Path, data: Path, out: Path, **train) -> dict:
     """A fast config for tiny models: fp32 for exact comparisons, small batches."""
     t = {"epochs": 3, "batch_size": 16, "lr": 2e-3, "precision": "fp32", "seed": 0}
     t.update(train)
-    return {"out": str(out), "model": {"name": str(model), "max_length": 32},
-            "data": {"train": str(data)}, "train": t}
+    return {"out": str(out), "model": {"name": str(model), "max_length": 32}, "data": {"train": str(data)}, "train": t}
 
 
 @pytest.fixture(scope="session")

@@ -1,28 +1,31 @@
 """Audio classification end to end on tiny random Whisper and wav2vec2 encoders: features, pooling,
 layer groups, training that learns tones vs noise, exact reload, pipeline parity, CLI."""
+
 from __future__ import annotations
 
 import json
 import math
 import os
 
-import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_wav2vec2
 
 import tunesmith
-from conftest import make_tiny_wav2vec2
-from tunesmith.config import DataConfig, ModelConfig
 from tunesmith.data.audio import audio_examples, load_audio
-from tunesmith.tasks import TASKS
-from tunesmith.tasks.base import TaskModel
 
 
 def _config(model, train, val, out, strategy="full", **train_cfg):
     # one thread: tiny models gain nothing from two, and a shared 2-core machine makes them spin
     t = {"epochs": 4, "batch_size": 8, "lr": 3e-3, "precision": "fp32", "seed": 0, "threads": 1, **train_cfg}
-    return {"task": "audio-classification", "out": str(out), "model": {"name": str(model)},
-            "data": {"train": str(train), "validation": str(val)}, "strategy": {"name": strategy}, "train": t}
+    return {
+        "task": "audio-classification",
+        "out": str(out),
+        "model": {"name": str(model)},
+        "data": {"train": str(train), "validation": str(val)},
+        "strategy": {"name": strategy},
+        "train": t,
+    }
 
 
 def _model(folder, labels=("high", "low", "noise")):
@@ -30,8 +33,9 @@ def _model(folder, labels=("high", "low", "noise")):
 
     from tunesmith.testing import task_and_model
 
-    task, model = task_and_model("audio-classification", folder, SimpleNamespace(labels=list(labels)),
-                                 train={"dropout": 0.0})
+    task, model = task_and_model(
+        "audio-classification", folder, SimpleNamespace(labels=list(labels)), train={"dropout": 0.0}
+    )
     return None, task.preprocessor, task, model.eval()
 
 
@@ -56,13 +60,24 @@ def tiny_hubert(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("models") / "tiny-hubert"
     torch.manual_seed(0)
-    cfg = HubertConfig(vocab_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=64, conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4),
-                       num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, layerdrop=0.0,
-                       mask_time_length=4)
+    cfg = HubertConfig(
+        vocab_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16, 16),
+        conv_stride=(5, 4, 4),
+        conv_kernel=(10, 4, 4),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        layerdrop=0.0,
+        mask_time_length=4,
+    )
     HubertModel(cfg).save_pretrained(folder, safe_serialization=True)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True,
-                             return_attention_mask=False).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, do_normalize=True, return_attention_mask=False
+    ).save_pretrained(folder)
     return folder
 
 
@@ -120,8 +135,10 @@ def test_layer_groups_cover_every_parameter_bottom_to_top(which, tiny_whisper, t
     stem = dict(groups)["stem"]
     if which == "whisper":
         assert order == ["stem", "layer.0", "layer.1", "top"]
-        assert all(".conv" in n for n in stem) and dict(groups)["top"] == ["encoder.layer_norm.weight",
-                                                                           "encoder.layer_norm.bias"]
+        assert all(".conv" in n for n in stem) and dict(groups)["top"] == [
+            "encoder.layer_norm.weight",
+            "encoder.layer_norm.bias",
+        ]
         # sinusoidal positions stay fixed under every strategy: a buffer, not a parameter
         assert "encoder.embed_positions.weight" in dict(model.backbone.named_buffers())
     else:
@@ -133,8 +150,11 @@ def test_layer_groups_cover_every_parameter_bottom_to_top(which, tiny_whisper, t
 @pytest.mark.parametrize("strategy", ["full", "head-only", "lora"])
 def test_whisper_learns_tones_and_reloads_identically(strategy, tiny_whisper, audio_folders, tmp_path):
     train, val = audio_folders
-    extra = {"head-only": {"epochs": 30, "lr": 0.05}, "full": {"epochs": 6, "lr": 3e-3},
-             "lora": {"epochs": 10, "lr": 1e-2}}[strategy]
+    extra = {
+        "head-only": {"epochs": 30, "lr": 0.05},
+        "full": {"epochs": 6, "lr": 3e-3},
+        "lora": {"epochs": 10, "lr": 1e-2},
+    }[strategy]
     res = tunesmith.finetune(_config(tiny_whisper, train, val, tmp_path / "run", strategy, **extra), quiet=True)
     assert res.metrics["accuracy"] >= 0.85, res.history
     meta = json.loads((res.out / "tunesmith.json").read_text())
@@ -165,8 +185,9 @@ def test_head_only_reuses_cached_encoder_features(tiny_whisper, audio_folders, t
 
 
 @pytest.mark.parametrize("arch", ["wav2vec2", "hubert"])
-def test_wav2vec2_saves_a_folder_pipeline_loads_with_the_same_scores(arch, tiny_wav2vec2, tiny_hubert, audio_folders,
-                                                                      tmp_path):
+def test_wav2vec2_saves_a_folder_pipeline_loads_with_the_same_scores(
+    arch, tiny_wav2vec2, tiny_hubert, audio_folders, tmp_path
+):
     from transformers import AutoModelForAudioClassification, pipeline
 
     train, val = audio_folders
@@ -176,8 +197,10 @@ def test_wav2vec2_saves_a_folder_pipeline_loads_with_the_same_scores(arch, tiny_
         assert res.metrics["accuracy"] >= 0.85, res.history
     assert json.loads((res.out / "tunesmith.json").read_text())["layout"] == "native"
     model = AutoModelForAudioClassification.from_pretrained(res.out)
-    assert type(model).__name__ == {"wav2vec2": "Wav2Vec2ForSequenceClassification",
-                                    "hubert": "HubertForSequenceClassification"}[arch]
+    assert (
+        type(model).__name__
+        == {"wav2vec2": "Wav2Vec2ForSequenceClassification", "hubert": "HubertForSequenceClassification"}[arch]
+    )
     clips = sorted(str(p) for p in val.rglob("*.*"))[::2]
     ours = tunesmith.load(res.out).predict(clips)
     pipe = pipeline("audio-classification", model=str(res.out), top_k=None)
@@ -195,14 +218,19 @@ def test_lora_run_exports_merged_weights_pipeline_loads(tiny_wav2vec2, audio_fol
     from tunesmith.export.merge import export_merged
 
     train, val = audio_folders
-    res = tunesmith.finetune(_config(tiny_wav2vec2, train, val, tmp_path / "run", "lora", epochs=2, lr=1e-2),
-                             quiet=True)
+    res = tunesmith.finetune(
+        _config(tiny_wav2vec2, train, val, tmp_path / "run", "lora", epochs=2, lr=1e-2), quiet=True
+    )
     r = export_merged(res.out, tmp_path / "merged")
     assert r["layout"] == "native" and r["probes"] == 32
-    assert max(r["max_abs_logit_diff"].values()) <= 1e-4 and "transformers.pipeline (merged folder, no peft)" in r["max_abs_logit_diff"]
+    assert (
+        max(r["max_abs_logit_diff"].values()) <= 1e-4
+        and "transformers.pipeline (merged folder, no peft)" in r["max_abs_logit_diff"]
+    )
     clips = sorted(str(p) for p in val.rglob("*.*"))[:4]
     assert [x["label"] for x in tunesmith.load(tmp_path / "merged").predict(clips)] == [
-        x["label"] for x in tunesmith.load(res.out).predict(clips)]
+        x["label"] for x in tunesmith.load(res.out).predict(clips)
+    ]
 
 
 def test_cli_train_table_and_predict_json(tiny_whisper, audio_folders, tmp_path, capsys):
@@ -220,16 +248,45 @@ def test_cli_train_table_and_predict_json(tiny_whisper, audio_folders, tmp_path,
         for p in sorted(train.rglob("*.*")):
             w.writerow([os.path.relpath(p, tmp_path), p.parent.name])  # read from the table folder
     out = tmp_path / "cli-run"
-    assert main(["train", "--task", "audio-classification", "--data", str(table), "--audio-column", "path",
-                 "--label-column", "kind", "--model", str(tiny_whisper), "--out", str(out), "--strategy", "head-only",
-                 "--epochs", "20", "--lr", "0.05", "--precision", "fp32", "--set", "train.threads=1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "audio-classification",
+                "--data",
+                str(table),
+                "--audio-column",
+                "path",
+                "--label-column",
+                "kind",
+                "--model",
+                str(tiny_whisper),
+                "--out",
+                str(out),
+                "--strategy",
+                "head-only",
+                "--epochs",
+                "20",
+                "--lr",
+                "0.05",
+                "--precision",
+                "fp32",
+                "--set",
+                "train.threads=1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     clips = [str(p) for p in sorted(val.rglob("*.*"))[:3]]
     assert main(["predict", str(out), *clips, "--json"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["input"] for x in lines] == clips
-    assert all(set(x) == {"input", "label", "score", "scores"} and x["label"] in {"high", "low", "noise"}
-               for x in lines)
+    assert all(
+        set(x) == {"input", "label", "score", "scores"} and x["label"] in {"high", "low", "noise"} for x in lines
+    )
     assert lines == tunesmith.load(out).predict(clips)
     assert main(["evaluate", str(out), "--data", str(table), "--json"]) == 0  # columns path/kind: the run's
     assert json.loads(capsys.readouterr().out)["n"] == 36
@@ -244,8 +301,9 @@ def test_catalogue_whisper_entries_never_convert_to_compare(tmp_path, tiny_whisp
     assert catalogue_name_for(tiny_whisper) is None
     for name in ("whisper-tiny.en", "whisper-base"):  # in the conftest cache: nothing was converted
         assert not (tmp_path / "cache" / "models" / name).exists()
-    split = CatalogueEntry("x", "a b", "tunesmith", "models", "audio", "1M", "", "MIT",
-                           extra_modules=("no_such_module_part2",))
+    split = CatalogueEntry(
+        "x", "a b", "tunesmith", "models", "audio", "1M", "", "MIT", extra_modules=("no_such_module_part2",)
+    )
     assert not split.installed()  # a model split across packages needs every part
 
 
@@ -291,6 +349,7 @@ def test_whisper_classifier_at_a_shorter_window_saves_and_reloads_it(strategy, a
     """model.window_seconds on the Whisper encoder: training and every later use hear 1 s of a 2 s
     model; the folder keeps it (a LoRA run re-applies it to the base model it reloads)."""
     from conftest import make_tiny_whisper
+
     from tunesmith.models.audio_backbone import AudioBackbone
 
     whisper_2s = make_tiny_whisper(tmp_path / "w2s", window=2)
@@ -303,8 +362,15 @@ def test_whisper_classifier_at_a_shorter_window_saves_and_reloads_it(strategy, a
 
     monkeypatch.setattr(AudioBackbone, "forward_features", spy)
     train, val = audio_folders
-    cfg = _config(whisper_2s, train, val, tmp_path / "run", strategy, epochs=6 if strategy == "full" else 10,
-                  lr=3e-3 if strategy == "full" else 1e-2)
+    cfg = _config(
+        whisper_2s,
+        train,
+        val,
+        tmp_path / "run",
+        strategy,
+        epochs=6 if strategy == "full" else 10,
+        lr=3e-3 if strategy == "full" else 1e-2,
+    )
     cfg["model"]["window_seconds"] = 1
     res = tunesmith.finetune(cfg, quiet=True)
     assert set(seen) == {100}
@@ -312,7 +378,8 @@ def test_whisper_classifier_at_a_shorter_window_saves_and_reloads_it(strategy, a
     pre = json.loads((res.out / "preprocessor_config.json").read_text())
     assert pre["chunk_length"] == 1 and pre["n_samples"] == 16000
     assert "Clips longer than 1 s are refused, never cut (`model.window_seconds: 1`" in " ".join(
-        (res.out / "README.md").read_text().split())
+        (res.out / "README.md").read_text().split()
+    )
     if strategy == "full":
         assert json.loads((res.out / "encoder_config.json").read_text())["max_source_positions"] == 50
     n = len(seen)
@@ -331,8 +398,10 @@ def test_window_is_refused_where_it_does_not_apply(tiny_wav2vec2, audio_folders,
     cfg["model"]["window_seconds"] = 1
     with pytest.raises(ConfigError, match="window_seconds applies to Whisper encoders"):
         tunesmith.finetune(cfg, quiet=True)
-    with pytest.raises(ConfigError, match="model.window_seconds applies to audio-classification / speech-recognition, "
-                                          "not 'text-classification'"):
+    with pytest.raises(
+        ConfigError,
+        match="model.window_seconds applies to audio-classification / speech-recognition, not 'text-classification'",
+    ):
         config_from_dict({"model": {"window_seconds": 10}})  # text classification
 
 

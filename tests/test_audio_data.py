@@ -1,4 +1,5 @@
 """Audio in: decoding, mono mixing, resampling, and every bad clip named with its fix (or skipped and listed)."""
+
 import csv
 import io
 import json
@@ -8,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import make_audio_folder, tone_clip
+
 from tunesmith.data.audio import AudioExamples, audio_examples, load_audio
 from tunesmith.errors import DataError
 
@@ -24,9 +25,17 @@ def _peak_hz(x: np.ndarray, rate: int) -> float:
     return float(np.fft.rfftfreq(len(x), 1 / rate)[spec.argmax()])
 
 
-@pytest.mark.parametrize("ext,subtype,rate", [("wav", "PCM_16", 44100), ("flac", "PCM_24", 22050),
-                                              ("ogg", "VORBIS", 44100), ("wav", "FLOAT", 8000),
-                                              ("opus", "OPUS", 48000), ("aiff", "PCM_16", 44100)])
+@pytest.mark.parametrize(
+    "ext,subtype,rate",
+    [
+        ("wav", "PCM_16", 44100),
+        ("flac", "PCM_24", 22050),
+        ("ogg", "VORBIS", 44100),
+        ("wav", "FLOAT", 8000),
+        ("opus", "OPUS", 48000),
+        ("aiff", "PCM_16", 44100),
+    ],
+)
 def test_formats_resampled_to_the_model_rate(tmp_path, ext, subtype, rate):
     path = tmp_path / f"a.{ext}"
     sf.write(path, _tone(1000, 0.5, rate), rate, subtype=subtype, format="OGG" if ext == "opus" else None)
@@ -55,19 +64,22 @@ def test_stereo_is_mixed_to_mono_and_bytes_decode_like_files(tmp_path):
     np.testing.assert_array_equal(load_audio(path.read_bytes(), "bytes", 16000), x)
 
 
-@pytest.mark.parametrize("case,expect", [
-    ("missing", "audio file not found"),
-    ("garbage", "cannot decode audio"),
-    ("text", "cannot decode audio"),
-    ("empty_clip", "empty clip"),
-    ("empty_bytes", "empty clip"),
-    ("silent", "silent clip (all zeros)"),
-    ("near_silent", "silent clip (peak -100 dBFS)"),
-    ("cancelling", "channels cancel out"),
-    ("low_rate", "unsupported sample rate 2000 Hz"),
-    ("too_long", "clip too long: 2.0 s, the limit is 1.5 s"),
-    ("nan", "NaN or infinite"),
-])
+@pytest.mark.parametrize(
+    "case,expect",
+    [
+        ("missing", "audio file not found"),
+        ("garbage", "cannot decode audio"),
+        ("text", "cannot decode audio"),
+        ("empty_clip", "empty clip"),
+        ("empty_bytes", "empty clip"),
+        ("silent", "silent clip (all zeros)"),
+        ("near_silent", "silent clip (peak -100 dBFS)"),
+        ("cancelling", "channels cancel out"),
+        ("low_rate", "unsupported sample rate 2000 Hz"),
+        ("too_long", "clip too long: 2.0 s, the limit is 1.5 s"),
+        ("nan", "NaN or infinite"),
+    ],
+)
 def test_each_bad_clip_is_named_with_its_fix(tmp_path, case, expect):
     p = tmp_path / f"{case}.wav"
     item: str | bytes = str(p)
@@ -113,7 +125,9 @@ def test_folder_and_skip_bad_lists_every_skip(tmp_path):
     ex = audio_examples(root, skip_bad=True)
     assert len(ex) == 9
     assert sorted((n.split("/")[-1], r.split(" (")[0]) for n, r in ex.skipped) == [
-        ("zz_broken.flac", "cannot decode audio"), ("zz_silent.wav", "silent clip")]
+        ("zz_broken.flac", "cannot decode audio"),
+        ("zz_silent.wav", "silent clip"),
+    ]
     sub = ex.subset([0, 1])  # a split keeps the source's skip list (the report shows it)
     assert len(sub) == 2 and sub.skipped == ex.skipped and len(sub.seconds) == 2
 
@@ -163,11 +177,15 @@ def test_table_paths_bytes_transcripts_and_errors(tmp_path):
     asr = audio_examples(table, audio_column="path", require_labels=False, text_column="text")
     assert asr.labels is None and asr.texts == ex.texts
 
-    with pytest.raises(DataError, match="no audio column 'audio'. Columns found: 'path', 'label', 'text'. "
-                                        "Set it with --audio-column"):
+    with pytest.raises(
+        DataError, match="no audio column 'audio'. Columns found: 'path', 'label', 'text'. Set it with --audio-column"
+    ):
         audio_examples(table)
-    _write_rows(tmp_path / "bad.csv", rows[:2] + [{"path": "clips/missing.wav", "label": "low", "text": "x"}],
-                ["path", "label", "text"])
+    _write_rows(
+        tmp_path / "bad.csv",
+        rows[:2] + [{"path": "clips/missing.wav", "label": "low", "text": "x"}],
+        ["path", "label", "text"],
+    )
     with pytest.raises(DataError, match=r"bad.csv row 3: audio file not found: .*missing.wav"):
         audio_examples(tmp_path / "bad.csv", audio_column="path")
     ok = audio_examples(tmp_path / "bad.csv", audio_column="path", skip_bad=True)
@@ -185,7 +203,9 @@ def test_table_paths_bytes_transcripts_and_errors(tmp_path):
     blobs = [(tmp_path / "clips" / f"{i}.wav").read_bytes() for i in range(4)]
     labels = [r["label"] for r in rows]
     pd.DataFrame({"audio": blobs, "label": labels}).to_parquet(tmp_path / "t.parquet")
-    pd.DataFrame({"audio": [{"bytes": b, "path": None} for b in blobs], "label": labels}).to_parquet(tmp_path / "hf.parquet")
+    pd.DataFrame({"audio": [{"bytes": b, "path": None} for b in blobs], "label": labels}).to_parquet(
+        tmp_path / "hf.parquet"
+    )
     for name in ("t.parquet", "hf.parquet"):
         pq = audio_examples(tmp_path / name)
         assert len(pq) == 4 and all(isinstance(it, bytes) for it in pq.items) and pq.labels == labels
@@ -195,22 +215,43 @@ def test_table_paths_bytes_transcripts_and_errors(tmp_path):
 def test_cli_names_the_bad_clip_and_exits_2(tmp_path, tiny_whisper):
     root = make_audio_folder(tmp_path / "data", 3, seed=0)
     sf.write(root / "low" / "zz_silent.wav", np.zeros(4000, dtype="float32"), 16000)
-    cmd = [sys.executable, "-m", "tunesmith", "train", "--task", "audio-classification", "--data", str(root),
-           "--model", str(tiny_whisper), "--out", str(tmp_path / "out"), "--strategy", "head-only", "--epochs", "1",
-           "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tunesmith",
+        "train",
+        "--task",
+        "audio-classification",
+        "--data",
+        str(root),
+        "--model",
+        str(tiny_whisper),
+        "--out",
+        str(tmp_path / "out"),
+        "--strategy",
+        "head-only",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "zz_silent.wav: silent clip" in r.stderr and "--skip-bad-audio" in r.stderr
     assert not (tmp_path / "out").exists()  # nothing half-written
-    r = subprocess.run(cmd + ["--skip-bad-audio", "--set", "data.validation_split=0.34"], capture_output=True, text=True)
+    r = subprocess.run(
+        cmd + ["--skip-bad-audio", "--set", "data.validation_split=0.34"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert [s["input"].split("/")[-1] for s in metrics["skipped_inputs"]] == ["zz_silent.wav"]
     assert "zz_silent.wav" in (tmp_path / "out" / "report.html").read_text()
     # the model's own window: the tiny Whisper takes 1 s, so a 1.5 s clip cannot be classified whole
     sf.write(tmp_path / "long.wav", tone_clip("low", 1.5, 16000, np.random.default_rng(0)), 16000)
-    r = subprocess.run([sys.executable, "-m", "tunesmith", "predict", str(tmp_path / "out"),
-                        str(tmp_path / "long.wav")], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "tunesmith", "predict", str(tmp_path / "out"), str(tmp_path / "long.wav")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "long.wav: clip too long: 1.5 s, longer than this model's 1 s window" in r.stderr
 
 

@@ -1,18 +1,36 @@
 """Every user mistake: a clear error naming the file/row and the fix, exit code 2, no traceback,
 and no run folder that looks complete."""
+
 import json
 import subprocess
 import sys
 
 import pytest
-
 from conftest import sentiment_rows, write_csv
+
 from tunesmith.cli import main
 
 
 def _train(capsys, model, data, out, *extra):
-    code = main(["train", "--model", str(model), "--data", str(data), "--out", str(out), "--epochs", "1",
-                 "--quiet", "--set", "train.precision=fp32", "--set", "model.max_length=32", *extra])
+    code = main(
+        [
+            "train",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--quiet",
+            "--set",
+            "train.precision=fp32",
+            "--set",
+            "model.max_length=32",
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err
     return code, err
 
@@ -156,8 +174,21 @@ def test_duplicates_and_imbalance_are_warnings_with_counts(capsys, tiny_bert_mea
 
 
 def test_cli_exit_code_and_no_traceback_in_a_real_process(tiny_bert_mean, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "tunesmith", "train", "--model", str(tiny_bert_mean),
-                        "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tunesmith",
+            "train",
+            "--model",
+            str(tiny_bert_mean),
+            "--data",
+            str(tmp_path / "missing.csv"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and "missing.csv" in r.stderr

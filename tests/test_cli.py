@@ -1,18 +1,40 @@
 """The CLI a user types: train -> evaluate -> predict (plain and --json), models, config-help."""
+
 import json
 
 import pytest
-
 from conftest import sentiment_rows, write_csv
+
 from tunesmith.cli import main
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_bert_mean, sentiment_csv, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    code = main(["train", "--task", "text-classification", "--data", str(sentiment_csv), "--model",
-                 str(tiny_bert_mean), "--strategy", "full", "--out", str(out), "--epochs", "6", "--lr", "2e-3",
-                 "--quiet", "--set", "train.precision=fp32", "--set", "model.max_length=32"])
+    code = main(
+        [
+            "train",
+            "--task",
+            "text-classification",
+            "--data",
+            str(sentiment_csv),
+            "--model",
+            str(tiny_bert_mean),
+            "--strategy",
+            "full",
+            "--out",
+            str(out),
+            "--epochs",
+            "6",
+            "--lr",
+            "2e-3",
+            "--quiet",
+            "--set",
+            "train.precision=fp32",
+            "--set",
+            "model.max_length=32",
+        ]
+    )
     assert code == 0
     return out
 
@@ -64,8 +86,9 @@ def test_models_and_config_help(capsys):
 
 
 def test_text_pairs(tiny_bert_mean, tmp_path):
-    import tunesmith
     from conftest import base_config
+
+    import tunesmith
 
     rows = sentiment_rows(240, seed=4)
     pair_rows = [{"premise": "a story", "hypothesis": r["text"], "label": r["label"]} for r in rows]

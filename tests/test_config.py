@@ -1,4 +1,5 @@
 """Config: unknown keys and bad values are errors naming the key and the allowed values."""
+
 import pytest
 
 from tunesmith.config import config_from_dict, load_config, parse_override

@@ -1,6 +1,7 @@
 """Contract tests from the registries: every registered task, each from its own tiny example
 (Task.tiny_example), under every registered strategy. A newly registered task or strategy is
 picked up here without editing this file, and nothing here asks which task or modality it holds."""
+
 from __future__ import annotations
 
 import json
@@ -62,11 +63,15 @@ def test_one_step_changes_exactly_the_trainable_parameters(task_name, strategy, 
         return
     ex = examples(task_name)
     train = _train_examples(task_name, ex)
-    task, model = task_and_model(task_name, ex.model, train, **{k: v for k, v in ex.config.items() if k != "data"},
-                                 train={"dropout": 0.0})
+    task, model = task_and_model(
+        task_name, ex.model, train, **{k: v for k, v in ex.config.items() if k != "data"}, train={"dropout": 0.0}
+    )
     # a strategy that chooses (auto) is tested as the strategy it picks for this data
-    picked = STRATEGIES.get(strategy).pick(ChoiceContext(train.labels, sum(p.numel() for p in model.parameters()),
-                                                         None, task.modality, type(task))).strategy
+    picked = (
+        STRATEGIES.get(strategy)
+        .pick(ChoiceContext(train.labels, sum(p.numel() for p in model.parameters()), None, task.modality, type(task)))
+        .strategy
+    )
     s = STRATEGIES.get(picked)()
     counts = s.prepare(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -82,9 +87,11 @@ def test_one_step_changes_exactly_the_trainable_parameters(task_name, strategy, 
     assert {k for k in s.trainable_state(model) if k in params} == trainable  # (+ running stats of norms that train)
 
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    frozen_norms = {n: {b: t.clone() for b, t in m.named_buffers()} for n, m in model.named_modules()
-                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                    and not any(p.requires_grad for p in m.parameters())}
+    frozen_norms = {
+        n: {b: t.clone() for b, t in m.named_buffers()}
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters())
+    }
     batch = task.collate(task.encode(train.subset(range(min(6, len(train))))))
     opt = build_optimizer(groups, tc.lr, "cpu")
     model.train()
@@ -106,8 +113,9 @@ def test_run_keeps_its_best_evaluation_and_its_folder_reproduces_it(task_name, s
         pytest.skip(f"{strategy} does not apply to {task_name} (a config error, tested above)")
     ex = examples(task_name)
     task_cls = TASKS.get(task_name)
-    res = tunesmith.finetune(_config(task_name, ex, tmp_path / "run", strategy, epochs=3,
-                                     early_stopping_patience=None), quiet=True)
+    res = tunesmith.finetune(
+        _config(task_name, ex, tmp_path / "run", strategy, epochs=3, early_stopping_patience=None), quiet=True
+    )
     # the model it kept is the one its best evaluation scored, every tracked metric (bug: strategies that
     # unfreeze later kept later weights for the layers they unfroze after that evaluation)
     metrics = json.loads((res.out / "metrics.json").read_text())
@@ -121,8 +129,9 @@ def test_run_keeps_its_best_evaluation_and_its_folder_reproduces_it(task_name, s
         assert again[k] == pytest.approx(res.metrics[k], abs=1e-6), k
     # and predicts the same twice, in the task's output shape; transformers.pipeline agrees where it loads it
     predictor = tunesmith.load(res.out)
-    probes = predictor.modality.probe_inputs(predictor.modality.read(str(ex.validation), _data_cfg(task_name, ex),
-                                                                     "probe"), 6)
+    probes = predictor.modality.probe_inputs(
+        predictor.modality.read(str(ex.validation), _data_cfg(task_name, ex), "probe"), 6
+    )
     out = predictor.predict(probes)
     assert out == predictor.predict(probes) and len(out) == len(probes)
     assert all(set(o) == {"input", *task_cls.output_keys} for o in out)

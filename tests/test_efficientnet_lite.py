@@ -1,5 +1,6 @@
 """EfficientNet-Lite0: shapes, layer order, TF padding, safe weight conversion (fast, random init);
 and the real ImageNet weights classifying a cat photo (slow)."""
+
 from __future__ import annotations
 
 import os
@@ -26,12 +27,22 @@ def _to_checkpoint_names(state: dict) -> dict:
     `rename_checkpoint_keys`, so a wrong rule there cannot hide behind itself."""
     out = {}
     for k, v in state.items():
-        k2 = (k.replace("stem_conv.", "_conv_stem.").replace("stem_bn.", "_bn0.")
-               .replace("head_conv.", "_conv_head.").replace("head_bn.", "_bn1.")
-               .replace("classifier.", "_fc."))
+        k2 = (
+            k.replace("stem_conv.", "_conv_stem.")
+            .replace("stem_bn.", "_bn0.")
+            .replace("head_conv.", "_conv_head.")
+            .replace("head_bn.", "_bn1.")
+            .replace("classifier.", "_fc.")
+        )
         k2 = re.sub(r"^blocks\.(\d+)\.", r"_blocks.\1.", k2)
-        for ours, theirs in [("expand_conv", "_expand_conv"), ("expand_bn", "_bn0"), ("depthwise_conv", "_depthwise_conv"),
-                             ("depthwise_bn", "_bn1"), ("project_conv", "_project_conv"), ("project_bn", "_bn2")]:
+        for ours, theirs in [
+            ("expand_conv", "_expand_conv"),
+            ("expand_bn", "_bn0"),
+            ("depthwise_conv", "_depthwise_conv"),
+            ("depthwise_bn", "_bn1"),
+            ("project_conv", "_project_conv"),
+            ("project_bn", "_bn2"),
+        ]:
             k2 = k2.replace(f".{ours}.", f".{theirs}.")
         out[k2] = v
     return out
@@ -49,7 +60,16 @@ def test_shapes(model):
     assert len(model.blocks) == 16
     # Lite: no squeeze-excite, ReLU6 only; 4,652,008 parameters, as many as the checkpoint holds.
     assert {type(m).__name__ for m in model.modules()} <= {
-        "EfficientNetLite0", "MBConv", "ModuleList", "Conv2d", "Conv2dSame", "BatchNorm2d", "ReLU6", "Dropout", "Linear"}
+        "EfficientNetLite0",
+        "MBConv",
+        "ModuleList",
+        "Conv2d",
+        "Conv2dSame",
+        "BatchNorm2d",
+        "ReLU6",
+        "Dropout",
+        "Linear",
+    }
     assert sum(p.numel() for p in model.parameters()) == 4_652_008
     assert all(m.eps == 1e-3 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
@@ -105,8 +125,11 @@ def test_checkpoint_names_load_strictly_and_errors_name_keys(model):
 def test_preprocess_crops_like_tf_and_normalises():
     from PIL import Image
 
-    imgs = [Image.new("RGB", (300, 200), (127, 127, 127)), Image.new("L", (50, 80), 255),
-            Image.new("RGBA", (224, 224), (255, 0, 0, 0))]
+    imgs = [
+        Image.new("RGB", (300, 200), (127, 127, 127)),
+        Image.new("L", (50, 80), 255),
+        Image.new("RGBA", (224, 224), (255, 0, 0, 0)),
+    ]
     x = E.preprocess(imgs)
     assert x.shape == (3, 3, 224, 224) and x.dtype == torch.float32
     assert torch.allclose(x[0], torch.zeros(3, 224, 224))  # pixel 127 -> 0
@@ -175,7 +198,6 @@ def test_real_weights_classify_a_cat(monkeypatch, tmp_path):
     from PIL import Image
     from skimage import data as skimage_data  # scikit-image is in the test extra: a missing one fails here
 
-
     monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))  # exercises the .pth -> safetensors conversion
     model = E.load_efficientnet_lite0()
     assert not model.training
@@ -193,14 +215,22 @@ def test_real_weights_classify_a_cat(monkeypatch, tmp_path):
 def test_catalogue_model_fine_tunes_and_reloads(tmp_path):
     """`--model efficientnet-lite0` end to end: partial fine-tune, run folder in safetensors,
     tunesmith.load gives the run's own validation scores back."""
-    import tunesmith
     from conftest import make_image_folder
 
+    import tunesmith
+
     train, val = make_image_folder(tmp_path / "tr", 8, seed=1), make_image_folder(tmp_path / "va", 4, seed=2)
-    res = tunesmith.finetune({"task": "image-classification", "out": str(tmp_path / "run"),
-                              "model": {"name": "efficientnet-lite0"}, "strategy": {"name": "partial"},
-                              "data": {"train": str(train), "validation": str(val)},
-                              "train": {"epochs": 2, "batch_size": 8, "precision": "fp32"}}, quiet=True)
+    res = tunesmith.finetune(
+        {
+            "task": "image-classification",
+            "out": str(tmp_path / "run"),
+            "model": {"name": "efficientnet-lite0"},
+            "strategy": {"name": "partial"},
+            "data": {"train": str(train), "validation": str(val)},
+            "train": {"epochs": 2, "batch_size": 8, "precision": "fp32"},
+        },
+        quiet=True,
+    )
     assert res.metrics["accuracy"] >= 0.9
     assert not list(res.out.glob("*.pth")) and (res.out / "model.safetensors").is_file()
     again = tunesmith.evaluate(res.out, val)

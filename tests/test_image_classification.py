@@ -1,4 +1,5 @@
 """Image classification end to end on a tiny random ResNet: train, reload, pipeline parity, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -7,26 +8,47 @@ import sys
 
 import pytest
 import torch
+from conftest import make_image_folder
 
 import tunesmith
-from conftest import make_image_folder
 
 
 def _config(model, train, val, out, strategy="full", **train_cfg):
     t = {"epochs": 4, "batch_size": 8, "lr": 3e-3, "precision": "fp32", "seed": 0, **train_cfg}
-    return {"task": "image-classification", "out": str(out), "model": {"name": str(model)},
-            "data": {"train": str(train), "validation": str(val)}, "strategy": {"name": strategy}, "train": t}
+    return {
+        "task": "image-classification",
+        "out": str(out),
+        "model": {"name": str(model)},
+        "data": {"train": str(train), "validation": str(val)},
+        "strategy": {"name": strategy},
+        "train": t,
+    }
 
 
 @pytest.mark.parametrize("strategy", ["full", "head-only"])
 def test_learns_colours_and_reloads_identically(strategy, tiny_resnet, image_folders, tmp_path):
     train, val = image_folders
-    res = tunesmith.finetune(_config(tiny_resnet, train, val, tmp_path / "run", strategy,
-                                     **({"epochs": 40, "lr": 0.05} if strategy == "head-only" else {})), quiet=True)
+    res = tunesmith.finetune(
+        _config(
+            tiny_resnet,
+            train,
+            val,
+            tmp_path / "run",
+            strategy,
+            **({"epochs": 40, "lr": 0.05} if strategy == "head-only" else {}),
+        ),
+        quiet=True,
+    )
     assert res.metrics["accuracy"] >= 0.9, res.history
     files = sorted(p.name for p in res.out.iterdir())
-    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "metrics.json", "report.html",
-                 "README.md"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "metrics.json",
+        "report.html",
+        "README.md",
+    ):
         assert name in files
     # reload: the saved folder scores the validation folder exactly as the run did
     again = tunesmith.evaluate(res.out, val)
@@ -75,10 +97,29 @@ def test_cli_train_and_predict_json(tiny_resnet, image_folders, tmp_path):
     train, val = image_folders
     out = tmp_path / "cli-run"
     env_cmd = [sys.executable, "-m", "tunesmith"]
-    r = subprocess.run(env_cmd + ["train", "--task", "image-classification", "--data", str(train),
-                                  "--validation-data", str(val), "--model", str(tiny_resnet), "--out", str(out),
-                                  "--quiet", "--set", "train.epochs=1", "--set", "train.precision=fp32"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        env_cmd
+        + [
+            "train",
+            "--task",
+            "image-classification",
+            "--data",
+            str(train),
+            "--validation-data",
+            str(val),
+            "--model",
+            str(tiny_resnet),
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.precision=fp32",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     img = sorted(val.rglob("*.png"))[0]
     r = subprocess.run(env_cmd + ["predict", str(out), str(img), "--json"], capture_output=True, text=True)
@@ -94,12 +135,20 @@ def test_image_options_refused_for_text_and_bad_model_folder(tiny_bert, tmp_path
     from tunesmith.errors import ConfigError, ModelError
 
     with pytest.raises(ConfigError, match="augment"):
-        tunesmith.finetune({"out": str(tmp_path / "x"), "augment": {"flip": False},
-                            "data": {"train": "x.csv"}}, quiet=True)
+        tunesmith.finetune(
+            {"out": str(tmp_path / "x"), "augment": {"flip": False}, "data": {"train": "x.csv"}}, quiet=True
+        )
     folder = make_image_folder(tmp_path / "imgs", 3)
     with pytest.raises(ModelError, match="preprocessor_config.json"):
-        tunesmith.finetune({"task": "image-classification", "out": str(tmp_path / "y"), "model": {"name": str(tiny_bert)},
-                            "data": {"train": str(folder), "validation_split": 0.34}}, quiet=True)
+        tunesmith.finetune(
+            {
+                "task": "image-classification",
+                "out": str(tmp_path / "y"),
+                "model": {"name": str(tiny_bert)},
+                "data": {"train": str(folder), "validation_split": 0.34},
+            },
+            quiet=True,
+        )
 
 
 def test_report_shows_the_misclassified_images(image_folders):
@@ -130,8 +179,22 @@ def test_truncated_image_stops_the_run_or_is_skipped_and_listed(tiny_resnet, tmp
     bad = train / "red" / "0.png"
     bad.write_bytes(bad.read_bytes()[:60])  # cut mid-stream
     out = tmp_path / "run"
-    args = ["train", "--task", "image-classification", "--data", str(train), "--model", str(tiny_resnet),
-            "--out", str(out), "--quiet", "--set", "train.epochs=1", "--set", "data.validation_split=0.34"]
+    args = [
+        "train",
+        "--task",
+        "image-classification",
+        "--data",
+        str(train),
+        "--model",
+        str(tiny_resnet),
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "data.validation_split=0.34",
+    ]
     assert main(args) != 0
     assert not (out / "metrics.json").exists()  # nothing that looks finished
     assert main(args + ["--skip-bad-images"]) == 0

@@ -1,5 +1,6 @@
 """Image data loading: folders of classes and tables of paths/bytes round-trip, DICOM and 16-bit PNG
 pixels come out right, and every bad input names its file (or is listed in .skipped with skip_bad)."""
+
 from __future__ import annotations
 
 import io
@@ -65,6 +66,7 @@ def grey(im: Image.Image) -> list:
 
 # -- folders -----------------------------------------------------------------------------------------------
 
+
 def test_folder_of_classes_round_trip(tmp_path):
     root = tmp_path / "scans"
     png(root / "dog" / "sub" / "c.bmp", (0, 0, 255))
@@ -95,14 +97,19 @@ def test_unlabelled_flat_folder_allowed_only_without_labels(tmp_path):
         image_examples(tmp_path)
 
 
-@pytest.mark.parametrize("make, needles", [
-    (lambda r: (png(r / "cat" / "a.png"), (r / "cat" / "notes.txt").write_text("x")),
-     ["notes.txt", ".png", ".dcm"]),
-    (lambda r: (png(r / "cat" / "a.png"), (r / "dog").mkdir()), [os.path.join("data", "dog"), "no images"]),
-    (lambda r: (png(r / "cat" / "a.png"), png(r / "stray.png")), ["stray.png", "no label"]),
-    (lambda r: truncate(png(r / "cat" / "broken.png", noise=True)), ["broken.png", "--skip-bad-images"]),
-    (lambda r: None, ["no class sub-folders"]),
-])
+@pytest.mark.parametrize(
+    "make, needles",
+    [
+        (
+            lambda r: (png(r / "cat" / "a.png"), (r / "cat" / "notes.txt").write_text("x")),
+            ["notes.txt", ".png", ".dcm"],
+        ),
+        (lambda r: (png(r / "cat" / "a.png"), (r / "dog").mkdir()), [os.path.join("data", "dog"), "no images"]),
+        (lambda r: (png(r / "cat" / "a.png"), png(r / "stray.png")), ["stray.png", "no label"]),
+        (lambda r: truncate(png(r / "cat" / "broken.png", noise=True)), ["broken.png", "--skip-bad-images"]),
+        (lambda r: None, ["no class sub-folders"]),
+    ],
+)
 def test_bad_folder_names_the_offending_file(tmp_path, make, needles):
     root = tmp_path / "data"
     root.mkdir()
@@ -137,6 +144,7 @@ def test_skip_bad_that_empties_a_class_is_an_error(tmp_path):
 
 
 # -- tables ------------------------------------------------------------------------------------------------
+
 
 def test_table_with_relative_paths_resolves_against_its_folder(tmp_path, monkeypatch):
     data = tmp_path / "data"
@@ -199,10 +207,17 @@ def test_table_undecodable_image_names_row_and_file(tmp_path):
 
 # -- pixels ------------------------------------------------------------------------------------------------
 
+
 def test_dicom_rescale_then_first_window(tmp_path):
     # stored 0..300 -> slope 2, intercept -200 -> -200, 0, 200, 400; window 100 +/- 200 -> -100..300
-    f = dicom(tmp_path / "ct.dcm", np.array([[0, 100, 200, 300]]), RescaleSlope=2, RescaleIntercept=-200,
-              WindowCenter=[100, 40], WindowWidth=[400, 80])
+    f = dicom(
+        tmp_path / "ct.dcm",
+        np.array([[0, 100, 200, 300]]),
+        RescaleSlope=2,
+        RescaleIntercept=-200,
+        WindowCenter=[100, 40],
+        WindowWidth=[400, 80],
+    )
     assert grey(load_image(str(f))) == [[0, 64, 191, 255]]
 
 
@@ -248,11 +263,17 @@ def test_grey_palette_and_transparent_images_become_rgb(tmp_path):
 
 # -- duplicates --------------------------------------------------------------------------------------------
 
+
 def test_dedup_keys_match_identical_images_across_paths_and_bytes(tmp_path):
     a = png(tmp_path / "a.png", (5, 5, 5))
     shutil.copy(a, tmp_path / "copy.png")
     png(tmp_path / "other.png", (6, 6, 6))
-    ex = ImageExamples("t", [str(a), str(tmp_path / "copy.png"), str(tmp_path / "other.png"), a.read_bytes()],
-                       None, ["a", "copy", "other", "bytes"], [])
+    ex = ImageExamples(
+        "t",
+        [str(a), str(tmp_path / "copy.png"), str(tmp_path / "other.png"), a.read_bytes()],
+        None,
+        ["a", "copy", "other", "bytes"],
+        [],
+    )
     k = ex.dedup_keys()
     assert k[0] == k[1] == k[3] and k[2] != k[0]

@@ -1,6 +1,7 @@
 """Run folders written by tunesmith before the run-format package (format version 1, commit
 9483085; tests/data/legacy_runs/make_legacy_runs.py made them) still load, and predict exactly what
 they predicted then: one folder per layout and task."""
+
 import json
 import shutil
 from pathlib import Path

@@ -2,14 +2,15 @@
 as speech recognition does), and the scores it reports are the scores its saved model gives through
 `tunesmith.evaluate` (full precision, like `predict` and transformers.pipeline), head-only's cached
 features included."""
+
 from __future__ import annotations
 
 import contextlib
 
 import torch
+from speech_helpers import speech_config
 
 import tunesmith
-from speech_helpers import speech_config
 
 
 def _dtypes_seen_in_training(module_cls, run):
@@ -31,26 +32,27 @@ def _dtypes_seen_in_training(module_cls, run):
     return res, seen
 
 
-def test_speech_recognition_trains_in_bf16_and_reports_what_the_saved_model_scores(tiny_asr_whisper, speech_tables,
-                                                                                   tmp_path):
+def test_speech_recognition_trains_in_bf16_and_reports_what_the_saved_model_scores(
+    tiny_asr_whisper, speech_tables, tmp_path
+):
     from transformers.models.whisper import modeling_whisper
 
     train, val = speech_tables
     cfg = speech_config(tiny_asr_whisper, train, tmp_path / "run", val, epochs=1, precision="bf16")
-    res, seen = _dtypes_seen_in_training(modeling_whisper.WhisperAttention,
-                                         lambda: tunesmith.finetune(cfg, quiet=True))
+    res, seen = _dtypes_seen_in_training(modeling_whisper.WhisperAttention, lambda: tunesmith.finetune(cfg, quiet=True))
     assert seen and set(seen) == {torch.bfloat16}, set(seen)
     again = tunesmith.evaluate(res.out, val, text_column="transcript", compare_base=False)
     assert (again["wer"], again["cer"]) == (res.metrics["wer"], res.metrics["cer"])
 
 
-def test_head_only_in_bf16_reports_what_the_saved_model_scores(tiny_bert_mean, sentiment_csv, sentiment_test_csv,
-                                                                 tmp_path):
+def test_head_only_in_bf16_reports_what_the_saved_model_scores(
+    tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path
+):
     """head-only trains on cached features; those of the splits it scores are computed in full
     precision, so its reported test loss is the saved model's."""
     import torch.nn.functional as F
-
     from conftest import base_config
+
     from tunesmith.api import saved_data_config
 
     cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "run", precision="bf16", epochs=40, lr=0.2)

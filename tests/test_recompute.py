@@ -1,12 +1,13 @@
 """train.gradient_checkpointing: layers really are recomputed in the backward pass, and the run
 trains to the same weights and metrics as without it (dropout masks replayed, not redrawn)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import base_config
 
 import tunesmith
-from conftest import base_config
 from tunesmith.errors import ConfigError
 
 

@@ -1,4 +1,5 @@
 """report.html and README.md from small fake run results: what a reader of the run folder sees."""
+
 from __future__ import annotations
 
 import json
@@ -42,18 +43,36 @@ def run(tmp_path):
     cfg = config_from_dict({"out": str(tmp_path / "my-run"), "data": {"train": "x.csv"}}).resolved()
     out = tmp_path / "my-run"
     out.mkdir()
-    val_ex, val_ev = _split(["great film", "awful plot", EVIL, "fine, I guess"],
-                            ["positive", "negative", "positive", "negative"],
-                            [[0.1, 0.9], [0.8, 0.2], [0.97, 0.03], [0.4, 0.6]])
+    val_ex, val_ev = _split(
+        ["great film", "awful plot", EVIL, "fine, I guess"],
+        ["positive", "negative", "positive", "negative"],
+        [[0.1, 0.9], [0.8, 0.2], [0.97, 0.03], [0.4, 0.6]],
+    )
     test_ex, test_ev = _split(["loved it", "hated it"], ["positive", "negative"], [[0.3, 0.7], [0.6, 0.4]], 0.4)
     metrics = {
-        "validation": val_ev.metrics, "test": test_ev.metrics,
+        "validation": val_ev.metrics,
+        "test": test_ev.metrics,
         "history": [{"epoch": 1, "step": 5, "train_loss": None, "loss": 0.6, "accuracy": 0.5, "macro_f1": 0.4}],
-        "stopped_early": False, "params": {"trainable": 1538, "total": 22_714_370},
-        "train": {"steps": 5, "samples": 40, "tokens": 400, "pad_waste": 0.1, "train_seconds": 1.5,
-                  "train_samples_per_second": 26.7, "total_seconds": 3.0},
-        "run": {"task": "text-classification", "strategy": cfg.strategy.name, "model": "minilm", "pooling": "mean",
-                "precision": "fp32", "seed": 42, "layout": "tunesmith"},
+        "stopped_early": False,
+        "params": {"trainable": 1538, "total": 22_714_370},
+        "train": {
+            "steps": 5,
+            "samples": 40,
+            "tokens": 400,
+            "pad_waste": 0.1,
+            "train_seconds": 1.5,
+            "train_samples_per_second": 26.7,
+            "total_seconds": 3.0,
+        },
+        "run": {
+            "task": "text-classification",
+            "strategy": cfg.strategy.name,
+            "model": "minilm",
+            "pooling": "mean",
+            "precision": "fp32",
+            "seed": 42,
+            "layout": "tunesmith",
+        },
         "warnings": ["label 'positive' has only 2 <rows>"],
     }
     metrics["best_evaluation"] = metrics["history"][0]
@@ -92,9 +111,14 @@ def test_report_many_labels(run, tmp_path):
     m = classification_metrics(probs.argmax(-1), ref, labels) | {"loss": 3.0}
     ex = TextExamples("v.csv", [f"t{i}" for i in range(300)], None, [labels[i] for i in ref])
     ev = EvalOutput(m, probs.argmax(-1).tolist(), np.log(probs))
-    page = write_report(out, cfg, metrics | {"validation": m, "test": None},
-                        {"validation": ex, "test": None}, {"validation": ev, "test": None},
-                        TextClassificationTask(labels)).read_text()
+    page = write_report(
+        out,
+        cfg,
+        metrics | {"validation": m, "test": None},
+        {"validation": ex, "test": None},
+        {"validation": ev, "test": None},
+        TextClassificationTask(labels),
+    ).read_text()
     assert "class_59" in page
     assert page.count("<tr>") > 20
 

@@ -3,6 +3,7 @@ registered task (its own tiny example) under full fine-tuning and LoRA, and ever
 on the default task. The kill is deterministic: the training process kills itself with SIGKILL right after
 it has written the checkpoint of a given step, so no wall-clock deadline can be missed on a loaded
 machine and the run can never finish before it is killed."""
+
 import json
 import os
 import signal
@@ -48,11 +49,40 @@ def _flat(tree: dict, prefix: str = "") -> list[str]:
 
 
 def train_args(task: str, ex, out: Path, strategy: str, *extra: str) -> list[str]:
-    args = ["train", "--task", task, "--model", str(ex.model), "--data", str(ex.train), "--validation-data",
-            str(ex.validation), "--out", str(out), "--strategy", strategy, "--epochs", "3", "--batch-size", "8",
-            "--lr", "1e-3", "--seed", "3", "--precision", "fp32", "--quiet",
-            "--set", "train.checkpoint_every=3", "--set", "train.eval_every=5", "--set", "train.threads=1",
-            "--set", "train.early_stopping_patience=null"]
+    args = [
+        "train",
+        "--task",
+        task,
+        "--model",
+        str(ex.model),
+        "--data",
+        str(ex.train),
+        "--validation-data",
+        str(ex.validation),
+        "--out",
+        str(out),
+        "--strategy",
+        strategy,
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "3",
+        "--precision",
+        "fp32",
+        "--quiet",
+        "--set",
+        "train.checkpoint_every=3",
+        "--set",
+        "train.eval_every=5",
+        "--set",
+        "train.threads=1",
+        "--set",
+        "train.early_stopping_patience=null",
+    ]
     for item in _flat(ex.config):
         args += ["--set", item]
     return args + list(extra)
@@ -88,13 +118,16 @@ def assert_same_run(ref: Path, out: Path) -> None:
             assert torch.equal(w_ref[k], w_res[k]), (name, k)
 
 
-RESUME_CASES = ([(task, s, ()) for task in TASKS.names() for s in ("full", "lora")]
-                + [(DEFAULT_TASK, s, ()) for s in STRATEGIES.names() if s not in ("full", "lora")]
-                + [(DEFAULT_TASK, "gradual", ("--set", "strategy.unfreeze_every_steps=2"))])  # killed after one joined
+RESUME_CASES = (
+    [(task, s, ()) for task in TASKS.names() for s in ("full", "lora")]
+    + [(DEFAULT_TASK, s, ()) for s in STRATEGIES.names() if s not in ("full", "lora")]
+    + [(DEFAULT_TASK, "gradual", ("--set", "strategy.unfreeze_every_steps=2"))]
+)  # killed after one joined
 
 
-@pytest.mark.parametrize("task,strategy,extra", RESUME_CASES,
-                         ids=lambda v: v if isinstance(v, str) else "-".join(v)[6:])
+@pytest.mark.parametrize(
+    "task,strategy,extra", RESUME_CASES, ids=lambda v: v if isinstance(v, str) else "-".join(v)[6:]
+)
 def test_resume_after_sigkill_matches_uninterrupted(task, strategy, extra, task_examples, tmp_path):
     from tunesmith.cli import main
 

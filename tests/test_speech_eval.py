@@ -1,11 +1,12 @@
 """WER/CER scoring, the guard set (forgetting check) and the speech CLI: train, evaluate, predict."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-
 from speech_helpers import SENTENCES, write_speech_table
+
 from tunesmith.cli import main
 from tunesmith.evaluation.speech_metrics import guard_check, speech_metrics, text_normaliser, worst_utterances
 
@@ -39,11 +40,40 @@ def cli_run(tiny_asr_whisper, speech_tables, tmp_path_factory):
     train, val = speech_tables
     guard = write_speech_table(train.parent / "guard", SENTENCES[4:], "guard.csv", seed=90)
     out = tmp_path_factory.mktemp("runs") / "asr"
-    rc = main(["train", "--task", "speech-recognition", "--model", str(tiny_asr_whisper), "--data", str(train),
-               "--validation-data", str(val), "--audio-column", "audio", "--text-column", "transcript",
-               "--guard-data", str(guard), "--out", str(out), "--epochs", "1", "--batch-size", "8", "--lr", "3e-3",
-               "--precision", "fp32", "--quiet", "--set", "speech.max_new_tokens=6",
-               "--set", "train.guard_max_wer_increase=0.0"])
+    rc = main(
+        [
+            "train",
+            "--task",
+            "speech-recognition",
+            "--model",
+            str(tiny_asr_whisper),
+            "--data",
+            str(train),
+            "--validation-data",
+            str(val),
+            "--audio-column",
+            "audio",
+            "--text-column",
+            "transcript",
+            "--guard-data",
+            str(guard),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--lr",
+            "3e-3",
+            "--precision",
+            "fp32",
+            "--quiet",
+            "--set",
+            "speech.max_new_tokens=6",
+            "--set",
+            "train.guard_max_wer_increase=0.0",
+        ]
+    )
     assert rc == 0
     return out, val, guard
 
@@ -83,8 +113,20 @@ def test_cli_bad_speech_inputs_exit_2_naming_the_fix(cli_run, tiny_asr_whisper, 
     assert main(["predict", str(out), str(tmp_path / "missing.wav")]) == 2
     assert "missing.wav" in capsys.readouterr().err
     train, _ = speech_tables
-    common = ["train", "--task", "speech-recognition", "--model", str(tiny_asr_whisper), "--data", str(train),
-              "--audio-column", "audio", "--out", str(tmp_path / "x"), "--quiet"]
+    common = [
+        "train",
+        "--task",
+        "speech-recognition",
+        "--model",
+        str(tiny_asr_whisper),
+        "--data",
+        str(train),
+        "--audio-column",
+        "audio",
+        "--out",
+        str(tmp_path / "x"),
+        "--quiet",
+    ]
     assert main([*common, "--text-column", "transcript", "--strategy", "head-only"]) == 2
     assert "head-only" in capsys.readouterr().err
     assert main([*common, "--text-column", "words"]) == 2  # no such transcript column

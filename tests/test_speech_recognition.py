@@ -1,6 +1,7 @@
 """speech-recognition with Whisper: labels and prompt, loss masking, training, evaluation by
 generation, save / reload / predict and `transformers.pipeline` parity, on a tiny random Whisper
 with a real Whisper tokenizer and synthetic speech (speech_helpers.py)."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from speech_helpers import SENTENCES, make_asr_whisper, say, speech_config, write_speech_table
 
 import tunesmith
-from speech_helpers import SENTENCES, make_asr_whisper, say, speech_config, write_speech_table
-from tunesmith.config import ModelConfig, config_from_dict
+from tunesmith.config import config_from_dict
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.tasks import TASKS
 from tunesmith.tasks.base import TaskModel
 
 
@@ -40,8 +40,13 @@ def _task(folder: Path, **speech):
     from tunesmith.modalities.speech import SpeechModality
     from tunesmith.testing import task_and_model
 
-    task, model = task_and_model("speech-recognition", folder, SimpleNamespace(labels=None, texts=[], seconds=None),
-                                 speech={"max_new_tokens": 8, **speech}, train={"dropout": 0.0})
+    task, model = task_and_model(
+        "speech-recognition",
+        folder,
+        SimpleNamespace(labels=None, texts=[], seconds=None),
+        speech={"max_new_tokens": 8, **speech},
+        train={"dropout": 0.0},
+    )
     return task, model, SpeechModality()
 
 
@@ -64,9 +69,9 @@ def test_english_only_labels_have_no_language_tokens_and_one_start_token(whisper
     dec, labels = batch["decoder_input_ids"][0].tolist(), batch["labels"][0].tolist()
     n = len(text_ids)
     # decoder reads <|startoftranscript|> <|notimestamps|> text; predicts text <|endoftext|> (prompt masked)
-    assert dec[:2 + n] == [sot, nots] + text_ids and dec.count(sot) == 1
-    assert labels[:1 + n + 1] == [-100] + text_ids + [eot]
-    assert all(x == -100 for x in labels[2 + n:])  # padding of the shorter row never counts
+    assert dec[: 2 + n] == [sot, nots] + text_ids and dec.count(sot) == 1
+    assert labels[: 1 + n + 1] == [-100] + text_ids + [eot]
+    assert all(x == -100 for x in labels[2 + n :])  # padding of the shorter row never counts
     assert batch["input_features"].shape == (2, 16, 100)
     with pytest.raises(ConfigError, match="English-only"):
         _task(whisper_en, language="de")
@@ -74,7 +79,9 @@ def test_english_only_labels_have_no_language_tokens_and_one_start_token(whisper
 
 def test_multilingual_prompt_comes_from_the_config_or_defaults_to_english(whisper_multi):
     task, _, _ = _task(whisper_multi, language="german")
-    ids = task.tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|de|>", "<|transcribe|>", "<|notimestamps|>"])
+    ids = task.tokenizer.convert_tokens_to_ids(
+        ["<|startoftranscript|>", "<|de|>", "<|transcribe|>", "<|notimestamps|>"]
+    )
     assert task.prompt_ids == ids and task.generation_config.language == "de"
     assert task.normaliser == "basic"
     default, _, _ = _task(whisper_multi)
@@ -87,8 +94,9 @@ def test_generate_uses_the_prompt_the_labels_were_built_with(whisper_multi, clip
     task, model, inputs = _task(whisper_multi, language="de")
     _, rows = _rows(task, inputs, clips[1])
     batch = task.collate(rows[:2])
-    out = model.backbone.encoder.generate(input_features=batch["input_features"], attention_mask=batch["frame_mask"],
-                                          return_dict_in_generate=True)
+    out = model.backbone.encoder.generate(
+        input_features=batch["input_features"], attention_mask=batch["frame_mask"], return_dict_in_generate=True
+    )
     # transformers keeps the forced prompt at the start of the sequences it returns
     seq = out.sequences if hasattr(out, "sequences") else out
     assert seq[0, :4].tolist() == task.prompt_ids
@@ -117,9 +125,16 @@ def test_spec_augment_masks_training_inputs_only(whisper_en, clips):
     batch = task.collate(rows[:2])
     from tunesmith.models.speech_backbone import load_speech_backbone
 
-    masked = load_speech_backbone(whisper_en, options={"spec_augment": True, "mask_time_prob": 0.5,
-                                                       "mask_time_length": 5, "mask_feature_prob": 0.0,
-                                                       "mask_feature_length": 4})
+    masked = load_speech_backbone(
+        whisper_en,
+        options={
+            "spec_augment": True,
+            "mask_time_prob": 0.5,
+            "mask_time_length": 5,
+            "mask_feature_prob": 0.0,
+            "mask_feature_length": 4,
+        },
+    )
     assert masked.encoder.config.apply_spec_augment and masked.encoder.config.mask_time_prob == 0.5
     enc = masked.encoder.model.encoder
     torch.manual_seed(0)
@@ -212,8 +227,16 @@ def test_whisper_layer_groups_cover_the_model_bottom_to_top(whisper_en):
 
     _, model, _ = _task(whisper_en)
     groups = model.backbone.layer_groups()
-    assert [g for g, _ in groups] == ["encoder.stem", "encoder.layer.0", "encoder.layer.1", "encoder.norm",
-                                      "decoder.embeddings", "decoder.layer.0", "decoder.layer.1", "top"]
+    assert [g for g, _ in groups] == [
+        "encoder.stem",
+        "encoder.layer.0",
+        "encoder.layer.1",
+        "encoder.norm",
+        "decoder.embeddings",
+        "decoder.layer.0",
+        "decoder.layer.1",
+        "top",
+    ]
     names = [n for _, ns in groups for n in ns]
     params = {n for n, _ in model.backbone.named_parameters()}
     assert len(names) == len(set(names)) and set(names) == params

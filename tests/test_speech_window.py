@@ -1,6 +1,7 @@
 """model.window_seconds: a Whisper that hears a shorter window than it was built with. The run
 trains and decodes at that window, saves it so a reload and `transformers.pipeline` hear the same,
 scores its base model at it, and refuses what does not fit."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from speech_helpers import SENTENCES, make_asr_whisper, say, speech_config, write_speech_table
 
 import tunesmith
-from speech_helpers import SENTENCES, make_asr_whisper, say, speech_config, write_speech_table
 from tunesmith.errors import ConfigError, DataError
 
 

@@ -1,12 +1,13 @@
 """Strategy behaviour a user would notice: which layers train, LR per layer, gradual growth,
 LoRA save/merge, and config mistakes named clearly."""
+
 import json
 
 import pytest
 import torch
+from conftest import base_config
 
 import tunesmith
-from conftest import base_config
 from tunesmith.cli import main
 from tunesmith.config import config_from_dict
 from tunesmith.errors import ConfigError
@@ -66,7 +67,6 @@ def test_gradual_by_steps_unfreezes_during_the_first_epoch(tiny_bert_mean, senti
 
 
 def test_new_param_groups_keep_the_optimizer_state_of_weights_already_training():
-    import torch
 
     from tunesmith.training.optim import build_optimizer, refresh_param_groups, warmup_linear_decay
 
@@ -80,8 +80,9 @@ def test_new_param_groups_keep_the_optimizer_state_of_weights_already_training()
         opt.step(), sched.step(), opt.zero_grad()
     moments = {k: v.clone() for k, v in opt.state[head.weight].items()}
     body.requires_grad_(True)
-    refresh_param_groups(opt, sched, [{"params": list(head.parameters()), "lr": 1e-2},
-                                      {"params": list(body.parameters()), "lr": 1e-3}])
+    refresh_param_groups(
+        opt, sched, [{"params": list(head.parameters()), "lr": 1e-2}, {"params": list(body.parameters()), "lr": 1e-3}]
+    )
     for k, v in moments.items():
         assert torch.equal(opt.state[head.weight][k], v)  # kept, not reset
     assert body.weight not in opt.state  # new weights start fresh...
@@ -119,8 +120,9 @@ def test_lora_run_keeps_head_reloads_and_merges_with_parity(tiny_bert_mean, sent
     assert meta["layout"] == "xlm-mean" and "lora" not in meta
     from transformers import AutoModelForSequenceClassification
 
-    assert not any("lora" in k for k in AutoModelForSequenceClassification.from_pretrained(
-        tmp_path / "merged").state_dict())
+    assert not any(
+        "lora" in k for k in AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").state_dict()
+    )
     # export refuses a non-LoRA run and a non-empty target
     assert main(["export", str(tmp_path / "merged"), "--merge", "--out", str(tmp_path / "m2")]) == 2
     assert main(["export", str(res.out), "--merge", "--out", str(tmp_path / "merged")]) == 2

@@ -1,12 +1,13 @@
 """End to end on a tiny random BERT: train, reload, predict, pipeline parity, feature cache."""
+
 import json
 
 import pytest
 import torch
+from conftest import base_config
 from safetensors.torch import load_file
 
 import tunesmith
-from conftest import base_config
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +22,16 @@ def test_full_run_learns_and_writes_a_complete_folder(full_run):
     out = full_run.out
     assert full_run.metrics["accuracy"] >= 0.8, full_run.history
     assert full_run.test_metrics["accuracy"] >= 0.8
-    for name in ("model.safetensors", "config.json", "tunesmith.json", "run_config.yaml", "report.html",
-                 "README.md", "metrics.json", "tokenizer.json"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tunesmith.json",
+        "run_config.yaml",
+        "report.html",
+        "README.md",
+        "metrics.json",
+        "tokenizer.json",
+    ):
         assert (out / name).is_file(), name
     assert not (out / "checkpoints").exists()
     m = json.loads((out / "metrics.json").read_text())
@@ -98,8 +107,7 @@ def test_pooling_without_native_head_is_refused_by_transformers_not_misloaded(ti
 
 
 def test_pooler_model_folder_loads_with_transformers_pipeline_same_scores(tiny_bert, sentiment_csv, tmp_path):
-    res = tunesmith.finetune(base_config(tiny_bert, sentiment_csv, tmp_path / "native", epochs=2, lr=5e-3),
-                             quiet=True)
+    res = tunesmith.finetune(base_config(tiny_bert, sentiment_csv, tmp_path / "native", epochs=2, lr=5e-3), quiet=True)
     assert json.loads((res.out / "tunesmith.json").read_text())["layout"] == "native"
     pipe = _pipeline_matches(res.out, ["the movie was good", "awful plot and poor actors", "meh"])
     assert len(pipe(["good", "bad plot"], batch_size=2)) == 2  # native BERT masks pads: batching is fine
@@ -137,8 +145,16 @@ def test_head_only_feature_cache_is_keyed_by_data(tiny_bert_mean, sentiment_csv,
 
 def test_gradient_accumulation_and_step_evaluation(tiny_bert_mean, sentiment_csv, tmp_path):
     """grad_accum=3 takes one optimizer step per 3 batches; eval_every=4 evaluates on steps."""
-    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "ga", epochs=2, batch_size=8, grad_accum=3,
-                      eval_every=4, early_stopping_patience=None)
+    cfg = base_config(
+        tiny_bert_mean,
+        sentiment_csv,
+        tmp_path / "ga",
+        epochs=2,
+        batch_size=8,
+        grad_accum=3,
+        eval_every=4,
+        early_stopping_patience=None,
+    )
     res = tunesmith.finetune(cfg, quiet=True)
     m = json.loads((res.out / "metrics.json").read_text())
     batches_per_epoch = -(-144 // 8)  # 144 training rows after the 10% validation split
@@ -164,9 +180,21 @@ def test_gradient_accumulation_takes_the_same_step_as_the_bigger_batch(tmp_path)
     def one_step(name: str, batch_size: int, grad_accum: int) -> tuple[list, dict]:
         grads: list = []
         hook = register_optimizer_step_pre_hook(
-            lambda opt, args, kwargs: grads.extend(p.grad.clone() for g in opt.param_groups for p in g["params"]))
-        cfg = base_config(model, train, tmp_path / name, epochs=1, batch_size=batch_size, grad_accum=grad_accum,
-                          lr=1e-3, warmup_ratio=0.0, dropout=0.0, max_grad_norm=None, weight_decay=0.0)
+            lambda opt, args, kwargs: grads.extend(p.grad.clone() for g in opt.param_groups for p in g["params"])
+        )
+        cfg = base_config(
+            model,
+            train,
+            tmp_path / name,
+            epochs=1,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            lr=1e-3,
+            warmup_ratio=0.0,
+            dropout=0.0,
+            max_grad_norm=None,
+            weight_decay=0.0,
+        )
         cfg["data"]["validation"] = str(val)
         try:
             res = tunesmith.finetune(cfg, quiet=True)
@@ -179,8 +207,11 @@ def test_gradient_accumulation_takes_the_same_step_as_the_bigger_batch(tmp_path)
     assert len(g_whole) == len(g_acc) > 0
     for a, b in zip(g_whole, g_acc):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-8), (a.abs().max(), (a - b).abs().max())
-    bad = {k: float((whole[k] - accumulated[k]).abs().max()) for k in whole
-           if not torch.allclose(whole[k], accumulated[k], rtol=0, atol=1e-6)}
+    bad = {
+        k: float((whole[k] - accumulated[k]).abs().max())
+        for k in whole
+        if not torch.allclose(whole[k], accumulated[k], rtol=0, atol=1e-6)
+    }
     assert not bad, bad
 
 
@@ -189,8 +220,16 @@ def test_gradual_restores_the_model_its_best_evaluation_scored(tiny_bert_mean, s
     after it): restoring must bring back the whole model that evaluation scored, the layers unfrozen
     later included. The bug this guards: only the weights trainable at the best evaluation came back,
     so the later-unfrozen layers kept their final values, a model nobody evaluated."""
-    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "g", epochs=4, lr=0.5, head_lr=5e-3, metric="loss",
-                      early_stopping_patience=None)
+    cfg = base_config(
+        tiny_bert_mean,
+        sentiment_csv,
+        tmp_path / "g",
+        epochs=4,
+        lr=0.5,
+        head_lr=5e-3,
+        metric="loss",
+        early_stopping_patience=None,
+    )
     cfg["strategy"] = {"name": "gradual"}
     res = tunesmith.finetune(cfg, quiet=True)
     best = min(res.history, key=lambda h: h["loss"])
@@ -199,8 +238,9 @@ def test_gradual_restores_the_model_its_best_evaluation_scored(tiny_bert_mean, s
         assert res.metrics[k] == pytest.approx(best[k], abs=1e-6), (k, res.history)
 
 
-def test_every_run_format_saves_a_tokenizer_that_pads_and_pipeline_batches_exactly(tiny_bert, tiny_bert_mean,
-                                                                                    sentiment_csv, tmp_path):
+def test_every_run_format_saves_a_tokenizer_that_pads_and_pipeline_batches_exactly(
+    tiny_bert, tiny_bert_mean, sentiment_csv, tmp_path
+):
     """The folder's own tokenizer pads (transformers' AutoTokenizer, as other tools load it), and
     wherever transformers loads the folder, pipeline(batch_size=8) gives tunesmith predict's scores.
     The one exception is xlm-mean, and it refuses batches loudly: XLM's mean counts padding, so a
@@ -210,11 +250,23 @@ def test_every_run_format_saves_a_tokenizer_that_pads_and_pipeline_batches_exact
     from tunesmith.cli import main
     from tunesmith.formats import format_of, pipeline_outputs, read_meta
 
-    texts = ["the movie was good", "awful plot and poor actors", "meh", "so happy with this story today",
-             "a very boring story", "the actors were fine", "it", "love the plot"]
+    texts = [
+        "the movie was good",
+        "awful plot and poor actors",
+        "meh",
+        "so happy with this story today",
+        "a very boring story",
+        "the actors were fine",
+        "it",
+        "love the plot",
+    ]
     runs = {}
-    for name, model, pooling, strategy in (("native", tiny_bert, "pooler", "full"), ("own", tiny_bert, "cls", "full"),
-                                           ("lora", tiny_bert, "pooler", "lora"), ("xlm", tiny_bert_mean, None, "full")):
+    for name, model, pooling, strategy in (
+        ("native", tiny_bert, "pooler", "full"),
+        ("own", tiny_bert, "cls", "full"),
+        ("lora", tiny_bert, "pooler", "lora"),
+        ("xlm", tiny_bert_mean, None, "full"),
+    ):
         cfg = base_config(model, sentiment_csv, tmp_path / name, epochs=1)
         cfg["model"]["pooling"] = pooling
         cfg["strategy"] = {"name": strategy}
@@ -222,8 +274,13 @@ def test_every_run_format_saves_a_tokenizer_that_pads_and_pipeline_batches_exact
     assert main(["export", str(runs["lora"]), "--merge", "--out", str(tmp_path / "merged")]) == 0
     runs["merged"] = tmp_path / "merged"
     layouts = {name: read_meta(out)["layout"] for name, out in runs.items()}
-    assert layouts == {"native": "native", "own": "tunesmith", "lora": "lora-adapter", "xlm": "xlm-mean",
-                       "merged": "native"}
+    assert layouts == {
+        "native": "native",
+        "own": "tunesmith",
+        "lora": "lora-adapter",
+        "xlm": "xlm-mean",
+        "merged": "native",
+    }
     for name, out in runs.items():
         tok = AutoTokenizer.from_pretrained(out)
         if layouts[name] == "xlm-mean":

@@ -1,6 +1,7 @@
 """Vision backbones beyond ResNet: a tiny ViT (CLS token + final norm) and a tiny ConvNeXt (normed mean)
 go through the same task, strategies and run format: they learn, their layer groups come in order,
 and the saved folder loads with transformers.pipeline giving tunesmith's scores."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,10 +16,20 @@ def make_tiny_vit(folder: Path) -> Path:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
     torch.manual_seed(0)
-    cfg = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
-                    num_attention_heads=2, intermediate_size=64, num_labels=4)
+    cfg = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=4,
+    )
     ViTForImageClassification(cfg).save_pretrained(folder)
-    ViTImageProcessorPil(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
+        folder
+    )
     return folder
 
 
@@ -29,8 +40,9 @@ def make_tiny_convnext(folder: Path) -> Path:
     torch.manual_seed(0)
     cfg = ConvNextConfig(num_channels=3, num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=4)
     ConvNextForImageClassification(cfg).save_pretrained(folder)
-    ConvNextImageProcessorPil(size={"shortest_edge": 32}, crop_pct=0.875, image_mean=[0.5] * 3,
-                              image_std=[0.5] * 3).save_pretrained(folder)
+    ConvNextImageProcessorPil(
+        size={"shortest_edge": 32}, crop_pct=0.875, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ).save_pretrained(folder)
     return folder
 
 
@@ -48,11 +60,24 @@ def test_backbone_learns_orders_its_layers_and_pipeline_agrees(arch, image_folde
     assert groups[0] == "embeddings" and groups[-1] == "top" and groups[1:-1] == ["layer.0", "layer.1"], groups
 
     train, val = image_folders
-    res = tunesmith.finetune({"task": "image-classification", "out": str(tmp_path / "run"),
-                              "model": {"name": str(model)}, "data": {"train": str(train), "validation": str(val)},
-                              "strategy": {"name": "full"},
-                              "train": {"epochs": 6, "batch_size": 8, "lr": 3e-3, "precision": "fp32", "seed": 0,
-                                        "early_stopping_patience": None}}, quiet=True)
+    res = tunesmith.finetune(
+        {
+            "task": "image-classification",
+            "out": str(tmp_path / "run"),
+            "model": {"name": str(model)},
+            "data": {"train": str(train), "validation": str(val)},
+            "strategy": {"name": "full"},
+            "train": {
+                "epochs": 6,
+                "batch_size": 8,
+                "lr": 3e-3,
+                "precision": "fp32",
+                "seed": 0,
+                "early_stopping_patience": None,
+            },
+        },
+        quiet=True,
+    )
     assert res.metrics["accuracy"] >= 0.8, res.history
 
     images = sorted(str(p) for p in val.rglob("*.png"))[::2]

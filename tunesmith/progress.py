@@ -1,20 +1,27 @@
 """Progress bars (rich) with throughput and ETA, and the run's console; --quiet silences both but
 never warnings or errors."""
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 
 class _Rate(ProgressColumn):
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
-        unit = task.fields.get("unit", "it")
         return Text(f"{speed:,.0f}/s" if speed else "-/s", style="cyan")
 
 
@@ -31,14 +38,21 @@ class Reporter:
         self.console.print(f"[yellow]warning:[/yellow] {msg}")
 
     @contextlib.contextmanager
-    def bar(self, description: str, total: int, unit: str = "samples") -> Iterator["_Bar"]:
+    def bar(self, description: str, total: int, unit: str = "samples") -> Iterator[_Bar]:
         if self.quiet:
             yield _Bar(None, None)
             return
         progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-            TextColumn("{task.fields[postfix]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=self.console, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _Rate(),
+            TextColumn("{task.fields[postfix]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
         )
         with progress:
             tid = progress.add_task(description, total=total, unit=unit, postfix="")

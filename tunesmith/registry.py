@@ -4,10 +4,12 @@ One decorator registers; a duplicate or non-lowercase name raises at import time
 plug-ins can never silently shadow each other (DESIGN rule 3). Entries keep their registration
 order, which is the order `select`-style lookups (backbones, run formats) try them in.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import ConfigError
 
@@ -36,9 +38,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise ConfigError(
-                f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._items))}"
-            ) from None
+            raise ConfigError(f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._items))}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

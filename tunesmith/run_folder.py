@@ -4,6 +4,7 @@ A run is finished only when metrics.json exists: it is written last. Refuse to m
 with a finished run needs --overwrite, an unfinished one --resume (same config) or --overwrite,
 and a folder that is not a tunesmith run is never deleted.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -54,7 +55,8 @@ def prepare(folder: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> bool
         diffs = _config_diff(saved, cfg.model_dump(mode="json"))
         if diffs:
             raise RunFolderError(
-                f"--resume: the config differs from the unfinished run in {folder}:\n  " + "\n  ".join(diffs)
+                f"--resume: the config differs from the unfinished run in {folder}:\n  "
+                + "\n  ".join(diffs)
                 + "\nResume with the same config, or use --overwrite to start over."
             )
         return True

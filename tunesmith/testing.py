@@ -4,6 +4,7 @@
 Shipped with the package (like accelerate's test_utils) because every registered task builds its own
 tiny example from these (`Task.tiny_example`), so the contract tests pick up a new task unchanged.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-
 
 POS = ["good", "great", "love", "fine", "happy", "superb"]
 
@@ -37,15 +37,29 @@ def make_tiny_bert(folder: Path, pooling: str | None = None, seed: int = 0, drop
     tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(VOCAB)}, do_lower_case=True)
     tok.save_pretrained(folder)
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=128, max_position_embeddings=64,
-                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    cfg = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
     BertModel(cfg).save_pretrained(folder)
     if pooling:
         (folder / "1_Pooling").mkdir(exist_ok=True)
-        (folder / "1_Pooling" / "config.json").write_text(json.dumps({
-            "word_embedding_dimension": 32, "pooling_mode_cls_token": pooling == "cls",
-            "pooling_mode_mean_tokens": pooling == "mean"}), encoding="utf-8")
+        (folder / "1_Pooling" / "config.json").write_text(
+            json.dumps(
+                {
+                    "word_embedding_dimension": 32,
+                    "pooling_mode_cls_token": pooling == "cls",
+                    "pooling_mode_mean_tokens": pooling == "mean",
+                }
+            ),
+            encoding="utf-8",
+        )
     return folder
 
 
@@ -87,10 +101,13 @@ def make_tiny_resnet(folder: Path, seed: int = 0) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    cfg = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-                       num_labels=5)  # an ImageNet-style checkpoint: its own 5-class classifier is dropped
+    cfg = ResNetConfig(
+        num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=5
+    )  # an ImageNet-style checkpoint: its own 5-class classifier is dropped
     ResNetForImageClassification(cfg).save_pretrained(folder)
-    ConvNextImageProcessorPil(size={"shortest_edge": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    ConvNextImageProcessorPil(size={"shortest_edge": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
+        folder
+    )
     return folder
 
 
@@ -122,17 +139,34 @@ def make_tiny_whisper(folder: Path, seed: int = 0, window: int = 1) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    cfg = WhisperConfig(vocab_size=64, num_mel_bins=16, d_model=32, encoder_layers=2, decoder_layers=1,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                        max_source_positions=50 * window, max_target_positions=32, pad_token_id=1, bos_token_id=2,
-                        eos_token_id=3, decoder_start_token_id=2, init_std=0.1)
+    cfg = WhisperConfig(
+        vocab_size=64,
+        num_mel_bins=16,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=50 * window,
+        max_target_positions=32,
+        pad_token_id=1,
+        bos_token_id=2,
+        eos_token_id=3,
+        decoder_start_token_id=2,
+        init_std=0.1,
+    )
     WhisperForConditionalGeneration(cfg).save_pretrained(folder, safe_serialization=True)
-    WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=window,
-                            n_fft=400).save_pretrained(folder)
+    WhisperFeatureExtractor(
+        feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=window, n_fft=400
+    ).save_pretrained(folder)
     return folder
 
 
-def make_tiny_wav2vec2(folder: Path, seed: int = 0, feat_extract_norm: str = "group") -> Path:
+def make_tiny_wav2vec2(
+    folder: Path, seed: int = 0, feat_extract_norm: str = "group", dropout: float | None = None
+) -> Path:
     """A 2-layer random Wav2Vec2Model (32 dims, 3 conv layers, 80x downsampling) with its feature
     extractor (16 kHz, normalised; attention masks only for the layer-norm variant), safetensors."""
     import torch
@@ -141,14 +175,35 @@ def make_tiny_wav2vec2(folder: Path, seed: int = 0, feat_extract_norm: str = "gr
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     layer = feat_extract_norm == "layer"
-    cfg = Wav2Vec2Config(vocab_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4),
-                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, layerdrop=0.0,
-                         feat_extract_norm=feat_extract_norm, do_stable_layer_norm=layer,
-                         mask_time_length=4, classifier_proj_size=16)
+    cfg = Wav2Vec2Config(
+        vocab_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16, 16),
+        conv_stride=(5, 4, 4),
+        conv_kernel=(10, 4, 4),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        layerdrop=0.0,
+        feat_extract_norm=feat_extract_norm,
+        do_stable_layer_norm=layer,
+        mask_time_length=4,
+        classifier_proj_size=16,
+        **(
+            {}
+            if dropout is None
+            else dict.fromkeys(
+                ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout"),
+                dropout,
+            )
+        ),
+    )
     Wav2Vec2Model(cfg).save_pretrained(folder, safe_serialization=True)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=layer).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=layer
+    ).save_pretrained(folder)
     return folder
 
 
@@ -158,7 +213,7 @@ def tone_clip(kind: str, seconds: float, rate: int, rng, channels: int = 1):
 
     t = np.arange(int(seconds * rate)) / rate
     f = TONES[kind]
-    x = (np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3)) if f else rng.normal(0, 0.5, t.shape))
+    x = np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3)) if f else rng.normal(0, 0.5, t.shape)
     x = x * rng.uniform(0.2, 0.8) + rng.normal(0, 0.02, t.shape)
     x = np.clip(x, -1, 1).astype("float32")
     return np.stack([x, x * 0.9], axis=1) if channels == 2 else x
@@ -182,16 +237,41 @@ def make_audio_folder(root: Path, per_class: int, seed: int = 0) -> Path:
     return root
 
 
-SPECIALS_EN = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>",
-               "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+SPECIALS_EN = [
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nocaptions|>",
+    "<|notimestamps|>",
+]
 
 
-SPECIALS_MULTI = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|de|>", "<|translate|>", "<|transcribe|>",
-                  "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+SPECIALS_MULTI = [
+    "<|endoftext|>",
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|de|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nocaptions|>",
+    "<|notimestamps|>",
+]
 
 
-WORDS = {"yes": (300, 900), "no": (450, 1400), "up": (600, 1800), "down": (750, 2300), "go": (1000, 2900),
-         "stop": (1200, 3400)}
+WORDS = {
+    "yes": (300, 900),
+    "no": (450, 1400),
+    "up": (600, 1800),
+    "down": (750, 2300),
+    "go": (1000, 2900),
+    "stop": (1200, 3400),
+}
 
 
 def bytes_to_unicode() -> list[str]:
@@ -205,34 +285,71 @@ def bytes_to_unicode() -> list[str]:
 def make_asr_whisper(folder: Path, multilingual: bool = False, seed: int = 0, window: int = 1) -> Path:
     """A tiny random Whisper hearing `window` seconds (50 encoder positions a second, like real ones)."""
     import torch
-    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer)
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     chars = bytes_to_unicode()
     specials = SPECIALS_MULTI if multilingual else SPECIALS_EN
-    tok = WhisperTokenizer(vocab={c: i for i, c in enumerate(chars)}, merges=[], unk_token=specials[0],
-                           bos_token=specials[0], eos_token=specials[0], pad_token=specials[0],
-                           extra_special_tokens=specials[1:], model_max_length=64)
+    tok = WhisperTokenizer(
+        vocab={c: i for i, c in enumerate(chars)},
+        merges=[],
+        unk_token=specials[0],
+        bos_token=specials[0],
+        eos_token=specials[0],
+        pad_token=specials[0],
+        extra_special_tokens=specials[1:],
+        model_max_length=64,
+    )
     ids = {s: tok.convert_tokens_to_ids(s) for s in specials}
     assert ids["<|endoftext|>"] == 256 and len(tok) == 256 + len(specials)
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     torch.manual_seed(seed)
-    cfg = WhisperConfig(vocab_size=len(tok), num_mel_bins=16, d_model=32, encoder_layers=2, decoder_layers=2,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                        max_source_positions=50 * window, max_target_positions=48, pad_token_id=eot, bos_token_id=eot,
-                        eos_token_id=eot, decoder_start_token_id=sot, begin_suppress_tokens=None,
-                        suppress_tokens=None)
+    cfg = WhisperConfig(
+        vocab_size=len(tok),
+        num_mel_bins=16,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=50 * window,
+        max_target_positions=48,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        decoder_start_token_id=sot,
+        begin_suppress_tokens=None,
+        suppress_tokens=None,
+    )
     model = WhisperForConditionalGeneration(cfg)
-    gen = dict(decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, max_length=48,
-               no_timestamps_token_id=ids["<|notimestamps|>"], prev_sot_token_id=ids["<|startofprev|>"],
-               is_multilingual=multilingual, return_timestamps=False,
-               suppress_tokens=[ids[t] for t in specials[1:]],  # a random model must still write text
-               begin_suppress_tokens=[eot])
+    gen = dict(
+        decoder_start_token_id=sot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        max_length=48,
+        no_timestamps_token_id=ids["<|notimestamps|>"],
+        prev_sot_token_id=ids["<|startofprev|>"],
+        is_multilingual=multilingual,
+        return_timestamps=False,
+        suppress_tokens=[ids[t] for t in specials[1:]],  # a random model must still write text
+        begin_suppress_tokens=[eot],
+    )
     if multilingual:
-        gen.update(lang_to_id={"<|en|>": ids["<|en|>"], "<|de|>": ids["<|de|>"]},
-                   task_to_id={"translate": ids["<|translate|>"], "transcribe": ids["<|transcribe|>"]},
-                   task="transcribe")
+        gen.update(
+            lang_to_id={"<|en|>": ids["<|en|>"], "<|de|>": ids["<|de|>"]},
+            task_to_id={"translate": ids["<|translate|>"], "transcribe": ids["<|transcribe|>"]},
+            task="transcribe",
+        )
     model.generation_config = GenerationConfig(**gen)
     model.save_pretrained(folder, safe_serialization=True)
     fe = WhisperFeatureExtractor(feature_size=16, sampling_rate=16000, hop_length=160, chunk_length=window, n_fft=400)
@@ -242,23 +359,9 @@ def make_asr_whisper(folder: Path, multilingual: bool = False, seed: int = 0, wi
 
 
 def make_ctc_wav2vec2(folder: Path, seed: int = 0, norm: str = "layer") -> Path:
-    """A 2-layer random Wav2Vec2Model (80x downsampling: 200 frames/s); norm "layer" (takes attention
-    masks) or "group" (wav2vec2-base style: normalises over time, padding included; no masks)."""
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                         conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4),
-                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, layerdrop=0.0,
-                         feat_extract_norm=norm, do_stable_layer_norm=norm == "layer", mask_time_length=4,
-                         hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
-                         final_dropout=0.0)
-    Wav2Vec2Model(cfg).save_pretrained(folder, safe_serialization=True)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=norm == "layer").save_pretrained(folder)
-    return folder
+    """The tiny wav2vec2 for speech recognition: no dropout (a memorised utterance must decode
+    exactly); norm "layer" (takes attention masks) or "group" (wav2vec2-base style: no masks)."""
+    return make_tiny_wav2vec2(folder, seed, feat_extract_norm=norm, dropout=0.0)
 
 
 def say(text: str, rate: int = 16000, word_seconds: float = 0.22, gap: float = 0.04, seed: int = 0) -> np.ndarray:
@@ -269,8 +372,7 @@ def say(text: str, rate: int = 16000, word_seconds: float = 0.22, gap: float = 0
         f1, f2 = WORDS[w]
         t = np.arange(int(word_seconds * rate)) / rate
         env = np.minimum(1, np.minimum(t, t[::-1]) / 0.02)
-        parts += [0.4 * env * (np.sin(2 * np.pi * f1 * t) + np.sin(2 * np.pi * f2 * t)) / 2,
-                  np.zeros(int(gap * rate))]
+        parts += [0.4 * env * (np.sin(2 * np.pi * f1 * t) + np.sin(2 * np.pi * f2 * t)) / 2, np.zeros(int(gap * rate))]
     x = np.concatenate(parts) + rng.normal(0, 0.005, sum(len(p) for p in parts))
     return x.astype("float32")
 
@@ -278,8 +380,9 @@ def say(text: str, rate: int = 16000, word_seconds: float = 0.22, gap: float = 0
 SENTENCES = ["yes go", "no stop", "up down", "go up", "stop no", "down yes", "yes no go", "up go stop"]
 
 
-def write_speech_table(folder: Path, sentences: list[str], name: str = "clips.csv", seed: int = 0,
-                       rates=(16000, 22050, 8000)) -> Path:
+def write_speech_table(
+    folder: Path, sentences: list[str], name: str = "clips.csv", seed: int = 0, rates=(16000, 22050, 8000)
+) -> Path:
     """folder/name: audio path + transcript per row; clips at mixed sample rates (resampled on read)."""
     import soundfile as sf
 
@@ -313,7 +416,8 @@ def task_and_model(task_name: str, model_dir: Path, train_examples, **config):
     cfg = config_from_dict({"task": task_name, "model": model_cfg, **config})
     task_cls = TASKS.get(task_name)
     backbone, preprocessor = select_backbone(task_cls.modality, model_dir).load(
-        model_dir, cfg.model, task_cls.backbone_options(cfg))
+        model_dir, cfg.model, task_cls.backbone_options(cfg)
+    )
     task = task_cls.from_data(backbone, preprocessor, train_examples, cfg, None)
     torch.manual_seed(0)
     return task, TaskModel(backbone, task.build_head(backbone))

@@ -7,27 +7,29 @@ examples. We shuffle, cut the shuffled order into windows of `group_size` batche
 each window and shuffle the batch order: pads fall to a few percent while every batch is still a
 random draw from a window of the data.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def train_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
-                  group_size: int = 8, grouping: bool = True) -> list[list[int]]:
+def train_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_size: int = 8, grouping: bool = True
+) -> list[list[int]]:
     """Batches for one epoch, a pure function of (seed, epoch): resume needs no sampler state."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
     if not grouping:
-        return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+        return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
     lengths = np.asarray(lengths)
     window = batch_size * group_size
     batches = []
     for start in range(0, len(order), window):
-        chunk = order[start:start + window]
+        chunk = order[start : start + window]
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches.extend(chunk[i:i + batch_size].tolist() for i in range(0, len(chunk), batch_size))
+        batches.extend(chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size))
     perm = rng.permutation(len(batches))
     return [batches[i] for i in perm]
 
@@ -35,7 +37,7 @@ def train_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
 def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Sorted by length (least padding); callers put results back in input order."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
-    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
 def pad_waste(batches: list[list[int]], lengths: Sequence[int]) -> float:

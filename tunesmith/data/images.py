@@ -1,14 +1,16 @@
 """Image data: a folder of class sub-folders or a table of image paths/bytes -> ImageExamples, with
 every image decoded once up front so a bad file fails before any model loads (or, with skip_bad,
 is listed in the report: never dropped silently)."""
+
 from __future__ import annotations
 
 import contextlib
 import io
 from collections import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -38,12 +40,14 @@ class ImageExamples:
     def display(self, i: int) -> str:
         return self.names[i]
 
-    def subset(self, idx: Sequence[int], source: str | None = None) -> "ImageExamples":
+    def subset(self, idx: Sequence[int], source: str | None = None) -> ImageExamples:
         # skipped describes the source, not the rows, so a subset keeps it and the report still shows it
         return ImageExamples(
-            source or self.source, [self.items[i] for i in idx],
+            source or self.source,
+            [self.items[i] for i in idx],
             [self.labels[i] for i in idx] if self.labels is not None else None,
-            [self.names[i] for i in idx], list(self.skipped),
+            [self.names[i] for i in idx],
+            list(self.skipped),
         )
 
     def dedup_keys(self) -> list[str]:
@@ -124,8 +128,9 @@ def _decode_dicom(item: str | bytes) -> Image.Image:
     return _grey_rgb(a, lo, hi, invert=ds.get("PhotometricInterpretation") == "MONOCHROME1")
 
 
-def _verify(source: str, items: list, labels: list[str] | None, names: list[str], skip_bad: bool,
-            reporter=None) -> ImageExamples:
+def _verify(
+    source: str, items: list, labels: list[str] | None, names: list[str], skip_bad: bool, reporter=None
+) -> ImageExamples:
     """Decode every image once; a bad one raises, or with skip_bad is recorded in .skipped."""
     keep, skipped = [], []
     bar_ctx = reporter.bar(f"checking images ({source})", len(items), unit="images") if reporter else None
@@ -141,35 +146,55 @@ def _verify(source: str, items: list, labels: list[str] | None, names: list[str]
             if bar is not None:
                 bar.advance()
     if not keep:
-        raise DataError(f"{source}: none of its {len(items)} images could be decoded (first: {skipped[0][0]}: "
-                        f"{skipped[0][1]}). Check that these are image files of a supported type.")
+        raise DataError(
+            f"{source}: none of its {len(items)} images could be decoded (first: {skipped[0][0]}: "
+            f"{skipped[0][1]}). Check that these are image files of a supported type."
+        )
     out = ImageExamples(source, items, labels, names, skipped).subset(keep)
     if labels is not None:
         emptied = sorted(set(labels) - set(out.labels))
         if emptied:
             bad = [n for n, y in zip(names, labels) if y in emptied]
-            raise DataError(f"{source}: every image of class{'es' if len(emptied) > 1 else ''} "
-                            f"{', '.join(repr(c) for c in emptied)} was unreadable and skipped, leaving the class "
-                            f"empty ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}). Replace those images, "
-                            "or remove the class.")
+            raise DataError(
+                f"{source}: every image of class{'es' if len(emptied) > 1 else ''} "
+                f"{', '.join(repr(c) for c in emptied)} was unreadable and skipped, leaving the class "
+                f"empty ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}). Replace those images, "
+                "or remove the class."
+            )
     return out
 
 
-_KIND = MediaKind(frozenset(IMAGE_EXTENSIONS), "image", "images", "images", ("cat", "img1.png", "dog", "img2.png"),
-                  "Convert", "the image path", "the image's encoded bytes", "--image-column")
+_KIND = MediaKind(
+    frozenset(IMAGE_EXTENSIONS),
+    "image",
+    "images",
+    "images",
+    ("cat", "img1.png", "dog", "img2.png"),
+    "Convert",
+    "the image path",
+    "the image's encoded bytes",
+    "--image-column",
+)
 
 
-def image_examples_from_folder(root: str | Path, role: str = "data", skip_bad: bool = False,
-                               require_labels: bool = True, reporter=None) -> ImageExamples:
+def image_examples_from_folder(
+    root: str | Path, role: str = "data", skip_bad: bool = False, require_labels: bool = True, reporter=None
+) -> ImageExamples:
     """root/<label>/<images>: one sub-folder per class. Without require_labels, a flat folder of images is
     accepted too (labels None)."""
     items, labels, names = class_folder(root, role, require_labels, _KIND)
     return _verify(str(Path(root)), items, labels, names, skip_bad, reporter)
 
 
-def image_examples_from_table(path: str | Path, image_column: str = "image", label_column: str = "label",
-                              role: str = "data", skip_bad: bool = False, require_labels: bool = True,
-                              reporter=None) -> ImageExamples:
+def image_examples_from_table(
+    path: str | Path,
+    image_column: str = "image",
+    label_column: str = "label",
+    role: str = "data",
+    skip_bad: bool = False,
+    require_labels: bool = True,
+    reporter=None,
+) -> ImageExamples:
     """A table whose image column holds paths (relative to the table's folder) or encoded image bytes."""
     path = str(path)
     df = read_table(path, role)
@@ -178,13 +203,22 @@ def image_examples_from_table(path: str | Path, image_column: str = "image", lab
     return _verify(path, items, labels, names, skip_bad, reporter)
 
 
-def image_examples(path: str | Path, image_column: str = "image", label_column: str = "label", role: str = "data",
-                   skip_bad: bool = False, require_labels: bool = True, reporter=None) -> ImageExamples:
+def image_examples(
+    path: str | Path,
+    image_column: str = "image",
+    label_column: str = "label",
+    role: str = "data",
+    skip_bad: bool = False,
+    require_labels: bool = True,
+    reporter=None,
+) -> ImageExamples:
     """A folder of class sub-folders, or a table file (CSV/TSV/JSONL/JSON/Parquet) of images and labels."""
     p = Path(path)
     if p.is_dir():
         return image_examples_from_folder(p, role, skip_bad, require_labels, reporter)
     if not p.exists():
-        raise DataError(f"{role} path not found: {p}. Give a folder with one sub-folder per class, or a table "
-                        "(.csv, .tsv, .jsonl, .json, .parquet) with image and label columns.")
+        raise DataError(
+            f"{role} path not found: {p}. Give a folder with one sub-folder per class, or a table "
+            "(.csv, .tsv, .jsonl, .json, .parquet) with image and label columns."
+        )
     return image_examples_from_table(p, image_column, label_column, role, skip_bad, require_labels, reporter)

@@ -5,6 +5,7 @@ One reader serves both modalities: what differs is only the file kinds accepted 
 the messages (`MediaKind`). Decoding and checking each file stays with the modality
 (data/images.py, data/audio.py), which turns what this returns into its examples.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,14 +53,17 @@ def media_files(folder: Path, kind: MediaKind) -> list[Path]:
     others = [p for p in files if p.suffix.lower() not in kind.extensions]
     if others:
         shown = ", ".join(str(p) for p in others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise DataError(f"unsupported file type: {shown}. Supported {kind.kind} types: "
-                        f"{', '.join(sorted(kind.extensions))}. {kind.convert} or move these files out of the data "
-                        "folder.")
+        raise DataError(
+            f"unsupported file type: {shown}. Supported {kind.kind} types: "
+            f"{', '.join(sorted(kind.extensions))}. {kind.convert} or move these files out of the data "
+            "folder."
+        )
     return files
 
 
-def class_folder(root: str | Path, role: str, require_labels: bool,
-                 kind: MediaKind) -> tuple[list[str], list[str] | None, list[str]]:
+def class_folder(
+    root: str | Path, role: str, require_labels: bool, kind: MediaKind
+) -> tuple[list[str], list[str] | None, list[str]]:
     """root/<label>/<files> -> (absolute paths, labels, display names). Without require_labels, a flat
     folder of files is accepted too (labels None)."""
     root = Path(root)
@@ -70,12 +74,16 @@ def class_folder(root: str | Path, role: str, require_labels: bool,
     loose = [p for p in entries if p.is_file()]
     if not classes and (require_labels or not loose):
         a, fa, b, fb = kind.examples
-        raise DataError(f"{root}: no class sub-folders. Put each class's {kind.files} in a sub-folder named after "
-                        f"the class, e.g. {root / a / fa} and {root / b / fb}.")
+        raise DataError(
+            f"{root}: no class sub-folders. Put each class's {kind.files} in a sub-folder named after "
+            f"the class, e.g. {root / a / fa} and {root / b / fb}."
+        )
     if classes and loose:  # not inside a class folder, so they have no label: say so rather than drop them
-        raise DataError(f"{root}: files outside the class sub-folders have no label: "
-                        f"{', '.join(p.name for p in loose[:5])}{' ...' if len(loose) > 5 else ''}. "
-                        "Move them into the sub-folder of their class, or out of the data folder.")
+        raise DataError(
+            f"{root}: files outside the class sub-folders have no label: "
+            f"{', '.join(p.name for p in loose[:5])}{' ...' if len(loose) > 5 else ''}. "
+            "Move them into the sub-folder of their class, or out of the data folder."
+        )
     items, labels, names, empty = [], [], [], []
     for folder in classes or [root]:  # a flat folder (unlabelled) is one group
         files = media_files(folder, kind)
@@ -85,9 +93,11 @@ def class_folder(root: str | Path, role: str, require_labels: bool,
         names += [str(p) for p in files]
         labels += [folder.name] * len(files)
     if empty:
-        raise DataError(f"class folder{'s' if len(empty) > 1 else ''} with no {kind.empty_folder}: "
-                        f"{', '.join(empty)}. Add {kind.files} ({', '.join(sorted(kind.extensions))}) or remove "
-                        "the folder.")
+        raise DataError(
+            f"class folder{'s' if len(empty) > 1 else ''} with no {kind.empty_folder}: "
+            f"{', '.join(empty)}. Add {kind.files} ({', '.join(sorted(kind.extensions))}) or remove "
+            "the folder."
+        )
     return items, labels if classes else None, names
 
 
@@ -115,21 +125,27 @@ def table_files(path: str, df, column: str, kind: MediaKind, skip_bad: bool) -> 
         try:
             item = _cell(v, base)
         except TypeError as e:
-            raise DataError(f"{row_ref(path, i)}: {kind.kind} cell in column {column!r} is a {e}; expected a file "
-                            f"path or {kind.bytes_noun}.") from None
+            raise DataError(
+                f"{row_ref(path, i)}: {kind.kind} cell in column {column!r} is a {e}; expected a file "
+                f"path or {kind.bytes_noun}."
+            ) from None
         if item is None:
             empty.append(i)
         elif isinstance(item, str) and not os.path.isfile(item):
             missing.append(i)
         items.append(item)
     if empty:
-        raise DataError(f"{path}: empty {kind.kind} cell in column {column!r} at {_rows(empty)} (data rows, "
-                        f"header excluded). Fill in {kind.path_noun} or drop those rows.")
+        raise DataError(
+            f"{path}: empty {kind.kind} cell in column {column!r} at {_rows(empty)} (data rows, "
+            f"header excluded). Fill in {kind.path_noun} or drop those rows."
+        )
     if missing and not (skip_bad and kind.skip_flag):
         shown = "; ".join(f"{row_ref(path, i)}: {kind.kind} file not found: {items[i]}" for i in missing[:5])
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-        skip = (f", or pass {kind.skip_flag} to skip them (listed in the report)" if kind.skip_flag else "")
-        raise DataError(f"{shown}{more}. Relative paths are read from the table's folder ({os.path.abspath(base)}); "
-                        f"fix the paths or drop those rows{skip}.")
+        skip = f", or pass {kind.skip_flag} to skip them (listed in the report)" if kind.skip_flag else ""
+        raise DataError(
+            f"{shown}{more}. Relative paths are read from the table's folder ({os.path.abspath(base)}); "
+            f"fix the paths or drop those rows{skip}."
+        )
     names = [row_ref(path, i) + (f" ({it})" if isinstance(it, str) else "") for i, it in enumerate(items)]
     return items, names

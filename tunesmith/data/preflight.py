@@ -1,10 +1,12 @@
 """Check rows before any model loads: every problem names the file, the rows and the fix."""
+
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -34,7 +36,7 @@ class TextExamples:
         """Equal keys: the same example (text and pair), e.g. a train/validation leak."""
         return [(t, self.pairs[i] if self.pairs is not None else None) for i, t in enumerate(self.texts)]
 
-    def subset(self, idx: Sequence[int], source: str | None = None) -> "TextExamples":
+    def subset(self, idx: Sequence[int], source: str | None = None) -> TextExamples:
         return TextExamples(
             source or self.source,
             [self.texts[i] for i in idx],
@@ -84,8 +86,14 @@ def _texts(values: list[Any], path: str, column: str) -> list[str]:
     return [v if isinstance(v, str) else str(v) for v in values]
 
 
-def text_examples(path: str, text_column: str, label_column: str, pair_column: str | None = None,
-                  require_labels: bool = True, role: str = "data") -> TextExamples:
+def text_examples(
+    path: str,
+    text_column: str,
+    label_column: str,
+    pair_column: str | None = None,
+    require_labels: bool = True,
+    role: str = "data",
+) -> TextExamples:
     df = read_table(path, role)
     texts = _texts(_column(df, text_column, path, "text", "--text-column"), path, text_column)
     pairs = None

@@ -1,4 +1,5 @@
 """Read tables (CSV/TSV, JSONL/JSON, Parquet) into pandas with errors that name the file and row."""
+
 from __future__ import annotations
 
 import io
@@ -9,8 +10,15 @@ import pandas as pd
 
 from ..errors import DataError
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
-           ".parquet": "parquet", ".pq": "parquet"}
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 def _decode_utf8(raw: bytes, path: Path) -> str:
@@ -36,8 +44,7 @@ def read_table(path: str | Path, role: str = "data") -> pd.DataFrame:
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:
         raise DataError(
-            f"{p}: unknown data format {p.suffix or '(no extension)'!r}; supported: "
-            f"{', '.join(sorted(FORMATS))}"
+            f"{p}: unknown data format {p.suffix or '(no extension)'!r}; supported: {', '.join(sorted(FORMATS))}"
         )
     if p.stat().st_size == 0:
         raise DataError(f"{p} is empty: it has no header and no rows")
@@ -50,14 +57,18 @@ def read_table(path: str | Path, role: str = "data") -> pd.DataFrame:
         text = _decode_utf8(p.read_bytes(), p)
         if fmt in ("csv", "tsv"):
             try:
-                df = pd.read_csv(io.StringIO(text), sep="," if fmt == "csv" else "\t", dtype=str,
-                                 keep_default_na=False, na_filter=False)
+                df = pd.read_csv(
+                    io.StringIO(text),
+                    sep="," if fmt == "csv" else "\t",
+                    dtype=str,
+                    keep_default_na=False,
+                    na_filter=False,
+                )
             except pd.errors.EmptyDataError:
                 raise DataError(f"{p} is empty: it has no header and no rows") from None
             except pd.errors.ParserError as e:
                 raise DataError(
-                    f"{p}: malformed {fmt.upper()} ({e}). Quote fields that contain the separator or "
-                    "line breaks."
+                    f"{p}: malformed {fmt.upper()} ({e}). Quote fields that contain the separator or line breaks."
                 ) from None
         elif fmt == "jsonl":
             records = []
@@ -67,17 +78,23 @@ def read_table(path: str | Path, role: str = "data") -> pd.DataFrame:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DataError(f"{p}: line {i} is not valid JSON ({e.msg}); each line must be one object") from None
+                    raise DataError(
+                        f"{p}: line {i} is not valid JSON ({e.msg}); each line must be one object"
+                    ) from None
                 if not isinstance(rec, dict):
-                    raise DataError(f"{p}: line {i} is a JSON {type(rec).__name__}, expected an object like "
-                                    '{"text": ..., "label": ...}')
+                    raise DataError(
+                        f"{p}: line {i} is a JSON {type(rec).__name__}, expected an object like "
+                        '{"text": ..., "label": ...}'
+                    )
                 records.append(rec)
             df = pd.DataFrame.from_records(records)
         else:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
-                raise DataError(f"{p}: not valid JSON (line {e.lineno}: {e.msg}). For one object per line use .jsonl") from None
+                raise DataError(
+                    f"{p}: not valid JSON (line {e.lineno}: {e.msg}). For one object per line use .jsonl"
+                ) from None
             if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
                 raise DataError(f"{p}: expected a JSON array of objects")
             df = pd.DataFrame.from_records(obj)

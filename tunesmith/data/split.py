@@ -1,8 +1,9 @@
 """Stratified validation split: each class keeps its share, and every class keeps training rows."""
+
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

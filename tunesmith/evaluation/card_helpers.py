@@ -1,4 +1,5 @@
 """Markdown cells for model cards: user data escaped, numbers formatted one way everywhere."""
+
 from __future__ import annotations
 
 from typing import Any

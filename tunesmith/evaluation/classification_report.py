@@ -1,14 +1,16 @@
 """The classification parts of report.html and README.md: accuracy / macro-F1 per split, confusion
 matrices, per-class scores, the worst-classified examples (and, for images, the misclassified images)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .card_helpers import cell, fmt
-from .report import WORST_SHOWN, _ANNOTATE_MAX, _e, _num, _png, _table
+from .report import _ANNOTATE_MAX, WORST_SHOWN, _e, _num, _png, _table
 
 
 def _confusion_png(cm: dict[str, Any], title: str) -> str:
@@ -29,8 +31,15 @@ def _confusion_png(cm: dict[str, Any], title: str) -> str:
     if n <= _ANNOTATE_MAX:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=font,
-                        color="white" if matrix[i, j] > high / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(int(matrix[i, j])),
+                    ha="center",
+                    va="center",
+                    fontsize=font,
+                    color="white" if matrix[i, j] > high / 2 else "black",
+                )
     return _png(fig)
 
 
@@ -39,15 +48,19 @@ def _headline(metrics: dict[str, Any]) -> str:
     for split in ("validation", "test"):
         m = metrics.get(split)
         if m:
-            rows.append([f"<td>{split}</td>"] + [f'<td class="num">{_e(_num(m.get(k)))}</td>'
-                                                 for k in ("accuracy", "macro_f1", "loss", "n")])
+            rows.append(
+                [f"<td>{split}</td>"]
+                + [f'<td class="num">{_e(_num(m.get(k)))}</td>' for k in ("accuracy", "macro_f1", "loss", "n")]
+            )
     return _table(["split", "accuracy", "macro-F1", "loss", "examples"], rows)
 
 
 def _per_class(m: dict[str, Any]) -> str:
     keys = ("precision", "recall", "f1", "support")
-    rows = [[f"<td>{_e(label)}</td>"] + [f'<td class="num">{_e(_num(v.get(k)))}</td>' for k in keys]
-            for label, v in m.get("per_class", {}).items()]
+    rows = [
+        [f"<td>{_e(label)}</td>"] + [f'<td class="num">{_e(_num(v.get(k)))}</td>' for k in keys]
+        for label, v in m.get("per_class", {}).items()
+    ]
     return _table(["label", "precision", "recall", "F1", "support"], rows)
 
 
@@ -62,9 +75,16 @@ def _worst(ex, ev, labels: list[str]) -> str:
     rows = []
     for i in order:
         pred = int(ev.predictions[i])
-        rows.append([f'<td class="num">{i + 1}</td>', f'<td class="text">{_e(ex.display(i))}</td>',
-                     f"<td>{_e(ex.labels[i])}</td>", f"<td>{_e(labels[pred])}</td>",
-                     f'<td class="num">{probs[i, pred]:.3f}</td>', f'<td class="num">{p_true[i]:.3f}</td>'])
+        rows.append(
+            [
+                f'<td class="num">{i + 1}</td>',
+                f'<td class="text">{_e(ex.display(i))}</td>',
+                f"<td>{_e(ex.labels[i])}</td>",
+                f"<td>{_e(labels[pred])}</td>",
+                f'<td class="num">{probs[i, pred]:.3f}</td>',
+                f'<td class="num">{p_true[i]:.3f}</td>',
+            ]
+        )
     return _table(["#", ex.display_column, "true label", "predicted", "confidence", "p(true label)"], rows)
 
 
@@ -93,14 +113,17 @@ def misclassified_grid(ex, ev, labels: list[str], limit: int = 16) -> str:
         pred = int(ev.predictions[i])
         ax.set_title(f"true: {ex.labels[i][:18]}\npred: {labels[pred][:18]} ({probs[i, pred]:.2f})", fontsize=8)
     fig.tight_layout()
-    return (f"<p>{len(wrong)} of {len(ex.labels)} validation images misclassified"
-            + (f"; the {len(shown)} most confident mistakes" if len(wrong) > len(shown) else "") + ":</p>" + _png(fig))
+    return (
+        f"<p>{len(wrong)} of {len(ex.labels)} validation images misclassified"
+        + (f"; the {len(shown)} most confident mistakes" if len(wrong) > len(shown) else "")
+        + ":</p>"
+        + _png(fig)
+    )
 
 
-
-
-def report_sections(metrics: dict, examples: dict, evals: dict, labels: list[str],
-                    gallery: Callable) -> tuple[list[str], list[str]]:
+def report_sections(
+    metrics: dict, examples: dict, evals: dict, labels: list[str], gallery: Callable
+) -> tuple[list[str], list[str]]:
     """(results: scores and confusion matrices; details: per-class scores, the validation examples the
     model got most wrong). `gallery(examples, eval)`: sections that show validation inputs themselves."""
     results = [_headline(metrics)]
@@ -115,8 +138,11 @@ def report_sections(metrics: dict, examples: dict, evals: dict, labels: list[str
     ex, ev = examples.get("validation"), evals.get("validation")
     if ex is not None and ev is not None and ex.labels:
         details += gallery(ex, ev)
-        details += [f"<h2>Worst-classified validation examples (lowest probability of the true label, "
-                    f"up to {WORST_SHOWN})</h2>", _worst(ex, ev, labels)]
+        details += [
+            f"<h2>Worst-classified validation examples (lowest probability of the true label, "
+            f"up to {WORST_SHOWN})</h2>",
+            _worst(ex, ev, labels),
+        ]
     return results, details
 
 
@@ -126,15 +152,25 @@ def _results_md(metrics: dict[str, Any]) -> list[str]:
     for split in ("validation", "test"):
         m = metrics.get(split)
         if m:
-            lines.append(f"| {split} | {fmt(m.get('n'))} | {fmt(m.get('accuracy'))} | "
-                         f"{fmt(m.get('macro_f1'))} | {fmt(m.get('loss'))} |")
+            lines.append(
+                f"| {split} | {fmt(m.get('n'))} | {fmt(m.get('accuracy'))} | "
+                f"{fmt(m.get('macro_f1'))} | {fmt(m.get('loss'))} |"
+            )
     for split in ("validation", "test"):
         m = metrics.get(split)
         if m and m.get("per_class"):
-            lines += ["", f"Per class ({split}):", "",
-                      "| label | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
-            lines += [f"| {cell(label)} | {fmt(v.get('precision'))} | {fmt(v.get('recall'))} | "
-                      f"{fmt(v.get('f1'))} | {fmt(v.get('support'))} |" for label, v in m["per_class"].items()]
+            lines += [
+                "",
+                f"Per class ({split}):",
+                "",
+                "| label | precision | recall | F1 | support |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            lines += [
+                f"| {cell(label)} | {fmt(v.get('precision'))} | {fmt(v.get('recall'))} | "
+                f"{fmt(v.get('f1'))} | {fmt(v.get('support'))} |"
+                for label, v in m["per_class"].items()
+            ]
     return lines
 
 
@@ -147,13 +183,22 @@ def card_sections(task, out: Path, cfg, metrics: dict):
     labels = task.labels
     return CardSections(
         title=f"A {task.name} model fine-tuned with tunesmith.",
-        description=[f"- Pooling: `{pooling}`", f"- Task: {task.name}",
-                     f"- Labels ({len(labels)}): " + ", ".join(f"`{cell(x)}`" for x in labels)],
-        data=[f"- Validation examples: {fmt(val.get('n'))}" + (f"; test examples: {fmt(test.get('n'))}" if test else "")],
+        description=[
+            f"- Pooling: `{pooling}`",
+            f"- Task: {task.name}",
+            f"- Labels ({len(labels)}): " + ", ".join(f"`{cell(x)}`" for x in labels),
+        ],
+        data=[
+            f"- Validation examples: {fmt(val.get('n'))}" + (f"; test examples: {fmt(test.get('n'))}" if test else "")
+        ],
         procedure=[],
         results=_results_md(metrics),
         loading_note=[],
-        limitations=["- The scores above were measured on the validation and test data named here; they say little "
-                     "about inputs unlike it (other domains, sources, conditions or label distributions).",
-                     "- The model only ever predicts one of the labels listed above.", *task.limitations(out, cfg)],
-        tags=[f"pooling-{pooling}"])
+        limitations=[
+            "- The scores above were measured on the validation and test data named here; they say little "
+            "about inputs unlike it (other domains, sources, conditions or label distributions).",
+            "- The model only ever predicts one of the labels listed above.",
+            *task.limitations(out, cfg),
+        ],
+        tags=[f"pooling-{pooling}"],
+    )

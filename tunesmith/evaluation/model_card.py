@@ -6,6 +6,7 @@ run format says how the folder loads. The card is honest about the format: a lay
 cannot open says so and names the nearest standard one, rather than letting a user discover it by
 a stack trace, and rather than tunesmith quietly switching pooling to fit a format.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,39 +28,69 @@ def write_model_card(out: Path, cfg: RunConfig, metrics: dict, task) -> Path:
     parts = task.card_sections(out, cfg, metrics)
     run, params, train = metrics.get("run", {}), metrics.get("params", {}), metrics.get("train", {})
     strategy = run.get("strategy", cfg.strategy.name)
-    front = {"library_name": "transformers" if fmt_.pipeline_loads else "tunesmith",
-             "pipeline_tag": task.pipeline_task, "base_model": cfg.model.name,
-             "tags": ["tunesmith", cfg.task, f"strategy-{strategy}", *parts.tags], **parts.front}
+    front = {
+        "library_name": "transformers" if fmt_.pipeline_loads else "tunesmith",
+        "pipeline_tag": task.pipeline_task,
+        "base_model": cfg.model.name,
+        "tags": ["tunesmith", cfg.task, f"strategy-{strategy}", *parts.tags],
+        **parts.front,
+    }
     d, t = cfg.data, cfg.train
     example = MODALITIES.get(task.modality).example_input
     lines = [
-        "---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
-        f"# {out.name}", "", parts.title, "",
-        "## Model description", "",
-        f"- Base model: `{cfg.model.name}`", *parts.description, "",
-        "## Training data", "",
+        "---",
+        yaml.safe_dump(front, sort_keys=False).rstrip(),
+        "---",
+        "",
+        f"# {out.name}",
+        "",
+        parts.title,
+        "",
+        "## Model description",
+        "",
+        f"- Base model: `{cfg.model.name}`",
+        *parts.description,
+        "",
+        "## Training data",
+        "",
         f"- Training file: `{d.train}`",
-        f"- Validation: `{d.validation}`" if d.validation
+        f"- Validation: `{d.validation}`"
+        if d.validation
         else f"- Validation: a {d.validation_split:g} split held out of the training file (seed {d.split_seed})",
         f"- Test file: `{d.test}`" if d.test else "- Test file: none",
         *parts.data,
-        f"- Training examples processed (all epochs): {fmt(train.get('samples'))}", "",
-        "## Training procedure", "",
-        f"- Strategy: `{strategy}`" + (f", chosen by `auto`: {'; '.join(run['auto']['reasons'])}"
-                                        if run.get("auto") else ""),
+        f"- Training examples processed (all epochs): {fmt(train.get('samples'))}",
+        "",
+        "## Training procedure",
+        "",
+        f"- Strategy: `{strategy}`"
+        + (f", chosen by `auto`: {'; '.join(run['auto']['reasons'])}" if run.get("auto") else ""),
         f"- Trainable parameters: {fmt(params.get('trainable'))} of {fmt(params.get('total'))} total"
-        + (f" (started at {fmt(params['trainable_at_start'])}: gradual unfreezing)"
-           if params.get("trainable_at_start") not in (None, params.get("trainable")) else "")
+        + (
+            f" (started at {fmt(params['trainable_at_start'])}: gradual unfreezing)"
+            if params.get("trainable_at_start") not in (None, params.get("trainable"))
+            else ""
+        )
         + ("; LoRA adapters merged into the saved weights" if meta.get("lora_merged") else ""),
         f"- Epochs: {t.epochs}; learning rate: {t.lr}; batch size: {t.batch_size}"
         + (f" x {t.grad_accum} accumulated" if t.grad_accum > 1 else ""),
         f"- Precision: {run.get('precision', t.precision)}; seed: {run.get('seed', t.seed)}",
-        f"- Optimizer steps: {fmt(train.get('steps'))}; stopped early: {'yes' if metrics.get('stopped_early') else 'no'}"
+        f"- Optimizer steps: {fmt(train.get('steps'))}; "
+        f"stopped early: {'yes' if metrics.get('stopped_early') else 'no'}"
         f"; best model picked by validation `{t.metric}`",
-        *parts.procedure, "",
-        "## Evaluation results", "", *parts.results, "",
-        "## How to load", "", *fmt_.how_to_load(out.name, meta, task, example), *parts.loading_note,
-        "## Limitations", "", *parts.limitations,
+        *parts.procedure,
+        "",
+        "## Evaluation results",
+        "",
+        *parts.results,
+        "",
+        "## How to load",
+        "",
+        *fmt_.how_to_load(out.name, meta, task, example),
+        *parts.loading_note,
+        "## Limitations",
+        "",
+        *parts.limitations,
     ]
     warnings = metrics.get("warnings") or []
     if warnings:

@@ -4,17 +4,15 @@ Everything (plots included, as base64 PNG) lives in one file so the report can b
 attached to a ticket without the run folder. Texts, labels and warnings are user data, so every
 string is passed through html.escape before it reaches the page.
 """
+
 from __future__ import annotations
 
 import base64
 import html
 import io
-import math
 import os
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ..config import RunConfig
 from .card_helpers import fmt
@@ -47,8 +45,9 @@ def _png(fig) -> str:
     return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode("ascii")}">'
 
 
-def _curves_png(history: list[dict[str, Any]], metric_keys: tuple[str, ...], names: dict[str, str],
-                bounded: bool) -> str:
+def _curves_png(
+    history: list[dict[str, Any]], metric_keys: tuple[str, ...], names: dict[str, str], bounded: bool
+) -> str:
     """Losses (training and validation) on the left, the task's validation metrics on the right;
     `bounded`: every metric lies in [0, 1] (accuracy, F1), so the axis shows all of that range."""
     import matplotlib.pyplot as plt
@@ -59,8 +58,10 @@ def _curves_png(history: list[dict[str, Any]], metric_keys: tuple[str, ...], nam
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     # Markers on every point so a one-evaluation run still shows something, not an empty axis.
-    for ax, keys in ((left, [("train_loss", "train loss"), ("loss", "validation loss")]),
-                     (right, [(k, f"validation {names.get(k, k)}") for k in metric_keys])):
+    for ax, keys in (
+        (left, [("train_loss", "train loss"), ("loss", "validation loss")]),
+        (right, [(k, f"validation {names.get(k, k)}") for k in metric_keys]),
+    ):
         for key, name in keys:
             xs, ys = series(key)
             if xs:
@@ -85,16 +86,20 @@ def _table(header: list[str] | None, rows: list[list[str]]) -> str:
 def _summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
     run, params, train = metrics.get("run", {}), metrics.get("params", {}), metrics.get("train", {})
     rows = [
-        ("model", run.get("model", cfg.model.name)), ("pooling", run.get("pooling")),
-        ("task", run.get("task", cfg.task)), ("strategy", run.get("strategy", cfg.strategy.name)),
+        ("model", run.get("model", cfg.model.name)),
+        ("pooling", run.get("pooling")),
+        ("task", run.get("task", cfg.task)),
+        ("strategy", run.get("strategy", cfg.strategy.name)),
         ("trainable / total parameters", f"{_num(params.get('trainable'))} / {_num(params.get('total'))}"),
-        ("precision", run.get("precision")), ("seed", run.get("seed", cfg.train.seed)),
+        ("precision", run.get("precision")),
+        ("seed", run.get("seed", cfg.train.seed)),
         ("epochs / lr / batch size", f"{cfg.train.epochs} / {cfg.train.lr} / {cfg.train.batch_size}"),
         ("optimizer steps", _num(train.get("steps"))),
         ("training time (s)", _num(train.get("train_seconds"), 1)),
         ("total run time (s)", _num(train.get("total_seconds"), 1)),
         ("training samples / s", _num(train.get("train_samples_per_second"), 1)),
-        ("stopped early", metrics.get("stopped_early")), ("training data", cfg.data.train),
+        ("stopped early", metrics.get("stopped_early")),
+        ("training data", cfg.data.train),
     ]
     if train.get("feature_seconds") is not None:
         rows.insert(-4, ("feature extraction time (s)", _num(train["feature_seconds"], 1)))
@@ -110,12 +115,21 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, examples: dict, evals
     matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot's first import
     out = Path(out)
     results, details = task.report_sections(metrics, examples, evals)
-    parts = [f"<h1>tunesmith run: {_e(out.name)}</h1>", "<h2>Run</h2>", _summary(cfg, metrics), "<h2>Results</h2>",
-             *results, "<h2>Training curves</h2>"]
+    parts = [
+        f"<h1>tunesmith run: {_e(out.name)}</h1>",
+        "<h2>Run</h2>",
+        _summary(cfg, metrics),
+        "<h2>Results</h2>",
+        *results,
+        "<h2>Training curves</h2>",
+    ]
     history = metrics.get("history") or []
     keys = tuple(k for k in task.metrics_tracked if k != "loss")
-    parts.append(_curves_png(history, keys, task.display_names, not set(keys) & set(task.lower_is_better))
-                 if history else '<p class="muted">No evaluations were recorded.</p>')
+    parts.append(
+        _curves_png(history, keys, task.display_names, not set(keys) & set(task.lower_is_better))
+        if history
+        else '<p class="muted">No evaluations were recorded.</p>'
+    )
     best = metrics.get("best_evaluation")
     if best:
         parts.append(f"<p>Kept weights from step {_e(best.get('step'))} (epoch {_e(best.get('epoch'))}).</p>")
@@ -126,15 +140,21 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, examples: dict, evals
 def _write_page(out: Path, parts: list[str], metrics: dict) -> Path:
     skipped = metrics.get("skipped_inputs") or []
     if skipped:
-        parts += [f"<h2>Skipped inputs ({len(skipped)})</h2>",
-                  _table(["input", "why"], [[f"<td>{_e(x['input'])}</td>", f"<td>{_e(x['reason'])}</td>"]
-                                            for x in skipped])]
+        parts += [
+            f"<h2>Skipped inputs ({len(skipped)})</h2>",
+            _table(["input", "why"], [[f"<td>{_e(x['input'])}</td>", f"<td>{_e(x['reason'])}</td>"] for x in skipped]),
+        ]
     warnings = metrics.get("warnings") or []
     parts.append("<h2>Warnings</h2>")
-    parts.append("<ul>" + "".join(f'<li class="warn">{_e(w)}</li>' for w in warnings) + "</ul>" if warnings
-                 else '<p class="muted">None.</p>')
-    page = (f'<!doctype html><html><head><meta charset="utf-8"><title>tunesmith report: {_e(out.name)}</title>'
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n")
+    parts.append(
+        "<ul>" + "".join(f'<li class="warn">{_e(w)}</li>' for w in warnings) + "</ul>"
+        if warnings
+        else '<p class="muted">None.</p>'
+    )
+    page = (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>tunesmith report: {_e(out.name)}</title>'
+        f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
     path = out / "report.html"
     tmp = out / f".report.html.tmp{os.getpid()}"
     tmp.write_text(page, encoding="utf-8")

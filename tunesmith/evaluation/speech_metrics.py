@@ -7,13 +7,15 @@ normaliser first (Whisper's EnglishTextNormalizer for English, BasicTextNormaliz
 words to get wrong: each hypothesis word on it counts as an insertion (jiwer refuses empty
 references, so they are scored here).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def text_normaliser(kind: str, tokenizer=None) -> Callable[[str], str]:
-    """"english": Whisper's EnglishTextNormalizer (with the tokenizer's spelling map, if it ships
+    """ "english": Whisper's EnglishTextNormalizer (with the tokenizer's spelling map, if it ships
     one); "basic": its BasicTextNormalizer (lower case, no punctuation or symbols, any language)."""
     from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
 
@@ -39,7 +41,9 @@ def _edits(ref: str, hyp: str, chars: bool) -> tuple[int, int]:
     return out.substitutions + out.deletions + out.insertions, len(ref_units)
 
 
-def speech_metrics(references: Sequence[str], hypotheses: Sequence[str], normalise: Callable[[str], str]) -> dict[str, Any]:
+def speech_metrics(
+    references: Sequence[str], hypotheses: Sequence[str], normalise: Callable[[str], str]
+) -> dict[str, Any]:
     """{"wer", "cer", "n", "words", "per_utterance": [{"wer", "cer", "reference", "hypothesis"}]}."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
@@ -53,31 +57,59 @@ def speech_metrics(references: Sequence[str], hypotheses: Sequence[str], normali
         totals["w_ref"] += wn
         totals["c_err"] += ce
         totals["c_ref"] += cn
-        per.append({"wer": we / wn if wn else float(we > 0), "cer": ce / cn if cn else float(ce > 0),
-                    "word_errors": we})
+        per.append(
+            {"wer": we / wn if wn else float(we > 0), "cer": ce / cn if cn else float(ce > 0), "word_errors": we}
+        )
     wer = totals["w_err"] / totals["w_ref"] if totals["w_ref"] else float(totals["w_err"] > 0)
     cer = totals["c_err"] / totals["c_ref"] if totals["c_ref"] else float(totals["c_err"] > 0)
     return {"wer": wer, "cer": cer, "n": len(references), "words": totals["w_ref"], "per_utterance": per}
 
 
-def worst_utterances(names: Sequence[str], references: Sequence[str], hypotheses: Sequence[str],
-                     per_utterance: Sequence[dict], limit: int = 20) -> list[dict[str, Any]]:
+def worst_utterances(
+    names: Sequence[str],
+    references: Sequence[str],
+    hypotheses: Sequence[str],
+    per_utterance: Sequence[dict],
+    limit: int = 20,
+) -> list[dict[str, Any]]:
     """The utterances with the most word errors (then highest WER): where to look first."""
-    order = sorted(range(len(references)), key=lambda i: (-per_utterance[i]["word_errors"], -per_utterance[i]["wer"], i))
-    return [{"input": names[i], "reference": references[i], "hypothesis": hypotheses[i],
-             "wer": per_utterance[i]["wer"], "word_errors": per_utterance[i]["word_errors"]}
-            for i in order[:limit] if per_utterance[i]["word_errors"] > 0]
+    order = sorted(
+        range(len(references)), key=lambda i: (-per_utterance[i]["word_errors"], -per_utterance[i]["wer"], i)
+    )
+    return [
+        {
+            "input": names[i],
+            "reference": references[i],
+            "hypothesis": hypotheses[i],
+            "wer": per_utterance[i]["wer"],
+            "word_errors": per_utterance[i]["word_errors"],
+        }
+        for i in order[:limit]
+        if per_utterance[i]["word_errors"] > 0
+    ]
 
 
-def guard_check(source: str, before: dict[str, Any], after: dict[str, Any], max_increase: float) -> tuple[dict, str | None]:
+def guard_check(
+    source: str, before: dict[str, Any], after: dict[str, Any], max_increase: float
+) -> tuple[dict, str | None]:
     """Catastrophic forgetting check on the guard set: (summary for metrics.json, warning or None).
     The warning fires when WER rose by more than `max_increase` (absolute)."""
     rise = after["wer"] - before["wer"]
-    summary = {"source": source, "wer_before": before["wer"], "wer_after": after["wer"], "wer_increase": rise,
-               "max_wer_increase": max_increase, "forgetting": rise > max_increase, "before": before, "after": after}
+    summary = {
+        "source": source,
+        "wer_before": before["wer"],
+        "wer_after": after["wer"],
+        "wer_increase": rise,
+        "max_wer_increase": max_increase,
+        "forgetting": rise > max_increase,
+        "before": before,
+        "after": after,
+    }
     if rise <= max_increase:
         return summary, None
-    return summary, (f"guard set {source}: WER rose from {before['wer']:.4f} to {after['wer']:.4f} (+{rise:.4f}, more "
-                     f"than train.guard_max_wer_increase={max_increase:g}): the model is forgetting general speech. "
-                     "Lower train.lr, train fewer epochs, use strategy lora or partial, or mix general speech into "
-                     "the training data.")
+    return summary, (
+        f"guard set {source}: WER rose from {before['wer']:.4f} to {after['wer']:.4f} (+{rise:.4f}, more "
+        f"than train.guard_max_wer_increase={max_increase:g}): the model is forgetting general speech. "
+        "Lower train.lr, train fewer epochs, use strategy lora or partial, or mix general speech into "
+        "the training data."
+    )

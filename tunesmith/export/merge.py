@@ -6,6 +6,7 @@ the unmerged run, the merged folder via tunesmith, and (where its layout is one 
 the merged folder via `transformers.pipeline`; the largest difference (logits, or differing
 transcripts) must be within 1e-4 or nothing is left behind.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -18,8 +19,21 @@ from ..serve.predictor import load
 
 PARITY_TOLERANCE = 1e-4
 # what a merged folder's tunesmith.json does not carry over: the adapters, and what save_run writes anew
-_NOT_MERGED = ("lora", "lora_options", "base_model_fingerprint", "format_version", "layout", "task", "labels",
-               "pooling", "dropout", "backbone", "task_state", "format_note", "lora_merged")
+_NOT_MERGED = (
+    "lora",
+    "lora_options",
+    "base_model_fingerprint",
+    "format_version",
+    "layout",
+    "task",
+    "labels",
+    "pooling",
+    "dropout",
+    "backbone",
+    "task_state",
+    "format_note",
+    "lora_merged",
+)
 
 
 def probe_inputs(run: Path, predictor, n: int = 32) -> list:
@@ -38,11 +52,15 @@ def export_merged(run: str | Path, out: str | Path, overwrite: bool = False) -> 
     run, out = Path(run), Path(out)
     meta = read_meta(run)
     if meta.get("lora_merged"):
-        raise RunFolderError(f"{run}: its LoRA adapters were merged into plain weights when the run was saved; "
-                             "nothing to merge, the folder already loads as it is")
+        raise RunFolderError(
+            f"{run}: its LoRA adapters were merged into plain weights when the run was saved; "
+            "nothing to merge, the folder already loads as it is"
+        )
     if meta.get("lora") is None:
-        raise RunFolderError(f"{run} was trained with strategy {meta.get('strategy')!r}: its weights are already "
-                             "plain, nothing to merge (--merge is for lora runs)")
+        raise RunFolderError(
+            f"{run} was trained with strategy {meta.get('strategy')!r}: its weights are already "
+            "plain, nothing to merge (--merge is for lora runs)"
+        )
     if out.exists() and any(out.iterdir()):
         if not overwrite or not (out / "tunesmith.json").is_file():
             raise RunFolderError(f"--out {out} is not empty; choose a new folder (or --overwrite a previous export)")
@@ -65,16 +83,25 @@ def export_merged(run: str | Path, out: str | Path, overwrite: bool = False) -> 
             if (run / f).is_file():
                 shutil.copy2(run / f, tmp / f)
         reloaded = load(tmp)
-        diffs = {"tunesmith (merged folder)": task.output_difference(before, task.parity_view(reloaded.outputs(probes)))}
+        diffs = {
+            "tunesmith (merged folder)": task.output_difference(before, task.parity_view(reloaded.outputs(probes)))
+        }
         theirs = pipeline_outputs(tmp, task, predictor.modality, probes)
         if theirs is not None:
             diffs["transformers.pipeline (merged folder, no peft)"] = task.output_difference(before, theirs)
         worst = max(diffs.values())
         if worst > PARITY_TOLERANCE:
-            raise RunFolderError(f"merged weights disagree with the adapters: max difference {worst:.2e} > "
-                                 f"{PARITY_TOLERANCE:g} ({diffs}); nothing was written")
+            raise RunFolderError(
+                f"merged weights disagree with the adapters: max difference {worst:.2e} > "
+                f"{PARITY_TOLERANCE:g} ({diffs}); nothing was written"
+            )
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"out": out, "layout": layout, "probes": len(probes), "max_abs_logit_diff": diffs,
-            "pipeline_loads": format_of(read_meta(out)).pipeline_loads}
+    return {
+        "out": out,
+        "layout": layout,
+        "probes": len(probes),
+        "max_abs_logit_diff": diffs,
+        "pipeline_loads": format_of(read_meta(out)).pipeline_loads,
+    }

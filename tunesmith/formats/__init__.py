@@ -12,6 +12,7 @@ format, named in tunesmith.json ("layout").
 (tokenizer, processor, generation config) and tunesmith.json; `load_run` reads any of them, and
 folders written by earlier versions too. serve/ and export/ go through these functions only.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,9 +37,11 @@ class RunFormat(Protocol):
 
     def applies(self, model, task, meta: dict[str, Any]) -> bool: ...
 
-    def save(self, folder: Path, model, task, meta: dict[str, Any]) -> dict[str, Any]: ...  # extra meta entries
+    # writes the model's files; returns entries for tunesmith.json
+    def save(self, folder: Path, model, task, meta: dict[str, Any]) -> dict[str, Any]: ...
 
-    def architecture(self, folder: Path, meta: dict[str, Any]) -> dict[str, Any]: ...  # config the backbone is built from
+    # the config.json dict the backbone is rebuilt from
+    def architecture(self, folder: Path, meta: dict[str, Any]) -> dict[str, Any]: ...
 
     def load(self, folder: Path, meta: dict[str, Any], backbone_cls, task, architecture: dict[str, Any]): ...
 
@@ -91,17 +94,43 @@ def format_of(meta: dict[str, Any]) -> RunFormat:
 
 def save_run(folder: Path, model, task, meta: dict[str, Any]) -> str:
     """Write the model, the task's preprocessing and tunesmith.json into `folder`; returns the layout.
-    `meta` holds what the run knows (base model, strategy, model options, adapters)."""
+    `meta` holds what the run knows (base model, strategy, model options, adapters). LoRA adapters are
+    kept as they are where the task keeps them (the lora-adapter layout), else folded into plain weights
+    first (a copy: the live model keeps its adapters)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fmt = next(cls() for _, cls in FORMATS.items() if cls().applies(model, task, meta))
+    merged = meta.get("lora") is not None and not keeps_adapters(task, meta)
+    if merged:
+        model = plain_copy(model)
     task.save_preprocessing(folder)  # first: a layout may adjust what it wrote (xlm-mean's tokenizer)
     extra = fmt.save(folder, model, task, meta)
-    full = {"format_version": FORMAT_VERSION, "layout": fmt.name, "task": task.name,
-            "backbone": model.backbone.name, "task_state": task.state(), "labels": list(task.labels),
-            "pooling": model.backbone.pooling, "dropout": task.dropout, **meta, **extra}
+    full = {
+        "format_version": FORMAT_VERSION,
+        "layout": fmt.name,
+        "task": task.name,
+        "backbone": model.backbone.name,
+        "task_state": task.state(),
+        "labels": list(task.labels),
+        "pooling": model.backbone.pooling,
+        "dropout": task.dropout,
+        **meta,
+        **extra,
+        **({"lora_merged": True} if merged else {}),
+    }
     atomic_write_json(folder / META_FILE, full)
     return fmt.name
+
+
+def plain_copy(model):
+    """`model` with its LoRA adapters folded into plain weights, as a copy."""
+    import copy
+
+    from ..strategies.lora import merge_lora
+
+    plain = copy.deepcopy(model)
+    merge_lora(plain.backbone.encoder)
+    return plain
 
 
 def load_run(folder: Path, device: str | torch.device = "cpu"):
@@ -115,8 +144,9 @@ def load_run(folder: Path, device: str | torch.device = "cpu"):
     fmt = format_of(meta)
     task_cls = TASKS.get(meta["task"])
     architecture = fmt.architecture(folder, meta)
-    backbone_cls = (BACKBONES.get(meta["backbone"]) if "backbone" in meta
-                    else legacy_backbone(task_cls.modality, architecture))
+    backbone_cls = (
+        BACKBONES.get(meta["backbone"]) if "backbone" in meta else legacy_backbone(task_cls.modality, architecture)
+    )
     preprocessor = backbone_cls.load_preprocessor(folder, bool(meta.get("trust_remote_code", False)))
     task = task_cls.from_saved(folder, meta, preprocessor)
     model = fmt.load(folder, meta, backbone_cls, task, architecture)
@@ -139,8 +169,9 @@ def check_state(folder: Path, model, state: dict[str, torch.Tensor], ignore=()) 
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids") and not any(k.endswith(i) for i in ignore)]
     if missing or unexpected:
-        raise RunFolderError(f"{folder}/model.safetensors does not match its config: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
+        raise RunFolderError(
+            f"{folder}/model.safetensors does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
 
 
 def shell_word(text: str) -> str:
@@ -155,17 +186,36 @@ def shell_word(text: str) -> str:
 
 def how_to_load_lines(name: str, example: str) -> list[str]:
     """The model card's first way in, whatever the layout: tunesmith's own loader and CLI."""
-    return ["```python", "import tunesmith", "", f"predictor = tunesmith.load({json.dumps(name)})",
-            f"print(predictor.predict([{json.dumps(example)}]))", "```", "", "From the command line:", "",
-            "```bash", f"tunesmith predict {shell_word(name)} {shell_word(example)}", "```", ""]
+    return [
+        "```python",
+        "import tunesmith",
+        "",
+        f"predictor = tunesmith.load({json.dumps(name)})",
+        f"print(predictor.predict([{json.dumps(example)}]))",
+        "```",
+        "",
+        "From the command line:",
+        "",
+        "```bash",
+        f"tunesmith predict {shell_word(name)} {shell_word(example)}",
+        "```",
+        "",
+    ]
 
 
 def pipeline_lines(name: str, task, example: str) -> list[str]:
     """For layouts transformers loads: the same model through `transformers.pipeline`."""
-    return [f"This folder is also a standard transformers {task.pipeline_task} checkpoint:", "",
-            "```python", "from transformers import pipeline", "",
-            f"pipe = pipeline({json.dumps(task.pipeline_task)}, model={json.dumps(name)})",
-            f"print(pipe({json.dumps(example)}))", "```", ""]
+    return [
+        f"This folder is also a standard transformers {task.pipeline_task} checkpoint:",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        f"pipe = pipeline({json.dumps(task.pipeline_task)}, model={json.dumps(name)})",
+        f"print(pipe({json.dumps(example)}))",
+        "```",
+        "",
+    ]
 
 
 def model_options(meta: dict[str, Any]):
@@ -175,10 +225,13 @@ def model_options(meta: dict[str, Any]):
     if "model_options" in meta:
         return ModelConfig.model_validate(meta["model_options"])
     pooling = meta.get("pooling")  # folders written before model_options: the pooling the run used
-    return ModelConfig(name=meta.get("base_model") or "minilm", max_length=meta.get("max_length") or 128,
-                       pooling=pooling if pooling in ("mean", "cls", "pooler") else None,
-                       trust_remote_code=bool(meta.get("trust_remote_code", False)),
-                       window_seconds=meta.get("window_seconds"))
+    return ModelConfig(
+        name=meta.get("base_model") or "minilm",
+        max_length=meta.get("max_length") or 128,
+        pooling=pooling if pooling in ("mean", "cls", "pooler") else None,
+        trust_remote_code=bool(meta.get("trust_remote_code", False)),
+        window_seconds=meta.get("window_seconds"),
+    )
 
 
 def pipeline_outputs(folder: Path, task, modality, inputs: list, batch_size: int = 1) -> list[dict] | None:
@@ -200,5 +253,13 @@ def pipeline_outputs(folder: Path, task, modality, inputs: list, batch_size: int
 
 from . import lora_adapter, native, xlm_mean, tunesmith_own  # noqa: E402,F401,I001  (register, in priority order)
 
-__all__ = ["FORMATS", "META_FILE", "FORMAT_VERSION", "save_run", "load_run", "read_meta", "format_of",
-           "pipeline_outputs"]
+__all__ = [
+    "FORMATS",
+    "META_FILE",
+    "FORMAT_VERSION",
+    "save_run",
+    "load_run",
+    "read_meta",
+    "format_of",
+    "pipeline_outputs",
+]

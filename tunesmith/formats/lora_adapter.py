@@ -1,6 +1,7 @@
 """lora-adapter: LoRA adapters + the task head only (a few MB); the base model is read from its own
 folder at load time, checked by fingerprint. `tunesmith export --merge` writes plain weights in one
 of the other layouts. The head always travels with the adapters (peft #310/#577 cannot happen here)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,15 @@ from typing import Any
 from safetensors.torch import load_file
 
 from ..errors import RunFolderError
-from . import FORMATS, atomic_save_tensors, atomic_write_json, how_to_load_lines, keeps_adapters, model_options, shell_word
+from . import (
+    FORMATS,
+    atomic_save_tensors,
+    atomic_write_json,
+    how_to_load_lines,
+    keeps_adapters,
+    model_options,
+    shell_word,
+)
 
 ADAPTER_FILE = "adapter.safetensors"
 
@@ -41,13 +50,18 @@ class LoraAdapterFormat:
         return keeps_adapters(task, meta)
 
     def save(self, folder: Path, model, task, meta: dict[str, Any]) -> dict[str, Any]:
-        atomic_save_tensors({k: v for k, v in model.state_dict().items() if is_adapter_or_head(k)},
-                            folder / ADAPTER_FILE, self.name)
-        atomic_write_json(folder / "config.json", {
-            "architectures": ["TunesmithLoraAdapter"],
-            "tunesmith_note": "LoRA adapters + task head over the base model named in tunesmith.json; load with "
-                              "tunesmith.load(folder), or write plain weights with `tunesmith export FOLDER --merge`.",
-            **task.config_entries()})
+        atomic_save_tensors(
+            {k: v for k, v in model.state_dict().items() if is_adapter_or_head(k)}, folder / ADAPTER_FILE, self.name
+        )
+        atomic_write_json(
+            folder / "config.json",
+            {
+                "architectures": ["TunesmithLoraAdapter"],
+                "tunesmith_note": "LoRA adapters + task head over the base model named in tunesmith.json; load with "
+                "tunesmith.load(folder), or write plain weights with `tunesmith export FOLDER --merge`.",
+                **task.config_entries(),
+            },
+        )
         return {}
 
     def architecture(self, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -66,8 +80,10 @@ class LoraAdapterFormat:
         state = load_file(str(folder / ADAPTER_FILE))
         expected = {k for k in model.state_dict() if is_adapter_or_head(k)}
         if set(state) != expected:
-            raise RunFolderError(f"{folder}/{ADAPTER_FILE} does not match the adapters of its base model "
-                                 f"(missing {sorted(expected - set(state))[:5]})")
+            raise RunFolderError(
+                f"{folder}/{ADAPTER_FILE} does not match the adapters of its base model "
+                f"(missing {sorted(expected - set(state))[:5]})"
+            )
         model.load_state_dict(state, strict=False)
         return model
 
@@ -75,5 +91,10 @@ class LoraAdapterFormat:
         return how_to_load_lines(name, example) + [
             "**Note:** this folder holds LoRA adapters and the task head (a few MB); the base model is read from "
             "its own folder, checked by fingerprint. For plain weights that load with transformers alone (no "
-            "peft), merge them; the export checks merged against unmerged logits:", "", "```bash",
-            f"tunesmith export {shell_word(name)} --merge --out {shell_word(name + '-merged')}", "```", ""]
+            "peft), merge them; the export checks merged against unmerged logits:",
+            "",
+            "```bash",
+            f"tunesmith export {shell_word(name)} --merge --out {shell_word(name + '-merged')}",
+            "```",
+            "",
+        ]

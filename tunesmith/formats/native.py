@@ -2,9 +2,9 @@
 (Backbone.native_layout): config.json + model.safetensors in that class's names, plus the task's
 preprocessing, so `transformers.pipeline(task, model=OUT)` loads it and computes what we compute.
 LoRA runs of tasks that keep plain weights (speech recognition) are merged on the way out."""
+
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +12,16 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import RunFolderError
-from . import (FORMATS, atomic_save_tensors, atomic_write_json, check_state, how_to_load_lines, keeps_adapters,
-               pipeline_lines, read_json)
-
-
-def plain_copy(model):
-    """`model` with its LoRA adapters folded into plain weights, as a copy (the live model keeps them)."""
-    from ..strategies.lora import merge_lora
-
-    plain = copy.deepcopy(model)
-    merge_lora(plain.backbone.encoder)
-    return plain
+from . import (
+    FORMATS,
+    atomic_save_tensors,
+    atomic_write_json,
+    check_state,
+    how_to_load_lines,
+    keeps_adapters,
+    pipeline_lines,
+    read_json,
+)
 
 
 @FORMATS.register("native")
@@ -34,12 +33,13 @@ class NativeFormat:
         return not keeps_adapters(task, meta) and model.backbone.native_layout(model.head) is not None
 
     def save(self, folder: Path, model, task, meta: dict[str, Any]) -> dict[str, Any]:
-        merged = meta.get("lora") is not None
-        if merged:
-            model = plain_copy(model)
         spec = model.backbone.native_layout(model.head)
-        config = {**model.backbone.config_dict(), **spec.config, **task.config_entries(),
-                  "architectures": [spec.architecture]}
+        config = {
+            **model.backbone.config_dict(),
+            **spec.config,
+            **task.config_entries(),
+            "architectures": [spec.architecture],
+        }
         tensors = {f"{spec.prefix}{k}": v for k, v in model.backbone.encoder.state_dict().items()}
         tensors.update({spec.head[k]: v for k, v in model.head.state_dict().items()})
         tensors.update(spec.fixed)
@@ -47,7 +47,7 @@ class NativeFormat:
             tensors.pop(key, None)
         atomic_write_json(folder / "config.json", config)
         atomic_save_tensors(tensors, folder / "model.safetensors", self.name)
-        return {"lora_merged": True} if merged else {}
+        return {}
 
     def architecture(self, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
         return read_json(folder / "config.json")
@@ -66,17 +66,20 @@ class NativeFormat:
                 state[f"head.{head_of[key]}"] = t
             elif key in spec.fixed:
                 if not torch.equal(t, spec.fixed[key]):
-                    raise RunFolderError(f"{folder}/model.safetensors: {key} is not the fixed tensor tunesmith saves "
-                                         "there; this folder was changed after training (train it again, or load it "
-                                         "with transformers)")
+                    raise RunFolderError(
+                        f"{folder}/model.safetensors: {key} is not the fixed tensor tunesmith saves "
+                        "there; this folder was changed after training (train it again, or load it "
+                        "with transformers)"
+                    )
             elif key.startswith(spec.prefix):
-                state[f"backbone.encoder.{key[len(spec.prefix):]}"] = t
+                state[f"backbone.encoder.{key[len(spec.prefix) :]}"] = t
             else:
                 foreign.append(key)
         absent = [k for k in spec.fixed if k not in tensors]
         if foreign or absent:
-            raise RunFolderError(f"{folder}/model.safetensors does not match its config: unexpected {foreign[:5]}, "
-                                 f"missing {absent[:5]}")
+            raise RunFolderError(
+                f"{folder}/model.safetensors does not match its config: unexpected {foreign[:5]}, missing {absent[:5]}"
+            )
         check_state(folder, model, state, ignore=spec.tied)
         if spec.tied:
             backbone.encoder.tie_weights()

@@ -2,6 +2,7 @@
 with no native head, a module of our own). config.json carries no model_type, so transformers refuses
 the folder loudly instead of silently loading a different model; encoder_config.json rebuilds the
 backbone, and `tunesmith.load(OUT)` is the way in (the card says so, and why)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,17 +24,14 @@ class TunesmithFormat:
         return True  # the layout of last resort: every model has one
 
     def save(self, folder: Path, model, task, meta: dict[str, Any]) -> dict[str, Any]:
-        merged = meta.get("lora") is not None  # reached only when adapters are merged on save
-        if merged:
-            from .native import plain_copy
-
-            model = plain_copy(model)
         note = model.backbone.own_layout_note()
         atomic_write_json(folder / ENCODER_CONFIG, model.backbone.config_dict())
-        atomic_write_json(folder / "config.json", {
-            "architectures": ["TunesmithModel"], "tunesmith_note": note.split("\n")[0], **task.config_entries()})
+        atomic_write_json(
+            folder / "config.json",
+            {"architectures": ["TunesmithModel"], "tunesmith_note": note.split("\n")[0], **task.config_entries()},
+        )
         atomic_save_tensors(dict(model.state_dict()), folder / "model.safetensors", self.name)
-        return {"format_note": note, **({"lora_merged": True} if merged else {})}
+        return {"format_note": note}
 
     def architecture(self, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
         # folders of our own image module written before encoder_config.json kept its name in config.json
@@ -49,6 +47,8 @@ class TunesmithFormat:
         return model
 
     def how_to_load(self, name: str, meta: dict[str, Any], task, example: str) -> list[str]:
-        note = meta.get("format_note") or ("no transformers class computes this model, so `transformers.pipeline` "
-                                           "cannot load this folder; use `tunesmith.load` or the CLI as above.")
+        note = meta.get("format_note") or (
+            "no transformers class computes this model, so `transformers.pipeline` "
+            "cannot load this folder; use `tunesmith.load` or the CLI as above."
+        )
         return how_to_load_lines(name, example) + [f"**Note:** {note}", ""]

@@ -13,6 +13,7 @@ So the very same function, with the same pooling, is expressible there:
 The few original tensors the folding overwrote are kept in tunesmith_extra.safetensors, so
 tunesmith reloads the BERT weights bit for bit.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,25 +23,41 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from . import (FORMATS, atomic_save_tensors, atomic_write_json, check_state, how_to_load_lines, keeps_adapters,
-               pipeline_lines, read_json)
+from . import (
+    FORMATS,
+    atomic_save_tensors,
+    atomic_write_json,
+    check_state,
+    how_to_load_lines,
+    keeps_adapters,
+    pipeline_lines,
+    read_json,
+)
 
 EXTRA_FILE = "tunesmith_extra.safetensors"
 
 
 # XLM module -> BERT module, per transformer layer.
 _LAYER_MAP = {
-    "attentions.{i}.q_lin": "attention.self.query", "attentions.{i}.k_lin": "attention.self.key",
-    "attentions.{i}.v_lin": "attention.self.value", "attentions.{i}.out_lin": "attention.output.dense",
-    "layer_norm1.{i}": "attention.output.LayerNorm", "ffns.{i}.lin1": "intermediate.dense",
-    "ffns.{i}.lin2": "output.dense", "layer_norm2.{i}": "output.LayerNorm",
+    "attentions.{i}.q_lin": "attention.self.query",
+    "attentions.{i}.k_lin": "attention.self.key",
+    "attentions.{i}.v_lin": "attention.self.value",
+    "attentions.{i}.out_lin": "attention.output.dense",
+    "layer_norm1.{i}": "attention.output.LayerNorm",
+    "ffns.{i}.lin1": "intermediate.dense",
+    "ffns.{i}.lin2": "output.dense",
+    "layer_norm2.{i}": "output.LayerNorm",
 }
 
 
 def _layer_names(num_layers: int) -> list[tuple[str, str]]:
     """(XLM tensor name, BERT tensor name) for every weight and bias of every layer."""
-    return [(f"transformer.{x.format(i=i)}.{p}", f"encoder.layer.{i}.{b}.{p}")
-            for i in range(num_layers) for x, b in _LAYER_MAP.items() for p in ("weight", "bias")]
+    return [
+        (f"transformer.{x.format(i=i)}.{p}", f"encoder.layer.{i}.{b}.{p}")
+        for i in range(num_layers)
+        for x, b in _LAYER_MAP.items()
+        for p in ("weight", "bias")
+    ]
 
 
 def can_use_xlm_layout(backbone, tokenizer) -> bool:
@@ -83,15 +100,31 @@ def to_xlm(encoder, classifier: torch.nn.Linear, dropout: float, label_config: d
     for xlm_name, bert_name in _layer_names(c.num_hidden_layers):
         t[xlm_name] = sd[bert_name]
     config = {
-        "model_type": "xlm", "architectures": ["XLMForSequenceClassification"],
-        "vocab_size": c.vocab_size, "emb_dim": c.hidden_size, "n_layers": c.num_hidden_layers,
-        "n_heads": c.num_attention_heads, "dropout": c.hidden_dropout_prob,
-        "attention_dropout": c.attention_probs_dropout_prob, "gelu_activation": True,
-        "sinusoidal_embeddings": False, "causal": False, "asm": False, "n_langs": 1, "use_lang_emb": False,
-        "max_position_embeddings": c.max_position_embeddings, "layer_norm_eps": c.layer_norm_eps,
-        "pad_index": c.pad_token_id or 0, "pad_token_id": c.pad_token_id or 0, "is_encoder": True,
-        "summary_type": "mean", "summary_use_proj": True, "summary_proj_to_labels": True,
-        "summary_activation": None, "summary_first_dropout": dropout, "summary_last_dropout": 0.0,
+        "model_type": "xlm",
+        "architectures": ["XLMForSequenceClassification"],
+        "vocab_size": c.vocab_size,
+        "emb_dim": c.hidden_size,
+        "n_layers": c.num_hidden_layers,
+        "n_heads": c.num_attention_heads,
+        "dropout": c.hidden_dropout_prob,
+        "attention_dropout": c.attention_probs_dropout_prob,
+        "gelu_activation": True,
+        "sinusoidal_embeddings": False,
+        "causal": False,
+        "asm": False,
+        "n_langs": 1,
+        "use_lang_emb": False,
+        "max_position_embeddings": c.max_position_embeddings,
+        "layer_norm_eps": c.layer_norm_eps,
+        "pad_index": c.pad_token_id or 0,
+        "pad_token_id": c.pad_token_id or 0,
+        "is_encoder": True,
+        "summary_type": "mean",
+        "summary_use_proj": True,
+        "summary_proj_to_labels": True,
+        "summary_activation": None,
+        "summary_first_dropout": dropout,
+        "summary_last_dropout": 0.0,
         "tunesmith_source": {"model_type": "bert", "bert_config": c.to_dict()},
         **label_config,
     }
@@ -99,7 +132,9 @@ def to_xlm(encoder, classifier: torch.nn.Linear, dropout: float, label_config: d
     return config, t, extra
 
 
-def from_xlm(tensors: dict[str, torch.Tensor], extra: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+def from_xlm(
+    tensors: dict[str, torch.Tensor], extra: dict[str, torch.Tensor], num_layers: int
+) -> dict[str, torch.Tensor]:
     """XLM-named tensors + extra -> our TaskModel state dict (backbone.encoder.* BERT names, head.*)."""
     e = "backbone.encoder."
     word = tensors["transformer.embeddings.weight"].clone()
@@ -125,21 +160,21 @@ class XlmMeanFormat:
 
     def applies(self, model, task, meta: dict[str, Any]) -> bool:
         encoder_config = getattr(model.backbone.encoder, "config", None)
-        return (not keeps_adapters(task, meta) and getattr(encoder_config, "model_type", None) == "bert"
-                and can_use_xlm_layout(model.backbone, task.preprocessor))
+        return (
+            not keeps_adapters(task, meta)
+            and getattr(encoder_config, "model_type", None) == "bert"
+            and can_use_xlm_layout(model.backbone, task.preprocessor)
+        )
 
     def save(self, folder: Path, model, task, meta: dict[str, Any]) -> dict[str, Any]:
-        if meta.get("lora") is not None:
-            from .native import plain_copy
-
-            model = plain_copy(model)
-        xlm_config, tensors, extra = to_xlm(model.backbone.encoder, model.head.classifier, task.dropout,
-                                            task.config_entries())
+        xlm_config, tensors, extra = to_xlm(
+            model.backbone.encoder, model.head.classifier, task.dropout, task.config_entries()
+        )
         atomic_write_json(folder / "config.json", xlm_config)
         atomic_save_tensors(tensors, folder / "model.safetensors", self.name)
         atomic_save_tensors(extra, folder / EXTRA_FILE, self.name)
         _without_pad_token(task.preprocessor).save_pretrained(folder)
-        return {"lora_merged": True} if meta.get("lora") is not None else {}
+        return {}
 
     def architecture(self, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
         return read_json(folder / "config.json")["tunesmith_source"]["bert_config"]
@@ -149,19 +184,29 @@ class XlmMeanFormat:
 
         backbone = backbone_cls.from_config(architecture, meta)
         model = TaskModel(backbone, task.build_head(backbone))
-        state = from_xlm(load_file(str(folder / "model.safetensors")), load_file(str(folder / EXTRA_FILE)),
-                         backbone.encoder.config.num_hidden_layers)
+        state = from_xlm(
+            load_file(str(folder / "model.safetensors")),
+            load_file(str(folder / EXTRA_FILE)),
+            backbone.encoder.config.num_hidden_layers,
+        )
         check_state(folder, model, state)
         return model
 
     def how_to_load(self, name: str, meta: dict[str, Any], task, example: str) -> list[str]:
-        return how_to_load_lines(name, example) + pipeline_lines(name, task, example) + [
-            f"**Note:** this BERT model pools token states with `{meta.get('pooling')}` pooling, and transformers' "
-            "BERT classification head cannot mean-pool. The folder is therefore saved as the equivalent "
-            "`XLMForSequenceClassification` (same encoder maths, mean pooling, linear head; scores match tunesmith "
-            "to ~1e-7). XLM's mean counts padding, so the saved tokenizer has no pad token and "
-            "`pipeline(..., batch_size>1)` is refused: call the pipeline one text at a time (its default) and do not "
-            "set a pad token on it. For batched inference use `tunesmith.load`, which masks padding correctly.", ""]
+        return (
+            how_to_load_lines(name, example)
+            + pipeline_lines(name, task, example)
+            + [
+                f"**Note:** this BERT model pools token states with `{meta.get('pooling')}` pooling, and transformers' "
+                "BERT classification head cannot mean-pool. The folder is therefore saved as the equivalent "
+                "`XLMForSequenceClassification` (same encoder maths, mean pooling, linear head; scores match tunesmith "
+                "to ~1e-7). XLM's mean counts padding, so the saved tokenizer has no pad token and "
+                "`pipeline(..., batch_size>1)` is refused: call the pipeline one text at a time (its default) and do "
+                "not "
+                "set a pad token on it. For batched inference use `tunesmith.load`, which masks padding correctly.",
+                "",
+            ]
+        )
 
 
 def _without_pad_token(tokenizer):

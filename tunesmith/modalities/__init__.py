@@ -6,9 +6,11 @@ registered Modality and never ask which one they hold. Encoding examples into mo
 to the task (it knows its preprocessor and targets), built from the helpers each modality module
 offers.
 """
+
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
 
 from ..registry import Registry
 
@@ -22,7 +24,7 @@ class Examples(Protocol):
 
     def __len__(self) -> int: ...
 
-    def subset(self, idx: Sequence[int], source: str | None = None) -> "Examples": ...
+    def subset(self, idx: Sequence[int], source: str | None = None) -> Examples: ...
 
     def dedup_keys(self) -> list: ...  # equal keys: the same example (a train/validation leak)
 
@@ -41,7 +43,8 @@ class Modality(Protocol):
 
     def probe_inputs(self, examples, n: int) -> list: ...  # export parity probes: real rows if any, else made up
 
-    def pipeline_inputs(self, inputs: list, preprocessor) -> list: ...  # predict's inputs as transformers.pipeline takes them
+    # predict's inputs as transformers.pipeline takes them (texts, decoded images, decoded clips)
+    def pipeline_inputs(self, inputs: list, preprocessor) -> list: ...
 
 
 MODALITIES: Registry = Registry("modality")

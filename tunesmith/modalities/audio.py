@@ -9,14 +9,16 @@ depend on which other clips share its batch:
   `mel_fill`; collate rebuilds the exact full window. 30 s of float32 mel per clip would be ~1 MB.
 - wav2vec2 / HuBERT-style (Wav2Vec2FeatureExtractor): the normalised waveform, padded per batch.
 """
+
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,11 +63,20 @@ class AudioModality:
     name = "audio"
     example_input = "clip.wav"
 
-    def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None,
-             text_column: str | None = None) -> AudioExamples:
-        return audio_examples(path, data_cfg.audio_column, data_cfg.label_column, role,
-                              skip_bad=data_cfg.skip_bad_audio, require_labels=require_labels, reporter=reporter,
-                              text_column=text_column, max_seconds=data_cfg.max_audio_seconds)
+    def read(
+        self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None, text_column: str | None = None
+    ) -> AudioExamples:
+        return audio_examples(
+            path,
+            data_cfg.audio_column,
+            data_cfg.label_column,
+            role,
+            skip_bad=data_cfg.skip_bad_audio,
+            require_labels=require_labels,
+            reporter=reporter,
+            text_column=text_column,
+            max_seconds=data_cfg.max_audio_seconds,
+        )
 
     def examples_from_inputs(self, inputs: Sequence[Any], pairs=None) -> AudioExamples:
         """What `predict` was given (paths or encoded bytes) -> examples; each is checked when encoded."""
@@ -105,11 +116,13 @@ def encode_clips(extractor, ex: AudioExamples, reporter=None) -> list[dict]:
                 mel, fill = split_mel(out["input_features"][0], len(audio), extractor.hop_length)
                 # encoder frames holding audio: conv1 keeps the mel rate, conv2 halves it (ceil)
                 frames = math.ceil(math.ceil(len(audio) / extractor.hop_length) / 2)
-                rows.append({"mel": mel, "mel_fill": fill, "mel_frames": int(out["input_features"].shape[-1]),
-                             "frames": frames})
+                rows.append(
+                    {"mel": mel, "mel_fill": fill, "mel_frames": int(out["input_features"].shape[-1]), "frames": frames}
+                )
             else:
-                rows.append({"input_values": torch.from_numpy(np.ascontiguousarray(out["input_values"][0],
-                                                                                   dtype=np.float32))})
+                rows.append(
+                    {"input_values": torch.from_numpy(np.ascontiguousarray(out["input_values"][0], dtype=np.float32))}
+                )
             rows[-1]["cache_key"] = f"{key}|{salt}"
             if b is not None:
                 b.advance()
@@ -131,7 +144,7 @@ def collate_clips(rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     lengths = [int(r["input_values"].shape[0]) for r in rows]
     x = torch.zeros(len(rows), max(lengths))
     for i, r in enumerate(rows):
-        x[i, :lengths[i]] = r["input_values"]
+        x[i, : lengths[i]] = r["input_values"]
     return {"input_values": x, "lengths": torch.tensor(lengths, dtype=torch.long)}
 
 
@@ -144,9 +157,11 @@ def window_hint(extractor, chosen: int | None, seconds: list[float] | None, repo
     longest = max(seconds)
     suggest = int(math.ceil(longest * 1.5))
     if window and suggest <= window / 2:
-        reporter.info(f"the longest training clip is {longest:.1f} s of Whisper's {window:g} s window, which every "
-                      f"clip is padded to; model.window_seconds: {suggest} would make its encoder's work about "
-                      f"{window / suggest:.0f}x smaller (longer clips are then refused; README: Speech recognition)")
+        reporter.info(
+            f"the longest training clip is {longest:.1f} s of Whisper's {window:g} s window, which every "
+            f"clip is padded to; model.window_seconds: {suggest} would make its encoder's work about "
+            f"{window / suggest:.0f}x smaller (longer clips are then refused; README: Speech recognition)"
+        )
 
 
 def synthetic_clips(n: int) -> list[bytes]:
@@ -174,13 +189,14 @@ def _model_audio(item, name: str, rate: int, limit: float | None) -> np.ndarray:
         return load_audio(item, name, rate, limit)
     except BadAudioError as e:
         if limit is not None and e.reason.startswith("clip too long"):
-            raise DataError(f"{name}: {e.reason.split(', the limit')[0]}, longer than this model's {limit:g} s window "
-                            f"(Whisper cannot take it whole, and tunesmith never cuts clips silently). Cut the clip, "
-                            f"or set data.max_audio_seconds to {limit:g} or less so that --skip-bad-audio skips such "
-                            "clips (or, if model.window_seconds shortened the window, raise it).") from None
+            raise DataError(
+                f"{name}: {e.reason.split(', the limit')[0]}, longer than this model's {limit:g} s window "
+                f"(Whisper cannot take it whole, and tunesmith never cuts clips silently). Cut the clip, "
+                f"or set data.max_audio_seconds to {limit:g} or less so that --skip-bad-audio skips such "
+                "clips (or, if model.window_seconds shortened the window, raise it)."
+            ) from None
         # here (predict, or a clip changed since it was read) --skip-bad-audio does not apply: no hint
         raise DataError(f"{e.name}: {e.reason}. Remove or replace the clip.") from None
-
 
 
 def window_card_line(out: Path, chosen: int | None) -> list[str]:
@@ -192,6 +208,12 @@ def window_card_line(out: Path, chosen: int | None) -> list[str]:
         return []
     if pre.get("feature_extractor_type") != "WhisperFeatureExtractor" or not pre.get("chunk_length"):
         return []
-    return [f"- Clips longer than {pre['chunk_length']:g} s are refused, never cut"
-            + (f" (`model.window_seconds: {chosen}` shortened Whisper's window to fit short clips, for less encoder work; "
-               "cut longer audio into pieces)." if chosen else ": Whisper hears that window whole.")]
+    return [
+        f"- Clips longer than {pre['chunk_length']:g} s are refused, never cut"
+        + (
+            f" (`model.window_seconds: {chosen}` shortened Whisper's window to fit short clips, for less encoder work; "
+            "cut longer audio into pieces)."
+            if chosen
+            else ": Whisper hears that window whole."
+        )
+    ]

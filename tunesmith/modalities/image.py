@@ -4,12 +4,14 @@ Evaluation rows hold the processor's exact output (what `pipeline` computes). Tr
 the processor's resized, cropped pixels as uint8 before normalisation (exact: PIL resizes in 8 bit),
 so each epoch only augments and normalises tensors in collate and never decodes a file again.
 """
+
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -29,8 +31,15 @@ class ImageModality:
     example_input = "image.png"
 
     def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> ImageExamples:
-        return image_examples(path, data_cfg.image_column, data_cfg.label_column, role,
-                              skip_bad=data_cfg.skip_bad_images, require_labels=require_labels, reporter=reporter)
+        return image_examples(
+            path,
+            data_cfg.image_column,
+            data_cfg.label_column,
+            role,
+            skip_bad=data_cfg.skip_bad_images,
+            require_labels=require_labels,
+            reporter=reporter,
+        )
 
     def examples_from_inputs(self, inputs: Sequence[Any], pairs=None) -> ImageExamples:
         """What `predict` was given (paths or encoded bytes) -> examples, each one decodable."""
@@ -57,8 +66,8 @@ def encode_images(processor, ex: ImageExamples, augment: bool = False, reporter=
     bar = reporter.bar("preprocess images", len(ex)) if reporter is not None else contextlib.nullcontext()
     with bar as b:
         for start in range(0, len(ex), CHUNK):
-            names = ex.names[start:start + CHUNK]
-            images = [load_image(item, name) for item, name in zip(ex.items[start:start + CHUNK], names)]
+            names = ex.names[start : start + CHUNK]
+            images = [load_image(item, name) for item, name in zip(ex.items[start : start + CHUNK], names)]
             if augment:
                 px = processor(images=images, return_tensors="pt", do_normalize=False)["pixel_values"]
                 px = (px * 255).round().clamp(0, 255).to(torch.uint8)
@@ -87,4 +96,3 @@ def synthetic_images(n: int) -> list[bytes]:
         Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(buf, format="PNG")
         out.append(buf.getvalue())
     return out
-

@@ -3,9 +3,11 @@
 Clips are read and checked by `data/audio.py`, the audio modality's reader, with the transcript
 column (data.text_column) instead of class labels; what `predict` takes is the audio modality's.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..data.audio import AudioExamples
 from . import MODALITIES
@@ -19,8 +21,14 @@ class SpeechModality:
 
     def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> AudioExamples:
         """require_labels here means "require transcripts" (data.text_column)."""
-        return AudioModality().read(path, data_cfg, role, require_labels=False, reporter=reporter,
-                                    text_column=data_cfg.text_column if require_labels else None)
+        return AudioModality().read(
+            path,
+            data_cfg,
+            role,
+            require_labels=False,
+            reporter=reporter,
+            text_column=data_cfg.text_column if require_labels else None,
+        )
 
     def examples_from_inputs(self, inputs: Sequence[Any], pairs=None) -> AudioExamples:
         return AudioModality().examples_from_inputs(inputs, pairs)

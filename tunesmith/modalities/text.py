@@ -1,7 +1,9 @@
 """Text inputs: table columns -> tokenizer ids, once, unpadded (padding happens per batch)."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -9,8 +11,16 @@ from ..data.preflight import TextExamples, text_examples
 from ..errors import DataError
 from . import MODALITIES
 
-FALLBACK_PROBES = ["the plot was dull", "loved every minute of it", "an average day", "not what I ordered",
-                   "absolutely wonderful service", "terrible, never again", "it arrived on time", "meh"]
+FALLBACK_PROBES = [
+    "the plot was dull",
+    "loved every minute of it",
+    "an average day",
+    "not what I ordered",
+    "absolutely wonderful service",
+    "terrible, never again",
+    "it arrived on time",
+    "meh",
+]
 
 
 @MODALITIES.register("text")
@@ -19,8 +29,9 @@ class TextModality:
     example_input = "an example text"
 
     def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> TextExamples:
-        return text_examples(path, data_cfg.text_column, data_cfg.label_column, data_cfg.text_pair_column,
-                             require_labels, role)
+        return text_examples(
+            path, data_cfg.text_column, data_cfg.label_column, data_cfg.text_pair_column, require_labels, role
+        )
 
     def examples_from_inputs(self, inputs: Sequence[Any], pairs: Sequence[str] | None = None) -> TextExamples:
         """What `predict` was given -> examples; every input must be non-empty text."""
@@ -41,8 +52,9 @@ class TextModality:
 
 def tokenize(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> list[dict]:
     """Tokenize once, unpadded; padding happens per batch in `collate_tokens`."""
-    enc = tokenizer(list(texts), list(pairs) if pairs is not None else None,
-                    truncation=True, max_length=max_length, padding=False)
+    enc = tokenizer(
+        list(texts), list(pairs) if pairs is not None else None, truncation=True, max_length=max_length, padding=False
+    )
     keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
     return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
 

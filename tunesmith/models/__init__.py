@@ -7,6 +7,7 @@ picks the first registered class of a modality that takes a folder, so a Whisper
 recogniser for speech recognition and a pooled encoder for audio classification, and a new
 architecture is one registered class.
 """
+
 import os
 
 # Nothing in tunesmith may reach a model hub: make every transformers/hub call local-only.
@@ -15,10 +16,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+from . import audio_backbone, efficientnet_lite, speech_backbone, text_backbone, vision_backbone  # noqa: E402,F401,I001
 from .backbone import BACKBONES, Backbone, BackboneDefaults, NativeLayout, read_config, select_backbone  # noqa: E402
 from .catalogue import CATALOGUE, CatalogueEntry, resolve_model  # noqa: E402
 
-from . import text_backbone, vision_backbone, efficientnet_lite, audio_backbone, speech_backbone  # noqa: E402,F401,I001
-
-__all__ = ["BACKBONES", "Backbone", "BackboneDefaults", "NativeLayout", "read_config", "select_backbone",
-           "CATALOGUE", "CatalogueEntry", "resolve_model"]
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "BackboneDefaults",
+    "NativeLayout",
+    "read_config",
+    "select_backbone",
+    "CATALOGUE",
+    "CatalogueEntry",
+    "resolve_model",
+]

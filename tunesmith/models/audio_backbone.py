@@ -11,6 +11,7 @@ Pooling (DESIGN: the backbone declares it) is the mean over the encoder frames t
 Models whose feature extractor normalises over the whole padded batch (group-norm wav2vec2: no
 attention mask) are run on equal-length clips only, so a clip's features never depend on its batch.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,10 @@ from .backbone import BACKBONES, BackboneDefaults, NativeLayout, hf_config
 
 # wav2vec2-style model types whose *ForSequenceClassification pools exactly like we do (checked in
 # tests/test_audio_classification.py against pipeline("audio-classification")).
-NATIVE_SEQUENCE_CLASSIFIERS = {"wav2vec2": "Wav2Vec2ForSequenceClassification",
-                               "hubert": "HubertForSequenceClassification"}
+NATIVE_SEQUENCE_CLASSIFIERS = {
+    "wav2vec2": "Wav2Vec2ForSequenceClassification",
+    "hubert": "HubertForSequenceClassification",
+}
 
 
 def _freeze_as_buffer(module: nn.Module, name: str) -> None:
@@ -63,7 +66,7 @@ class AudioBackbone(BackboneDefaults, nn.Module):
         return config.get("model_type") == "whisper" or "conv_dim" in config
 
     @classmethod
-    def load(cls, folder: Path, model_cfg, options=None) -> tuple["AudioBackbone", object]:
+    def load(cls, folder: Path, model_cfg, options=None) -> tuple[AudioBackbone, object]:
         """The encoder and its feature extractor, at model.window_seconds if set (Whisper)."""
         from .whisper_window import set_whisper_window
 
@@ -71,16 +74,19 @@ class AudioBackbone(BackboneDefaults, nn.Module):
         backbone = load_audio_backbone(folder, model_cfg.trust_remote_code)
         window = model_cfg.window_seconds
         if window is not None and backbone.kind != "whisper":
-            raise ConfigError("model.window_seconds applies to Whisper encoders (a fixed input window); "
-                              f"{folder} is a {backbone.kind} encoder, which already reads each clip at its own "
-                              "length")
+            raise ConfigError(
+                "model.window_seconds applies to Whisper encoders (a fixed input window); "
+                f"{folder} is a {backbone.kind} encoder, which already reads each clip at its own "
+                "length"
+            )
         set_whisper_window(backbone.encoder, extractor, window)
         return backbone, extractor
 
     @classmethod
-    def from_config(cls, config: dict, meta: dict) -> "AudioBackbone":
-        return load_audio_backbone(None, bool(meta.get("trust_remote_code", False)), weights=False,
-                                   config=hf_config(config))
+    def from_config(cls, config: dict, meta: dict) -> AudioBackbone:
+        return load_audio_backbone(
+            None, bool(meta.get("trust_remote_code", False)), weights=False, config=hf_config(config)
+        )
 
     @classmethod
     def load_preprocessor(cls, folder: Path, trust_remote_code: bool = False):
@@ -95,22 +101,26 @@ class AudioBackbone(BackboneDefaults, nn.Module):
         if self.kind != "wav2vec2" or model_type not in NATIVE_SEQUENCE_CLASSIFIERS:
             return None
         d = self.feature_dim
-        return NativeLayout(architecture=NATIVE_SEQUENCE_CLASSIFIERS[model_type],
-                            prefix=f"{self.encoder.base_model_prefix}.",
-                            head={f"classifier.{p}": f"classifier.{p}" for p in ("weight", "bias")},
-                            fixed={"projector.weight": torch.eye(d), "projector.bias": torch.zeros(d)},
-                            config={"classifier_proj_size": d, "use_weighted_layer_sum": False})
+        return NativeLayout(
+            architecture=NATIVE_SEQUENCE_CLASSIFIERS[model_type],
+            prefix=f"{self.encoder.base_model_prefix}.",
+            head={f"classifier.{p}": f"classifier.{p}" for p in ("weight", "bias")},
+            fixed={"projector.weight": torch.eye(d), "projector.bias": torch.zeros(d)},
+            config={"classifier_proj_size": d, "use_weighted_layer_sum": False},
+        )
 
     def own_layout_note(self) -> str:
-        return ("this model averages the encoder's states over the frames that hold audio only, and no "
-                "transformers class computes exactly that for this encoder: for Whisper, "
-                "`WhisperForAudioClassification` averages over the whole padded 30 s window (a 1 s clip would be "
-                "29 parts silence), so it would predict differently, and tunesmith refuses to silently switch "
-                "pooling to fit a format. `transformers.pipeline` therefore cannot load this folder; use "
-                "`tunesmith.load` or the CLI as above. The weights are safetensors.\n\nThe nearest standard "
-                "format: a wav2vec2 or HuBERT encoder (`--model` a local folder). Its runs save as "
-                "`Wav2Vec2ForSequenceClassification` / `HubertForSequenceClassification`, which "
-                "`transformers.pipeline(\"audio-classification\", ...)` loads with the same scores.")
+        return (
+            "this model averages the encoder's states over the frames that hold audio only, and no "
+            "transformers class computes exactly that for this encoder: for Whisper, "
+            "`WhisperForAudioClassification` averages over the whole padded 30 s window (a 1 s clip would be "
+            "29 parts silence), so it would predict differently, and tunesmith refuses to silently switch "
+            "pooling to fit a format. `transformers.pipeline` therefore cannot load this folder; use "
+            "`tunesmith.load` or the CLI as above. The weights are safetensors.\n\nThe nearest standard "
+            "format: a wav2vec2 or HuBERT encoder (`--model` a local folder). Its runs save as "
+            "`Wav2Vec2ForSequenceClassification` / `HubertForSequenceClassification`, which "
+            '`transformers.pipeline("audio-classification", ...)` loads with the same scores.'
+        )
 
     def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.kind == "whisper":
@@ -149,7 +159,7 @@ class AudioBackbone(BackboneDefaults, nn.Module):
         for name, _ in self.encoder.named_parameters():
             full = f"encoder.{name}"
             if name.startswith(blocks):
-                groups[f"layer.{int(name[len(blocks):].split('.')[0])}"].append(full)
+                groups[f"layer.{int(name[len(blocks) :].split('.')[0])}"].append(full)
                 seen_block = True
             elif name.startswith(top) or seen_block:  # anything registered after the layers is above them
                 groups["top"].append(full)
@@ -188,19 +198,22 @@ def _whisper_encoder(folder: Path, config, weights: bool) -> nn.Module:
             for k in st.keys():
                 for prefix in ("model.encoder.", "encoder."):
                     if k.startswith(prefix):
-                        state[k[len(prefix):]] = st.get_tensor(k)
+                        state[k[len(prefix) :]] = st.get_tensor(k)
     expected = set(encoder.state_dict())
     missing = sorted(expected - set(state))
     if missing:
-        raise ModelError(f"{folder}: the Whisper encoder weights are incomplete in "
-                         f"{', '.join(f.name for f in files)} (missing {', '.join(missing[:5])}"
-                         f"{' ...' if len(missing) > 5 else ''}); re-save the model with save_pretrained")
+        raise ModelError(
+            f"{folder}: the Whisper encoder weights are incomplete in "
+            f"{', '.join(f.name for f in files)} (missing {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}); re-save the model with save_pretrained"
+        )
     encoder.load_state_dict({k: v for k, v in state.items() if k in expected})
     return encoder
 
 
-def load_audio_backbone(folder: Path, trust_remote_code: bool = False, weights: bool = True,
-                        config=None) -> AudioBackbone:
+def load_audio_backbone(
+    folder: Path, trust_remote_code: bool = False, weights: bool = True, config=None
+) -> AudioBackbone:
     """The audio encoder in `folder`: Whisper (encoder only) or any wav2vec2-style encoder transformers'
     AutoModel reads (wav2vec2, HuBERT, WavLM, ...; a CTC or classification head in the folder is
     dropped). weights=False builds it from `config` (reloading a run)."""
@@ -217,23 +230,35 @@ def load_audio_backbone(folder: Path, trust_remote_code: bool = False, weights: 
     if config.model_type == "whisper":
         return AudioBackbone(_whisper_encoder(Path(folder) if weights else None, config, weights), "whisper")
     if not hasattr(config, "conv_dim"):
-        raise ModelError(f"{folder}: model type {config.model_type!r} is not an audio encoder tunesmith can "
-                         "classify with. Use a Whisper folder (WhisperForConditionalGeneration / WhisperModel) "
-                         "or a wav2vec2-style encoder (wav2vec2, HuBERT, WavLM, ...).")
+        raise ModelError(
+            f"{folder}: model type {config.model_type!r} is not an audio encoder tunesmith can "
+            "classify with. Use a Whisper folder (WhisperForConditionalGeneration / WhisperModel) "
+            "or a wav2vec2-style encoder (wav2vec2, HuBERT, WavLM, ...)."
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             if weights:
-                model = AutoModel.from_pretrained(folder, config=config, trust_remote_code=trust_remote_code,
-                                                  local_files_only=True, use_safetensors=True)
+                model = AutoModel.from_pretrained(
+                    folder,
+                    config=config,
+                    trust_remote_code=trust_remote_code,
+                    local_files_only=True,
+                    use_safetensors=True,
+                )
             else:
                 model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
         except (OSError, ValueError, KeyError) as e:
             raise ModelError(f"cannot load the audio model in {folder}: {e}") from None
-    if not (hasattr(model, "encoder") and hasattr(model.encoder, "layers")
-            and hasattr(model, "_get_feature_vector_attention_mask")):
-        raise ModelError(f"{folder}: {type(model).__name__} does not have the wav2vec2 encoder interface tunesmith "
-                         "pools over (encoder.layers, feature-vector attention mask)")
+    if not (
+        hasattr(model, "encoder")
+        and hasattr(model.encoder, "layers")
+        and hasattr(model, "_get_feature_vector_attention_mask")
+    ):
+        raise ModelError(
+            f"{folder}: {type(model).__name__} does not have the wav2vec2 encoder interface tunesmith "
+            "pools over (encoder.layers, feature-vector attention mask)"
+        )
     return AudioBackbone(model, "wav2vec2")
 
 
@@ -242,16 +267,20 @@ def load_feature_extractor(folder: Path, trust_remote_code: bool = False):
     from transformers import AutoFeatureExtractor
 
     if not (Path(folder) / "preprocessor_config.json").is_file():
-        raise ModelError(f"{folder} has no preprocessor_config.json: tunesmith takes the sampling rate and the "
-                         "audio features from the model's own feature extractor (WhisperFeatureExtractor, "
-                         "Wav2Vec2FeatureExtractor); save the one the model was trained with into the folder "
-                         "(feature_extractor.save_pretrained(folder))")
+        raise ModelError(
+            f"{folder} has no preprocessor_config.json: tunesmith takes the sampling rate and the "
+            "audio features from the model's own feature extractor (WhisperFeatureExtractor, "
+            "Wav2Vec2FeatureExtractor); save the one the model was trained with into the folder "
+            "(feature_extractor.save_pretrained(folder))"
+        )
     try:
-        extractor = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True,
-                                                         trust_remote_code=trust_remote_code)
+        extractor = AutoFeatureExtractor.from_pretrained(
+            folder, local_files_only=True, trust_remote_code=trust_remote_code
+        )
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load the feature extractor of {folder}: {e}") from None
     if not getattr(extractor, "sampling_rate", None):
-        raise ModelError(f"{folder}/preprocessor_config.json names no sampling_rate; audio cannot be resampled "
-                         "for this model")
+        raise ModelError(
+            f"{folder}/preprocessor_config.json names no sampling_rate; audio cannot be resampled for this model"
+        )
     return extractor

@@ -5,6 +5,7 @@ width, the pooling it declares, its layer groups (bottom to top: the one order f
 layer-wise LR decay), and whether a transformers class computes backbone + head exactly (so a run
 folder can be written in that class's layout and `transformers.pipeline` loads it).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,10 +47,10 @@ class Backbone(Protocol):
     def handles(cls, config: dict[str, Any]) -> bool: ...  # does this class take a folder with this config.json?
 
     @classmethod
-    def load(cls, folder: Path, model_cfg, options: dict[str, Any] | None = None) -> tuple["Backbone", Any]: ...
+    def load(cls, folder: Path, model_cfg, options: dict[str, Any] | None = None) -> tuple[Backbone, Any]: ...
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], meta: dict[str, Any]) -> "Backbone": ...  # architecture, no weights
+    def from_config(cls, config: dict[str, Any], meta: dict[str, Any]) -> Backbone: ...  # architecture, no weights
 
     @classmethod
     def load_preprocessor(cls, folder: Path, trust_remote_code: bool = False) -> Any: ...
@@ -74,8 +75,10 @@ class BackboneDefaults:
         return None
 
     def own_layout_note(self) -> str:
-        return ("no transformers class computes this model, so `transformers.pipeline` cannot load the folder; "
-                "use `tunesmith.load` or the CLI as above. The weights are safetensors.")
+        return (
+            "no transformers class computes this model, so `transformers.pipeline` cannot load the folder; "
+            "use `tunesmith.load` or the CLI as above. The weights are safetensors."
+        )
 
     def config_dict(self) -> dict[str, Any]:
         config = self.encoder.config.to_dict()
@@ -104,8 +107,10 @@ def select_backbone(modality: str, folder: Path):
         if cls.handles(config):
             return cls
     kinds = "; ".join(cls.description for cls in candidates)
-    raise ModelError(f"{folder}: model type {config.get('model_type')!r} is not a model tunesmith can use for this "
-                     f"task. It takes: {kinds}.")
+    raise ModelError(
+        f"{folder}: model type {config.get('model_type')!r} is not a model tunesmith can use for this "
+        f"task. It takes: {kinds}."
+    )
 
 
 def hf_config(config: dict[str, Any], trust_remote_code: bool = False):

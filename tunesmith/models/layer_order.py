@@ -1,5 +1,6 @@
 """Layer groups, bottom to top: the one source of layer order for unfreezing and layer-wise LR
 decay (DESIGN rule 4), shared by every backbone built on a transformers model."""
+
 from __future__ import annotations
 
 from torch import nn

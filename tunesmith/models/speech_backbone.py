@@ -19,11 +19,11 @@ Both declare their transformers-native layout (WhisperForConditionalGeneration, 
 folders are written as that checkpoint and `transformers.pipeline("automatic-speech-recognition",
 model=OUT)` loads them (formats/native.py).
 """
+
 from __future__ import annotations
 
 import copy
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,21 @@ from torch import nn
 from ..errors import ConfigError, ModelError
 from .backbone import BACKBONES, BackboneDefaults, NativeLayout, hf_config
 
-CTC_MODEL_TYPES = {"wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d",
-                   "wav2vec2-conformer"}
+CTC_MODEL_TYPES = {
+    "wav2vec2",
+    "hubert",
+    "wavlm",
+    "data2vec-audio",
+    "unispeech",
+    "unispeech-sat",
+    "sew",
+    "sew-d",
+    "wav2vec2-conformer",
+}
 
 
 def speech_kind(folder: Path) -> str:
-    """"seq2seq" (Whisper) or "ctc" (wav2vec2-style encoder), from config.json; else a clear error."""
+    """ "seq2seq" (Whisper) or "ctc" (wav2vec2-style encoder), from config.json; else a clear error."""
     cfg_file = Path(folder) / "config.json"
     try:
         cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
@@ -50,9 +59,11 @@ def speech_kind(folder: Path) -> str:
         return "seq2seq"
     if model_type in CTC_MODEL_TYPES:
         return "ctc"
-    raise ModelError(f"{folder}: model type {model_type!r} is not a speech recognition model tunesmith trains. "
-                     "Use a Whisper folder (encoder-decoder) or a wav2vec2/HuBERT/WavLM-style encoder (CTC), e.g. "
-                     "--model whisper-tiny.en")
+    raise ModelError(
+        f"{folder}: model type {model_type!r} is not a speech recognition model tunesmith trains. "
+        "Use a Whisper folder (encoder-decoder) or a wav2vec2/HuBERT/WavLM-style encoder (CTC), e.g. "
+        "--model whisper-tiny.en"
+    )
 
 
 class _HeadSlot(nn.Module):
@@ -98,7 +109,7 @@ class WhisperBackbone(BackboneDefaults, nn.Module):
         return config.get("model_type") == "whisper"
 
     @classmethod
-    def load(cls, folder: Path, model_cfg, options=None) -> tuple["WhisperBackbone", object]:
+    def load(cls, folder: Path, model_cfg, options=None) -> tuple[WhisperBackbone, object]:
         """The recogniser and its processor, at model.window_seconds if set. options: the speech config
         (SpecAugment settings, which the model config must hold when it is built)."""
         from .whisper_window import set_whisper_window
@@ -110,9 +121,10 @@ class WhisperBackbone(BackboneDefaults, nn.Module):
         return backbone, processor
 
     @classmethod
-    def from_config(cls, config: dict, meta: dict) -> "WhisperBackbone":
-        return load_speech_backbone(None, bool(meta.get("trust_remote_code", False)), weights=False,
-                                    config=hf_config(config))
+    def from_config(cls, config: dict, meta: dict) -> WhisperBackbone:
+        return load_speech_backbone(
+            None, bool(meta.get("trust_remote_code", False)), weights=False, config=hf_config(config)
+        )
 
     @classmethod
     def load_preprocessor(cls, folder: Path, trust_remote_code: bool = False):
@@ -122,8 +134,11 @@ class WhisperBackbone(BackboneDefaults, nn.Module):
         """WhisperForConditionalGeneration itself, the head back in the decoder's final-norm slot; the
         output projection is tied to the token embeddings (not written, tied again on load)."""
         tied = ("proj_out.weight",) if self.encoder.config.tie_word_embeddings else ()
-        return NativeLayout(architecture=type(self.encoder).__name__,
-                            head={p: f"model.decoder.layer_norm.{p}" for p in ("weight", "bias")}, tied=tied)
+        return NativeLayout(
+            architecture=type(self.encoder).__name__,
+            head={p: f"model.decoder.layer_norm.{p}" for p in ("weight", "bias")},
+            tied=tied,
+        )
 
     def take_head(self) -> nn.Module:
         """Move the decoder's final layer norm out into the task head (once) and leave the slot calling it."""
@@ -138,9 +153,13 @@ class WhisperBackbone(BackboneDefaults, nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], encoder_outputs=None) -> torch.Tensor:
         """Teacher-forced logits for the batch's decoder inputs; `encoder_outputs` (evaluation) saves
         a second encoder pass."""
-        return self.encoder(input_features=None if encoder_outputs is not None else batch["input_features"],
-                            attention_mask=batch["frame_mask"], encoder_outputs=encoder_outputs,
-                            decoder_input_ids=batch["decoder_input_ids"], use_cache=False).logits
+        return self.encoder(
+            input_features=None if encoder_outputs is not None else batch["input_features"],
+            attention_mask=batch["frame_mask"],
+            encoder_outputs=encoder_outputs,
+            decoder_input_ids=batch["decoder_input_ids"],
+            use_cache=False,
+        ).logits
 
     def layer_groups(self) -> list[tuple[str, list[str]]]:
         """Bottom to top: the audio stem (two convolutions), each encoder layer, the
@@ -191,18 +210,21 @@ class CtcBackbone(BackboneDefaults, nn.Module):
         return config.get("model_type") in CTC_MODEL_TYPES
 
     @classmethod
-    def load(cls, folder: Path, model_cfg, options=None) -> tuple["CtcBackbone", object]:
+    def load(cls, folder: Path, model_cfg, options=None) -> tuple[CtcBackbone, object]:
         """The encoder and its feature extractor (the tokenizer is built from the training transcripts)."""
         if model_cfg.window_seconds is not None:
-            raise ConfigError("model.window_seconds applies to Whisper-style models (a fixed input window); "
-                              f"{folder} is a CTC encoder, which already reads each clip at its own length")
+            raise ConfigError(
+                "model.window_seconds applies to Whisper-style models (a fixed input window); "
+                f"{folder} is a CTC encoder, which already reads each clip at its own length"
+            )
         backbone = load_speech_backbone(folder, model_cfg.trust_remote_code, options)
         return backbone, load_speech_processor(folder, "ctc", model_cfg.trust_remote_code)
 
     @classmethod
-    def from_config(cls, config: dict, meta: dict) -> "CtcBackbone":
-        return load_speech_backbone(None, bool(meta.get("trust_remote_code", False)), weights=False,
-                                    config=hf_config(config))
+    def from_config(cls, config: dict, meta: dict) -> CtcBackbone:
+        return load_speech_backbone(
+            None, bool(meta.get("trust_remote_code", False)), weights=False, config=hf_config(config)
+        )
 
     @classmethod
     def load_preprocessor(cls, folder: Path, trust_remote_code: bool = False):
@@ -213,10 +235,12 @@ class CtcBackbone(BackboneDefaults, nn.Module):
         from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
 
         model_type = self.encoder.config.model_type
-        return NativeLayout(architecture=MODEL_FOR_CTC_MAPPING_NAMES[model_type],
-                            prefix=f"{self.encoder.base_model_prefix}.",
-                            head={f"lm_head.{p}": f"lm_head.{p}" for p in ("weight", "bias")},
-                            config={"vocab_size": head.lm_head.out_features, "ctc_loss_reduction": "mean"})
+        return NativeLayout(
+            architecture=MODEL_FOR_CTC_MAPPING_NAMES[model_type],
+            prefix=f"{self.encoder.base_model_prefix}.",
+            head={f"lm_head.{p}": f"lm_head.{p}" for p in ("weight", "bias")},
+            config={"vocab_size": head.lm_head.out_features, "ctc_loss_reduction": "mean"},
+        )
 
     def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch.get("attention_mask") if self.uses_attention_mask else None
@@ -252,13 +276,22 @@ def _spec_augment_config(options: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     if not options.get("spec_augment"):
         return {"apply_spec_augment": False}
-    return {"apply_spec_augment": True, "mask_time_prob": options["mask_time_prob"],
-            "mask_time_length": options["mask_time_length"], "mask_feature_prob": options["mask_feature_prob"],
-            "mask_feature_length": options["mask_feature_length"]}
+    return {
+        "apply_spec_augment": True,
+        "mask_time_prob": options["mask_time_prob"],
+        "mask_time_length": options["mask_time_length"],
+        "mask_feature_prob": options["mask_feature_prob"],
+        "mask_feature_length": options["mask_feature_length"],
+    }
 
 
-def load_speech_backbone(folder: Path, trust_remote_code: bool = False, options: dict[str, Any] | None = None,
-                         weights: bool = True, config=None):
+def load_speech_backbone(
+    folder: Path,
+    trust_remote_code: bool = False,
+    options: dict[str, Any] | None = None,
+    weights: bool = True,
+    config=None,
+):
     """The speech model in `folder`. options: the speech config (SpecAugment settings). weights=False
     builds it from `config` only (reloading a run, whose weights are read separately)."""
     from transformers import AutoConfig, AutoModel, WhisperForConditionalGeneration
@@ -279,13 +312,20 @@ def load_speech_backbone(folder: Path, trust_remote_code: bool = False, options:
             if kind == "seq2seq":
                 if weights:
                     model = WhisperForConditionalGeneration.from_pretrained(
-                        folder, config=config, local_files_only=True, use_safetensors=True, dtype=torch.float32)
+                        folder, config=config, local_files_only=True, use_safetensors=True, dtype=torch.float32
+                    )
                 else:
                     model = WhisperForConditionalGeneration(config)
                 return WhisperBackbone(model)
             if weights:  # a *ForCTC folder loads its encoder; its old lm_head (another vocabulary) is dropped
-                model = AutoModel.from_pretrained(folder, config=config, trust_remote_code=trust_remote_code,
-                                                  local_files_only=True, use_safetensors=True, dtype=torch.float32)
+                model = AutoModel.from_pretrained(
+                    folder,
+                    config=config,
+                    trust_remote_code=trust_remote_code,
+                    local_files_only=True,
+                    use_safetensors=True,
+                    dtype=torch.float32,
+                )
             else:
                 model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
         except (OSError, ValueError, KeyError) as e:
@@ -300,8 +340,10 @@ def load_speech_processor(folder: Path, kind: str, trust_remote_code: bool = Fal
 
     folder = Path(folder)
     if not any((folder / f).is_file() for f in ("preprocessor_config.json", "processor_config.json")):
-        raise ModelError(f"{folder} has no preprocessor_config.json: tunesmith takes the sampling rate and audio "
-                         "features from the model's own feature extractor config; add the one it was trained with")
+        raise ModelError(
+            f"{folder} has no preprocessor_config.json: tunesmith takes the sampling rate and audio "
+            "features from the model's own feature extractor config; add the one it was trained with"
+        )
     try:
         if kind == "seq2seq":
             return WhisperProcessor.from_pretrained(folder, local_files_only=True)

@@ -1,4 +1,5 @@
 """Text encoders from local Hugging Face folders, with the pooling the folder declares."""
+
 from __future__ import annotations
 
 import json
@@ -73,12 +74,12 @@ class TextBackbone(BackboneDefaults, nn.Module):
         return True  # any encoder AutoModel builds; a folder it cannot load fails in `load` with the reason
 
     @classmethod
-    def load(cls, folder: Path, model_cfg, options=None) -> tuple["TextBackbone", object]:
+    def load(cls, folder: Path, model_cfg, options=None) -> tuple[TextBackbone, object]:
         backbone = load_text_backbone(folder, model_cfg.pooling, model_cfg.trust_remote_code)
         return backbone, load_tokenizer(folder, model_cfg.trust_remote_code)
 
     @classmethod
-    def from_config(cls, config: dict, meta: dict) -> "TextBackbone":
+    def from_config(cls, config: dict, meta: dict) -> TextBackbone:
         from transformers import AutoModel
 
         trust = bool(meta.get("trust_remote_code", False))
@@ -114,18 +115,22 @@ class TextBackbone(BackboneDefaults, nn.Module):
         pooler -> dropout -> linear (BERT with pooling "pooler")."""
         if self.pooling != "pooler" or self.encoder.config.model_type not in NATIVE_POOLER_HEAD:
             return None
-        return NativeLayout(architecture=type(self.encoder).__name__.replace("Model", "ForSequenceClassification"),
-                            prefix=f"{self.encoder.base_model_prefix}.",
-                            head={f"classifier.{p}": f"classifier.{p}" for p in ("weight", "bias")})
+        return NativeLayout(
+            architecture=type(self.encoder).__name__.replace("Model", "ForSequenceClassification"),
+            prefix=f"{self.encoder.base_model_prefix}.",
+            head={f"classifier.{p}": f"classifier.{p}" for p in ("weight", "bias")},
+        )
 
     def own_layout_note(self) -> str:
-        return (f"this model pools token states with `{self.pooling}` pooling, which has no transformers-native "
-                "classification head. `transformers.pipeline` therefore cannot load this folder as-is; use "
-                "`tunesmith.load` as above. tunesmith refuses to silently switch pooling to fit a format, because "
-                "pooling changes what the model predicts.\n\nThe nearest standard format: train with "
-                "`--set model.pooling=pooler` (BERT-family models). That saves a folder which "
-                "`transformers.pipeline(\"text-classification\", ...)` loads directly; compare its validation scores "
-                "with this run's before switching.")
+        return (
+            f"this model pools token states with `{self.pooling}` pooling, which has no transformers-native "
+            "classification head. `transformers.pipeline` therefore cannot load this folder as-is; use "
+            "`tunesmith.load` as above. tunesmith refuses to silently switch pooling to fit a format, because "
+            "pooling changes what the model predicts.\n\nThe nearest standard format: train with "
+            "`--set model.pooling=pooler` (BERT-family models). That saves a folder which "
+            '`transformers.pipeline("text-classification", ...)` loads directly; compare its validation scores '
+            "with this run's before switching."
+        )
 
 
 def _forward_args(module: nn.Module) -> set[str]:
@@ -134,8 +139,9 @@ def _forward_args(module: nn.Module) -> set[str]:
     return set(inspect.signature(module.forward).parameters)
 
 
-def load_text_backbone(folder: Path, pooling: str | None = None, trust_remote_code: bool = False,
-                       weights: bool = True) -> TextBackbone:
+def load_text_backbone(
+    folder: Path, pooling: str | None = None, trust_remote_code: bool = False, weights: bool = True
+) -> TextBackbone:
     """Load the encoder of a local folder. weights=False builds it from config.json only (for
     reloading a saved run, whose weights are loaded separately)."""
     from transformers import AutoConfig, AutoModel
@@ -160,7 +166,10 @@ def load_text_backbone(folder: Path, pooling: str | None = None, trust_remote_co
         try:
             if weights:
                 encoder = AutoModel.from_pretrained(
-                    folder, config=config, trust_remote_code=trust_remote_code, local_files_only=True,
+                    folder,
+                    config=config,
+                    trust_remote_code=trust_remote_code,
+                    local_files_only=True,
                     use_safetensors=True,
                 )
             else:

@@ -6,6 +6,7 @@ pooled and flattened; ViT: the normed CLS token; ConvNeXt: the normed mean). Put
 linear back in that slot gives a folder `transformers.pipeline("image-classification")` loads and
 that computes what we computed, for every architecture, without per-model pooling code.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -29,8 +30,10 @@ def find_classifier(model: nn.Module) -> str:
             last = [i for i, m in enumerate(mod) if isinstance(m, nn.Linear)]
             if last and last[-1] == len(mod) - 1:
                 return f"{attr}.{last[-1]}"
-    raise ModelError(f"{type(model).__name__}: cannot find its final classifier layer (looked for classifier, "
-                     "head, fc); tunesmith cannot graft a head on this architecture")
+    raise ModelError(
+        f"{type(model).__name__}: cannot find its final classifier layer (looked for classifier, "
+        "head, fc); tunesmith cannot graft a head on this architecture"
+    )
 
 
 @BACKBONES.register("hf-image")
@@ -59,14 +62,15 @@ class VisionBackbone(BackboneDefaults, nn.Module):
         return _builtin_name(config) is None
 
     @classmethod
-    def load(cls, folder: Path, model_cfg, options=None) -> tuple["VisionBackbone", object]:
+    def load(cls, folder: Path, model_cfg, options=None) -> tuple[VisionBackbone, object]:
         processor = load_image_processor(folder, model_cfg.trust_remote_code)
         return load_vision_backbone(folder, model_cfg.trust_remote_code), processor
 
     @classmethod
-    def from_config(cls, config: dict, meta: dict) -> "VisionBackbone":
-        return load_vision_backbone(None, bool(meta.get("trust_remote_code", False)), weights=False,
-                                    config=hf_config(config))
+    def from_config(cls, config: dict, meta: dict) -> VisionBackbone:
+        return load_vision_backbone(
+            None, bool(meta.get("trust_remote_code", False)), weights=False, config=hf_config(config)
+        )
 
     @classmethod
     def load_preprocessor(cls, folder: Path, trust_remote_code: bool = False):
@@ -77,8 +81,10 @@ class VisionBackbone(BackboneDefaults, nn.Module):
 
     def native_layout(self, head: nn.Module) -> NativeLayout:
         """transformers' own *ForImageClassification with our linear back in its classifier slot."""
-        return NativeLayout(architecture=type(self.encoder).__name__,
-                            head={f"classifier.{p}": f"{self.classifier_path}.{p}" for p in ("weight", "bias")})
+        return NativeLayout(
+            architecture=type(self.encoder).__name__,
+            head={f"classifier.{p}": f"{self.classifier_path}.{p}" for p in ("weight", "bias")},
+        )
 
     def layer_groups(self) -> list[tuple[str, list[str]]]:
         """Stem ('embeddings'), each stage or block, then final norms ('top'), bottom to top."""
@@ -95,8 +101,9 @@ def _feature_dim_from_config(config) -> int:
     raise ModelError(f"cannot tell the feature width of {config.model_type}")
 
 
-def load_vision_backbone(folder: Path, trust_remote_code: bool = False, weights: bool = True,
-                         config=None) -> VisionBackbone:
+def load_vision_backbone(
+    folder: Path, trust_remote_code: bool = False, weights: bool = True, config=None
+) -> VisionBackbone:
     """The image model in `folder` (any checkpoint AutoModelForImageClassification reads; its own
     classifier, if any, is dropped). weights=False builds it from `config` (reloading a run)."""
     from transformers import AutoConfig, AutoModelForImageClassification
@@ -116,14 +123,20 @@ def load_vision_backbone(folder: Path, trust_remote_code: bool = False, weights:
         try:
             if weights:
                 model = AutoModelForImageClassification.from_pretrained(
-                    folder, config=config, trust_remote_code=trust_remote_code, local_files_only=True,
-                    use_safetensors=True)
+                    folder,
+                    config=config,
+                    trust_remote_code=trust_remote_code,
+                    local_files_only=True,
+                    use_safetensors=True,
+                )
             else:
                 model = AutoModelForImageClassification.from_config(config, trust_remote_code=trust_remote_code)
         except ValueError as e:
             if "Unrecognized configuration class" in str(e):
-                raise ModelError(f"{folder}: model type {config.model_type!r} is not an image model transformers "
-                                 "can classify with (AutoModelForImageClassification)") from None
+                raise ModelError(
+                    f"{folder}: model type {config.model_type!r} is not an image model transformers "
+                    "can classify with (AutoModelForImageClassification)"
+                ) from None
             raise ModelError(f"cannot load the model in {folder}: {e}") from None
         except (OSError, KeyError) as e:
             raise ModelError(f"cannot load the model in {folder}: {e}") from None
@@ -151,8 +164,10 @@ def load_image_processor(folder: Path, trust_remote_code: bool = False):
     if builtin is not None:
         return builtin.EfficientNetLiteProcessor()
     if not (Path(folder) / "preprocessor_config.json").is_file():
-        raise ModelError(f"{folder} has no preprocessor_config.json: tunesmith takes image size, mean and std "
-                         "from the model's own image processor config; add the one the model was trained with")
+        raise ModelError(
+            f"{folder} has no preprocessor_config.json: tunesmith takes image size, mean and std "
+            "from the model's own image processor config; add the one the model was trained with"
+        )
     try:
         return AutoImageProcessor.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:

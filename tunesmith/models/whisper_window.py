@@ -3,6 +3,7 @@
 Used by speech recognition (WhisperForConditionalGeneration) and audio classification (the Whisper
 encoder alone); see set_whisper_window for what changes and why it is safe to save.
 """
+
 from __future__ import annotations
 
 from ..errors import ConfigError
@@ -25,12 +26,16 @@ def set_whisper_window(model, feature_extractor, seconds: int | None) -> None:
     stride = int(enc.conv1.stride[0] * enc.conv2.stride[0])
     have = int(enc.embed_positions.weight.shape[0])
     if (seconds * rate) % (hop * stride):
-        raise ConfigError(f"model.window_seconds {seconds}: not a whole number of encoder positions "
-                          f"({hop * stride} samples each at {rate} Hz)")
+        raise ConfigError(
+            f"model.window_seconds {seconds}: not a whole number of encoder positions "
+            f"({hop * stride} samples each at {rate} Hz)"
+        )
     positions = seconds * rate // (hop * stride)
     if positions > have:
-        raise ConfigError(f"model.window_seconds {seconds}: this model hears at most {have * hop * stride / rate:g} s "
-                          "(its position table); use that or less")
+        raise ConfigError(
+            f"model.window_seconds {seconds}: this model hears at most {have * hop * stride / rate:g} s "
+            "(its position table); use that or less"
+        )
     if positions < have:
         table = enc.embed_positions
         table.weight = table.weight[:positions].detach().clone()  # a buffer (WhisperBackbone froze it)

@@ -1,9 +1,11 @@
 """Predictor: a finished run folder -> predictions, with the run's own head, labels and preprocessing."""
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -50,8 +52,10 @@ class Predictor:
         if not inputs:
             return []
         decoded = self.task.decode(self.outputs(inputs, pairs))
-        shown = [x if isinstance(x, str) else str(x) if isinstance(x, Path) else f"input {i + 1}"
-                 for i, x in enumerate(inputs)]
+        shown = [
+            x if isinstance(x, str) else str(x) if isinstance(x, Path) else f"input {i + 1}"
+            for i, x in enumerate(inputs)
+        ]
         return [{"input": s, **d} for s, d in zip(shown, decoded)]
 
 

@@ -1,4 +1,5 @@
 """Strategies decide which weights train and at what learning rate; `auto` picks one of them."""
+
 from ..registry import Registry
 
 STRATEGIES: Registry = Registry("strategy")

@@ -6,6 +6,7 @@ class reaches. Then memory: full-weight strategies need about 16 bytes per param
 gradients, two AdamW moments) plus activations; if that would not fit in the memory available,
 auto steps down to lora, then head-only. The choice and the reasons are printed and recorded.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from . import STRATEGIES
-from .base import Choice, ChoiceContext, ParamCounts, StrategyDefaults
+from .base import Choice, ChoiceContext, ParamCounts, StrategyDefaults, require_pooled_features
 
 TABLE = Path(__file__).with_name("auto_table.json")
 # Optimizer-state bytes per parameter of the whole model for each strategy (fp32 AdamW: weights,
@@ -56,21 +57,27 @@ def choose(labels: list[str], model_params: int, memory: int | None, modality: s
     if all_row is not None and len(labels) >= all_row["n_train"]:
         row = all_row
     where = "all studied examples" if row["per_class"] is None else f"{row['per_class']} per class"
-    reasons = [f"smallest class {smallest_label!r} has {smallest} labelled examples ({len(labels)} in all)",
-               f"in our study ({table['source']}) {row['strategy']} was the pick at {where}: {row['why']}, "
-               f"test accuracy {row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f}"]
+    reasons = [
+        f"smallest class {smallest_label!r} has {smallest} labelled examples ({len(labels)} in all)",
+        f"in our study ({table['source']}) {row['strategy']} was the pick at {where}: {row['why']}, "
+        f"test accuracy {row['accuracy_mean']:.3f} ± {row['accuracy_std']:.3f}",
+    ]
     if modality != "text":
-        reasons.append(f"that study is of text classification (MiniLM on tweets); for {modality} it is a guess "
-                       "until a study of its own exists: compare with --strategy head-only / partial / full")
+        reasons.append(
+            f"that study is of text classification (MiniLM on tweets); for {modality} it is a guess "
+            "until a study of its own exists: compare with --strategy head-only / partial / full"
+        )
     strategy = row["strategy"]
     if memory is not None:
         for fallback in ("lora", "head-only"):
             need = model_params * BYTES_PER_PARAM[strategy] + ACTIVATION_BYTES
             if need <= memory * MEMORY_HEADROOM:
                 break
-            reasons.append(f"{strategy} needs ~{need / 2**30:.1f} GiB for a {model_params / 1e6:.0f}M-parameter "
-                           f"model, more than {MEMORY_HEADROOM:.0%} of the {memory / 2**30:.1f} GiB available: "
-                           f"stepping down to {fallback}")
+            reasons.append(
+                f"{strategy} needs ~{need / 2**30:.1f} GiB for a {model_params / 1e6:.0f}M-parameter "
+                f"model, more than {MEMORY_HEADROOM:.0%} of the {memory / 2**30:.1f} GiB available: "
+                f"stepping down to {fallback}"
+            )
             strategy = fallback
     return Choice(strategy, reasons, asked="auto")
 
@@ -88,9 +95,7 @@ class AutoStrategy(StrategyDefaults):
 
     @classmethod
     def check_task(cls, task_cls) -> None:
-        if not task_cls.pooled_features:
-            raise ValueError(f"strategy 'auto' does not apply to {task_cls.name}: its evidence is a study of "
-                             "classifiers on pooled features. Choose full, partial, gradual, bitfit or lora")
+        require_pooled_features(cls.name, task_cls, "its evidence is a study of classifiers on pooled features")
 
     @classmethod
     def pick(cls, context: ChoiceContext) -> Choice:

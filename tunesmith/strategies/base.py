@@ -1,4 +1,5 @@
 """The Strategy contract and the helpers strategies share."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -102,6 +103,15 @@ class StrategyDefaults:
         return None
 
 
+def require_pooled_features(strategy: str, task_cls, why: str) -> None:
+    """For strategies that only make sense on one pooled vector per example (head-only, auto)."""
+    if not task_cls.pooled_features:
+        raise ValueError(
+            f"strategy {strategy!r} does not apply to {task_cls.name}: {why}, and this task's head needs the "
+            "whole sequence. Use full, partial, gradual, bitfit or lora"
+        )
+
+
 def count_params(model: nn.Module) -> ParamCounts:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -139,8 +149,9 @@ def backbone_param_groups(model: nn.Module, train_cfg: Any) -> list[dict]:
 
 
 def head_param_groups(model: nn.Module, train_cfg: Any) -> list[dict]:
-    return split_decay(list(model.head.named_parameters(prefix="head")), train_cfg.head_lr,
-                       train_cfg.weight_decay, "head")
+    return split_decay(
+        list(model.head.named_parameters(prefix="head")), train_cfg.head_lr, train_cfg.weight_decay, "head"
+    )
 
 
 def set_trainable_groups(model: nn.Module, top: int) -> None:
@@ -150,10 +161,9 @@ def set_trainable_groups(model: nn.Module, top: int) -> None:
         from ..errors import ConfigError
 
         raise ConfigError(
-            f"cannot unfreeze {top} layer groups: this backbone has {len(groups)} "
-            f"({', '.join(g for g, _ in groups)})"
+            f"cannot unfreeze {top} layer groups: this backbone has {len(groups)} ({', '.join(g for g, _ in groups)})"
         )
-    train_names = {n for _, names in groups[len(groups) - top:] for n in names} if top else set()
+    train_names = {n for _, names in groups[len(groups) - top :] for n in names} if top else set()
     for n, p in model.backbone.named_parameters():
         p.requires_grad_(n in train_names)
     for p in model.head.parameters():

@@ -1,5 +1,6 @@
 """bitfit: only the backbone's bias terms (about 0.1% of weights) and the head train
 (Ben Zaken et al., 2022): tiny checkpoints, little forgetting."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,12 +4,13 @@ The key covers the model (a hash of its weight and config files), the pooling, t
 the exact token ids fed in (so the tokenizer, max_length and the data itself), so a second run on
 the same data reads features and never runs the backbone.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -21,14 +22,16 @@ _FINGERPRINTS: dict[tuple, str] = {}
 
 def cache_dir() -> Path:
     root = os.environ.get("TUNESMITH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "tunesmith")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "tunesmith"
+    )
     return Path(root)
 
 
 def model_fingerprint(folder: Path) -> str:
     """sha256 of the files that define the model's outputs; memoised per (path, size, mtime)."""
-    files = sorted(p for p in Path(folder).iterdir()
-                   if p.is_file() and (p.suffix == ".safetensors" or p.name == "config.json"))
+    files = sorted(
+        p for p in Path(folder).iterdir() if p.is_file() and (p.suffix == ".safetensors" or p.name == "config.json")
+    )
     stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     if stamp not in _FINGERPRINTS:
         h = hashlib.sha256()
@@ -51,8 +54,9 @@ def features_key(model_fp: str, pooling: str, precision: str, rows: Sequence[dic
 
 
 @torch.no_grad()
-def compute_features(backbone, collate, rows: Sequence[dict], batch_size: int, autocast, reporter,
-                     what: str) -> torch.Tensor:
+def compute_features(
+    backbone, collate, rows: Sequence[dict], batch_size: int, autocast, reporter, what: str
+) -> torch.Tensor:
     backbone.eval()
     out = torch.empty(len(rows), backbone.feature_dim)
     lengths = row_lengths(rows)
@@ -66,8 +70,17 @@ def compute_features(backbone, collate, rows: Sequence[dict], batch_size: int, a
     return out
 
 
-def cached_features(backbone, model_folder: Path, collate, rows: Sequence[dict], batch_size: int,
-                    precision: str, autocast, reporter, what: str) -> tuple[torch.Tensor, bool]:
+def cached_features(
+    backbone,
+    model_folder: Path,
+    collate,
+    rows: Sequence[dict],
+    batch_size: int,
+    precision: str,
+    autocast,
+    reporter,
+    what: str,
+) -> tuple[torch.Tensor, bool]:
     """-> (features [N, D], True if read from the cache)."""
     key = features_key(model_fingerprint(model_folder), backbone.pooling, precision, rows)
     path = cache_dir() / "features" / f"{key}.safetensors"

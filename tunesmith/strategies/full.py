@@ -1,4 +1,5 @@
 """full: every weight trains; the new head at a higher LR than the pre-trained body."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -1,6 +1,7 @@
 """gradual: ULMFiT-style gradual unfreezing. The head trains alone first; every `unfreeze_every`
 epochs (or `unfreeze_every_steps` optimizer steps) one more backbone layer group, from the top,
 joins. The optimizer keeps the state of parameters already training and picks up the new ones."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,6 @@
 """head-only: the backbone stays frozen; its features are computed once, cached on disk, and only
 the head trains on them, so each epoch costs almost nothing and a rerun skips the backbone."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +8,14 @@ from typing import Any
 from torch import nn
 
 from . import STRATEGIES
-from .base import ParamCounts, StrategyDefaults, count_params, head_param_groups, set_trainable_groups
+from .base import (
+    ParamCounts,
+    StrategyDefaults,
+    count_params,
+    head_param_groups,
+    require_pooled_features,
+    set_trainable_groups,
+)
 
 
 @STRATEGIES.register("head-only")
@@ -20,10 +28,7 @@ class HeadOnlyStrategy(StrategyDefaults):
 
     @classmethod
     def check_task(cls, task_cls) -> None:
-        if not task_cls.pooled_features:
-            raise ValueError(f"strategy 'head-only' does not apply to {task_cls.name}: it caches one pooled feature "
-                             "vector per example, and this task's head needs the whole sequence. Use full, partial, "
-                             "gradual, bitfit or lora")
+        require_pooled_features(cls.name, task_cls, "it caches one pooled feature vector per example")
 
     def prepare(self, model: nn.Module) -> ParamCounts:
         set_trainable_groups(model, 0)

@@ -2,6 +2,7 @@
 head train, every pre-trained weight stays frozen. The run folder keeps the adapter and the head
 together (peft #310/#577: a head lost on reload cannot happen here), and `tunesmith export
 --merge` folds the adapters into plain weights that load without peft."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,14 +42,25 @@ def inject_lora(encoder: nn.Module, options: dict[str, Any]) -> dict[str, Any]:
     from peft import LoraConfig, inject_adapter_in_model
 
     targets = options.get("target_modules") or default_targets(encoder)
-    cfg = LoraConfig(r=options["rank"], lora_alpha=options["alpha"], lora_dropout=options["dropout"],
-                     target_modules=targets, bias="none")
+    cfg = LoraConfig(
+        r=options["rank"],
+        lora_alpha=options["alpha"],
+        lora_dropout=options["dropout"],
+        target_modules=targets,
+        bias="none",
+    )
     try:
         inject_adapter_in_model(cfg, encoder)
     except ValueError as e:
         raise ConfigError(f"strategy.lora.target_modules {targets}: {e}") from None
-    return {"r": cfg.r, "lora_alpha": cfg.lora_alpha, "lora_dropout": cfg.lora_dropout,
-            "target_modules": sorted(cfg.target_modules), "bias": "none", "peft_type": "LORA"}
+    return {
+        "r": cfg.r,
+        "lora_alpha": cfg.lora_alpha,
+        "lora_dropout": cfg.lora_dropout,
+        "target_modules": sorted(cfg.target_modules),
+        "bias": "none",
+        "peft_type": "LORA",
+    }
 
 
 def merge_lora(encoder: nn.Module) -> None:

@@ -1,5 +1,6 @@
 """partial: the head plus the top K backbone layer groups train; everything below stays frozen,
 so the backward pass stops early (cheaper) and low-level features are kept."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,10 +1,12 @@
 """Audio classification (sound events, spoken commands, speaker traits): clip -> pooled encoder
 features -> dropout -> linear. Features were computed once per clip (modalities/audio.py); collate
 only rebuilds Whisper's fixed window or pads waveforms, so each epoch never touches a file."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -40,5 +42,8 @@ class AudioClassificationTask(ClassificationTask):
     def tiny_example(cls, root: Path) -> TaskExample:
         from ..testing import make_audio_folder, make_tiny_whisper
 
-        return TaskExample(make_tiny_whisper(root / "tiny-whisper"), make_audio_folder(root / "train", 12, seed=1),
-                           make_audio_folder(root / "val", 5, seed=2))
+        return TaskExample(
+            make_tiny_whisper(root / "tiny-whisper"),
+            make_audio_folder(root / "train", 12, seed=1),
+            make_audio_folder(root / "val", 5, seed=2),
+        )

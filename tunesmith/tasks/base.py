@@ -8,12 +8,14 @@ model, extra data splits such as a guard set), and the task-specific parts of th
 and CLI output. A new task is one file: a class registered in `TASKS` that subclasses
 `TaskDefaults` and overrides what differs, plus its own tiny example for the contract tests.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -87,10 +89,10 @@ class Task(Protocol):
     dropout: float
 
     @classmethod
-    def from_data(cls, backbone, preprocessor, train, cfg, reporter) -> "Task": ...
+    def from_data(cls, backbone, preprocessor, train, cfg, reporter) -> Task: ...
 
     @classmethod
-    def from_saved(cls, folder: Path, meta: dict[str, Any], preprocessor) -> "Task": ...
+    def from_saved(cls, folder: Path, meta: dict[str, Any], preprocessor) -> Task: ...
 
     @classmethod
     def backbone_options(cls, cfg) -> dict[str, Any]: ...  # task options the backbone needs when built
@@ -219,7 +221,7 @@ class TaskModel(nn.Module):
             features = self.backbone.forward_features(batch)
         return self.head(features.to(self.head_dtype))
 
-    def train(self, mode: bool = True) -> "TaskModel":
+    def train(self, mode: bool = True) -> TaskModel:
         """Batch-norm layers whose weights are frozen keep their pre-trained running statistics:
         frozen means frozen (and a LoRA run, which saves adapters only, reloads exactly)."""
         super().train(mode)

@@ -2,10 +2,12 @@
 dropout + linear head, cross-entropy, accuracy / macro-F1 / per-class scores, and {"label", "score",
 "scores"} outputs. Text, image and audio classification subclass it and supply how their inputs
 become rows and batches (`_encode_inputs`, `_collate_inputs`) and their task options."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -43,9 +45,13 @@ class ClassificationTask(TaskDefaults):
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def from_data(cls, backbone, preprocessor, train, cfg, reporter=None) -> "ClassificationTask":
-        return cls(sorted(set(train.labels)), preprocessor, dropout=cfg.train.dropout,
-                   **cls._options(cfg, preprocessor, train, reporter))
+    def from_data(cls, backbone, preprocessor, train, cfg, reporter=None) -> ClassificationTask:
+        return cls(
+            sorted(set(train.labels)),
+            preprocessor,
+            dropout=cfg.train.dropout,
+            **cls._options(cfg, preprocessor, train, reporter),
+        )
 
     @classmethod
     def _options(cls, cfg, preprocessor, train, reporter) -> dict[str, Any]:
@@ -53,7 +59,7 @@ class ClassificationTask(TaskDefaults):
         return {}
 
     @classmethod
-    def from_saved(cls, folder: Path, meta: dict[str, Any], preprocessor) -> "ClassificationTask":
+    def from_saved(cls, folder: Path, meta: dict[str, Any], preprocessor) -> ClassificationTask:
         state = dict(meta.get("task_state") or cls._legacy_state(meta))
         return cls(state.pop("labels"), preprocessor, **state)
 
@@ -88,9 +94,12 @@ class ClassificationTask(TaskDefaults):
         return ClassificationHead(backbone.feature_dim, len(self.labels), self.dropout)
 
     def config_entries(self) -> dict[str, Any]:
-        return {"id2label": {str(i): label for i, label in enumerate(self.labels)},
-                "label2id": dict(self.label2id), "num_labels": len(self.labels),
-                "problem_type": "single_label_classification"}
+        return {
+            "id2label": {str(i): label for i, label in enumerate(self.labels)},
+            "label2id": dict(self.label2id),
+            "num_labels": len(self.labels),
+            "problem_type": "single_label_classification",
+        }
 
     def save_preprocessing(self, folder: Path) -> None:
         self.preprocessor.save_pretrained(folder)
@@ -169,8 +178,13 @@ class ClassificationTask(TaskDefaults):
         out = []
         for p in ev.probabilities:
             k = int(p.argmax())
-            out.append({"label": self.labels[k], "score": float(p[k]),
-                        "scores": {label: float(p[i]) for i, label in enumerate(self.labels)}})
+            out.append(
+                {
+                    "label": self.labels[k],
+                    "score": float(p[k]),
+                    "scores": {label: float(p[i]) for i, label in enumerate(self.labels)},
+                }
+            )
         return out
 
     # -- parity with transformers.pipeline --------------------------------------------------
@@ -189,13 +203,16 @@ class ClassificationTask(TaskDefaults):
     # -- what people read ------------------------------------------------------------------
     def headline(self, metrics: dict[str, Any]) -> str:
         val, test = metrics["validation"], metrics.get("test")
-        return (f"validation accuracy {val['accuracy']:.4f}, macro-F1 {val['macro_f1']:.4f}"
-                + (f"; test accuracy {test['accuracy']:.4f}" if test else ""))
+        return f"validation accuracy {val['accuracy']:.4f}, macro-F1 {val['macro_f1']:.4f}" + (
+            f"; test accuracy {test['accuracy']:.4f}" if test else ""
+        )
 
     @classmethod
     def summary_lines(cls, m: dict[str, Any]) -> list[str]:
-        lines = [f"accuracy {m['accuracy']:.4f}   macro-F1 {m['macro_f1']:.4f}   n={m['n']}",
-                 f"{'label':<20} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}"]
+        lines = [
+            f"accuracy {m['accuracy']:.4f}   macro-F1 {m['macro_f1']:.4f}   n={m['n']}",
+            f"{'label':<20} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}",
+        ]
         for label, s in m["per_class"].items():
             lines.append(f"{label:<20} {s['precision']:>9.4f} {s['recall']:>7.4f} {s['f1']:>7.4f} {s['support']:>8}")
         cm = m["confusion_matrix"]

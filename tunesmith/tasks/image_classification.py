@@ -1,10 +1,12 @@
 """Image classification (photos, medical scans, product shots): pixels -> backbone features ->
 dropout -> linear. Training batches are augmented here, in collate, on tensors (kornia); evaluation
 batches never are."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,8 +26,9 @@ class ImageClassificationTask(ClassificationTask):
     pipeline_task = "image-classification"
     config_sections = frozenset({"augment"})
 
-    def __init__(self, labels: Sequence[str], preprocessor=None, dropout: float = 0.1,
-                 augment: dict[str, Any] | None = None):
+    def __init__(
+        self, labels: Sequence[str], preprocessor=None, dropout: float = 0.1, augment: dict[str, Any] | None = None
+    ):
         super().__init__(labels, preprocessor, dropout)
         mean = getattr(preprocessor, "image_mean", None) or (0.5, 0.5, 0.5)
         std = getattr(preprocessor, "image_std", None) or (0.5, 0.5, 0.5)
@@ -48,7 +51,9 @@ class ImageClassificationTask(ClassificationTask):
             import kornia.augmentation as K
 
             a = self.augment
-            ops: list[nn.Module] = [K.RandomResizedCrop(size, scale=(a["crop_scale"], 1.0))] if a["crop_scale"] < 1 else []
+            ops: list[nn.Module] = (
+                [K.RandomResizedCrop(size, scale=(a["crop_scale"], 1.0))] if a["crop_scale"] < 1 else []
+            )
             if a["flip"]:
                 ops.append(K.RandomHorizontalFlip())
             if a["color_jitter"] > 0:
@@ -75,5 +80,8 @@ class ImageClassificationTask(ClassificationTask):
     def tiny_example(cls, root: Path) -> TaskExample:
         from ..testing import make_image_folder, make_tiny_resnet
 
-        return TaskExample(make_tiny_resnet(root / "tiny-resnet"), make_image_folder(root / "train", 16, seed=1),
-                           make_image_folder(root / "val", 6, seed=2))
+        return TaskExample(
+            make_tiny_resnet(root / "tiny-resnet"),
+            make_image_folder(root / "train", 16, seed=1),
+            make_image_folder(root / "val", 6, seed=2),
+        )

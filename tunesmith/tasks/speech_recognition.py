@@ -17,14 +17,16 @@ repeats merged, blanks dropped).
 Evaluation transcribes by batched greedy decoding (Whisper: beam search with speech.num_beams) and
 scores WER/CER with jiwer after the model's text normaliser (evaluation/speech_metrics.py).
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,13 +52,16 @@ def language_token(language: str, lang_to_id: dict[str, int]) -> str:
         token = f"<|{TO_LANGUAGE_CODE.get(lang, lang)}|>"
     if token not in lang_to_id:
         known = ", ".join(sorted(t[2:-2] for t in lang_to_id)[:30])
-        raise ConfigError(f"speech.language {language!r}: this model has no language token {token}; "
-                          f"it knows: {known}{' ...' if len(lang_to_id) > 30 else ''}")
+        raise ConfigError(
+            f"speech.language {language!r}: this model has no language token {token}; "
+            f"it knows: {known}{' ...' if len(lang_to_id) > 30 else ''}"
+        )
     return token
 
 
-def whisper_generation(generation_config, options: dict[str, Any],
-                       decoder_positions: int | None = None) -> tuple[Any, list[int], str, int]:
+def whisper_generation(
+    generation_config, options: dict[str, Any], decoder_positions: int | None = None
+) -> tuple[Any, list[int], str, int]:
     """(generation config for this run's decoding: greedy, or beam search with speech.num_beams;
     decoder prompt ids, language code, decoder positions)."""
     gc = copy.deepcopy(generation_config)
@@ -71,8 +76,10 @@ def whisper_generation(generation_config, options: dict[str, Any],
         language = token[2:-2]
     else:
         if language is not None and language.strip().lower() not in ("en", "english", "<|en|>"):
-            raise ConfigError(f"speech.language {language!r}: this Whisper checkpoint is English-only (*.en: it "
-                              "has no language tokens); use a multilingual one (e.g. whisper-base) for other languages")
+            raise ConfigError(
+                f"speech.language {language!r}: this Whisper checkpoint is English-only (*.en: it "
+                "has no language tokens); use a multilingual one (e.g. whisper-base) for other languages"
+            )
         if options.get("task") not in (None, "transcribe"):
             raise ConfigError("speech.task: an English-only Whisper only transcribes; remove speech.task")
         language = "en"
@@ -85,8 +92,10 @@ def whisper_generation(generation_config, options: dict[str, Any],
     gc.max_length = None
     gc.max_new_tokens = int(options.get("max_new_tokens") or 128)
     if len(prompt) + gc.max_new_tokens > positions:
-        raise ConfigError(f"speech.max_new_tokens {gc.max_new_tokens}: with the {len(prompt)}-token prompt it exceeds "
-                          f"the decoder's {positions} positions; use at most {positions - len(prompt)}")
+        raise ConfigError(
+            f"speech.max_new_tokens {gc.max_new_tokens}: with the {len(prompt)}-token prompt it exceeds "
+            f"the decoder's {positions} positions; use at most {positions - len(prompt)}"
+        )
     return gc, prompt, language, positions
 
 
@@ -107,8 +116,15 @@ def ctc_tokenizer(vocab: dict[str, int]):
         path.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
         # do_lower_case=False: transformers' flag means "the vocabulary is upper case" (it upper-cases the
         # input); ours is lower case and transcripts are lower-cased before tokenising (_label_ids).
-        return Wav2Vec2CTCTokenizer(str(path), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|",
-                                    bos_token=None, eos_token=None, do_lower_case=False)
+        return Wav2Vec2CTCTokenizer(
+            str(path),
+            unk_token="<unk>",
+            pad_token="<pad>",
+            word_delimiter_token="|",
+            bos_token=None,
+            eos_token=None,
+            do_lower_case=False,
+        )
 
 
 @TASKS.register("speech-recognition")
@@ -130,8 +146,15 @@ class SpeechRecognitionTask(TaskDefaults):
     labels: list[str] = []
     pipeline_kwargs: dict[str, Any] = {}
 
-    def __init__(self, kind: str, processor, options: dict[str, Any], dropout: float = 0.0,
-                 generation_config=None, decoder_positions: int | None = None):
+    def __init__(
+        self,
+        kind: str,
+        processor,
+        options: dict[str, Any],
+        dropout: float = 0.0,
+        generation_config=None,
+        decoder_positions: int | None = None,
+    ):
         self.kind = kind
         self.processor = processor
         self.preprocessor = processor
@@ -142,7 +165,8 @@ class SpeechRecognitionTask(TaskDefaults):
         self.label2id: dict[str, int] = {}
         if kind == "seq2seq":
             self.generation_config, self.prompt_ids, self.language, self.decoder_positions = whisper_generation(
-                generation_config, options, decoder_positions)
+                generation_config, options, decoder_positions
+            )
         else:
             self.generation_config, self.prompt_ids = None, []
             self.language = options.get("language")
@@ -159,7 +183,7 @@ class SpeechRecognitionTask(TaskDefaults):
         return cfg.speech.model_dump()  # SpecAugment settings, which the model config holds
 
     @classmethod
-    def from_data(cls, backbone, processor, train, cfg, reporter=None) -> "SpeechRecognitionTask":
+    def from_data(cls, backbone, processor, train, cfg, reporter=None) -> SpeechRecognitionTask:
         """The task for a new run: Whisper's processor as is; for CTC a character tokenizer from the
         training transcripts."""
         # the window rides along in the task's options for its messages (the model itself carries it)
@@ -168,34 +192,55 @@ class SpeechRecognitionTask(TaskDefaults):
             extractor = processor.feature_extractor if backbone.kind == "seq2seq" else processor
             window_hint(extractor, cfg.model.window_seconds, train.seconds, reporter)
         if backbone.kind == "seq2seq":
-            return cls("seq2seq", processor, options, cfg.train.dropout, backbone.encoder.generation_config,
-                       int(backbone.config.max_target_positions))
+            return cls(
+                "seq2seq",
+                processor,
+                options,
+                cfg.train.dropout,
+                backbone.encoder.generation_config,
+                int(backbone.config.max_target_positions),
+            )
         from transformers import Wav2Vec2Processor
 
         if int(options.get("num_beams") or 1) > 1:
-            raise ConfigError(f"speech.num_beams {options['num_beams']}: beam search is for Whisper-style models; "
-                              "a CTC model decodes greedily here (best character per frame). Remove speech.num_beams")
+            raise ConfigError(
+                f"speech.num_beams {options['num_beams']}: beam search is for Whisper-style models; "
+                "a CTC model decodes greedily here (best character per frame). Remove speech.num_beams"
+            )
         tokenizer = ctc_tokenizer(build_ctc_vocab(train.texts))
-        return cls("ctc", Wav2Vec2Processor(feature_extractor=processor, tokenizer=tokenizer), options,
-                   cfg.train.dropout)
+        return cls(
+            "ctc", Wav2Vec2Processor(feature_extractor=processor, tokenizer=tokenizer), options, cfg.train.dropout
+        )
 
     @classmethod
-    def from_saved(cls, folder: Path, meta: dict[str, Any], preprocessor=None) -> "SpeechRecognitionTask":
+    def from_saved(cls, folder: Path, meta: dict[str, Any], preprocessor=None) -> SpeechRecognitionTask:
         from transformers import GenerationConfig, Wav2Vec2Processor, WhisperProcessor
 
         state = meta.get("task_state") or meta["speech"]  # "speech": folders written before task_state
         dropout = state.get("dropout", meta.get("dropout", 0.0))
         if state["kind"] == "seq2seq":
             processor = WhisperProcessor.from_pretrained(folder, local_files_only=True)
-            return cls("seq2seq", processor, state["options"], dropout, GenerationConfig.from_pretrained(folder),
-                       state.get("decoder_positions"))
+            return cls(
+                "seq2seq",
+                processor,
+                state["options"],
+                dropout,
+                GenerationConfig.from_pretrained(folder),
+                state.get("decoder_positions"),
+            )
         return cls("ctc", Wav2Vec2Processor.from_pretrained(folder, local_files_only=True), state["options"], dropout)
 
     def state(self) -> dict[str, Any]:
         """What tunesmith.json keeps to rebuild this task (the processor files hold the rest)."""
-        return {"kind": self.kind, "options": self.options, "language": self.language,
-                "decoder_positions": self.decoder_positions, "dropout": self.dropout,
-                "prompt_ids": self.prompt_ids, "normaliser": self.normaliser}
+        return {
+            "kind": self.kind,
+            "options": self.options,
+            "language": self.language,
+            "decoder_positions": self.decoder_positions,
+            "dropout": self.dropout,
+            "prompt_ids": self.prompt_ids,
+            "normaliser": self.normaliser,
+        }
 
     @classmethod
     def split_key(cls, examples) -> None:
@@ -252,9 +297,11 @@ class SpeechRecognitionTask(TaskDefaults):
             ids = self.tokenizer(" " + text.strip(), add_special_tokens=False).input_ids
             limit = self.decoder_positions
             if len(self.prompt_ids) + len(ids) + 1 > limit:
-                raise DataError(f"{name}: transcript is {len(ids)} tokens; with the decoder prompt and "
-                                f"<|endoftext|> it exceeds the model's {limit} decoder positions. Cut the clip "
-                                "and its transcript into shorter pieces.")
+                raise DataError(
+                    f"{name}: transcript is {len(ids)} tokens; with the decoder prompt and "
+                    f"<|endoftext|> it exceeds the model's {limit} decoder positions. Cut the clip "
+                    "and its transcript into shorter pieces."
+                )
             return ids + [int(self.tokenizer.eos_token_id)]
         ids = self.tokenizer(" ".join(text.lower().split())).input_ids
         if not ids:
@@ -274,27 +321,38 @@ class SpeechRecognitionTask(TaskDefaults):
         bar = reporter.bar("preprocess audio", len(ex)) if reporter is not None else contextlib.nullcontext()
         with bar as b:
             for start in range(0, len(ex), CHUNK):
-                names = ex.names[start:start + CHUNK]
-                waves = [load_audio(item, name, rate) for item, name in zip(ex.items[start:start + CHUNK], names)]
+                names = ex.names[start : start + CHUNK]
+                waves = [load_audio(item, name, rate) for item, name in zip(ex.items[start : start + CHUNK], names)]
                 for w, name in zip(waves, names):
                     if window is not None and len(w) / rate > window + 1e-6:
                         chosen = self.options.get("window_seconds")
-                        how = (f"Raise model.window_seconds (now {chosen}; up to the model's own window) or cut it"
-                               if chosen else "Cut it")
-                        raise DataError(f"{name}: clip is {len(w) / rate:.1f} s; this model hears at most {window:g} s "
-                                        f"at a time. {how} into shorter clips (with their transcripts).")
+                        how = (
+                            f"Raise model.window_seconds (now {chosen}; up to the model's own window) or cut it"
+                            if chosen
+                            else "Cut it"
+                        )
+                        raise DataError(
+                            f"{name}: clip is {len(w) / rate:.1f} s; this model hears at most {window:g} s "
+                            f"at a time. {how} into shorter clips (with their transcripts)."
+                        )
                 if self.kind == "seq2seq":
-                    fe = self.feature_extractor(waves, sampling_rate=rate, return_tensors="np",
-                                                return_attention_mask=True)
+                    fe = self.feature_extractor(
+                        waves, sampling_rate=rate, return_tensors="np", return_attention_mask=True
+                    )
                     for mel, mask, w in zip(fe["input_features"], fe["attention_mask"], waves):
                         compact, fill = split_mel(mel, len(w), self.feature_extractor.hop_length)
-                        rows.append({"mel": compact, "mel_fill": fill, "frames": int(mask.sum()),
-                                     "length": int(mask.sum())})
+                        rows.append(
+                            {"mel": compact, "mel_fill": fill, "frames": int(mask.sum()), "length": int(mask.sum())}
+                        )
                 else:
                     for w in waves:
                         values = self.feature_extractor(w, sampling_rate=rate, return_tensors="np").input_values[0]
-                        rows.append({"input_values": torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)),
-                                     "length": len(values)})
+                        rows.append(
+                            {
+                                "input_values": torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)),
+                                "length": len(values),
+                            }
+                        )
                 if b is not None:
                     b.advance(len(waves))
         for i, r in enumerate(rows):
@@ -314,8 +372,10 @@ class SpeechRecognitionTask(TaskDefaults):
         labels = row["labels"]
         need = len(labels) + sum(1 for a, b in zip(labels, labels[1:]) if a == b)
         if frames < need:
-            raise DataError(f"{row['name']}: clip gives {frames} CTC frames but its transcript needs {need}; the clip "
-                            "is too short for what it says (check the transcript belongs to this clip)")
+            raise DataError(
+                f"{row['name']}: clip gives {frames} CTC frames but its transcript needs {need}; the clip "
+                "is too short for what it says (check the transcript belongs to this clip)"
+            )
 
     _conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
     _conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
@@ -336,7 +396,7 @@ class SpeechRecognitionTask(TaskDefaults):
                 k = r["mel"].shape[1]
                 feats[i, :, :k] = r["mel"]
                 feats[i, :, k:] = r["mel_fill"]
-                mask[i, :r["frames"]] = 1
+                mask[i, : r["frames"]] = 1
             batch = {"input_features": feats, "frame_mask": mask}
             if "labels" in rows[0]:
                 longest = max(len(r["labels"]) for r in rows)
@@ -347,8 +407,8 @@ class SpeechRecognitionTask(TaskDefaults):
                 labels = torch.full((len(rows), width), PAD_LABEL, dtype=torch.long)
                 for i, r in enumerate(rows):
                     seq = self.prompt_ids + r["labels"]  # prompt, text, <|endoftext|>
-                    dec[i, :len(seq) - 1] = torch.tensor(seq[:-1])
-                    labels[i, p - 1:len(seq) - 1] = torch.tensor(r["labels"])
+                    dec[i, : len(seq) - 1] = torch.tensor(seq[:-1])
+                    labels[i, p - 1 : len(seq) - 1] = torch.tensor(r["labels"])
                 batch.update(decoder_input_ids=dec, labels=labels)
             return batch
         longest = max(r["input_values"].shape[0] for r in rows)
@@ -363,7 +423,7 @@ class SpeechRecognitionTask(TaskDefaults):
             longest = max(len(r["labels"]) for r in rows)
             labels = torch.full((len(rows), longest), PAD_LABEL, dtype=torch.long)
             for i, r in enumerate(rows):
-                labels[i, :len(r["labels"])] = torch.tensor(r["labels"])
+                labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
             batch["labels"] = labels
         return batch
 
@@ -382,8 +442,15 @@ class SpeechRecognitionTask(TaskDefaults):
         input_lengths = raw.backbone.frame_lengths(batch["attention_mask"])
         labels = batch["labels"]
         valid = labels >= 0
-        loss = F.ctc_loss(log_probs, labels[valid], input_lengths, valid.sum(-1), blank=int(self.tokenizer.pad_token_id),
-                          reduction="mean", zero_infinity=True)
+        loss = F.ctc_loss(
+            log_probs,
+            labels[valid],
+            input_lengths,
+            valid.sum(-1),
+            blank=int(self.tokenizer.pad_token_id),
+            reduction="mean",
+            zero_infinity=True,
+        )
         return {"loss": loss, "logits": logits}
 
     @staticmethod
@@ -406,15 +473,16 @@ class SpeechRecognitionTask(TaskDefaults):
             hf_logging.set_verbosity_error()  # generate() warns per call about its own length defaults
             try:
                 extra = {"encoder_outputs": encoder_outputs} if encoder_outputs is not None else {}
-                ids = raw.backbone.encoder.generate(input_features=batch["input_features"],
-                                                    attention_mask=batch["frame_mask"], **extra)
+                ids = raw.backbone.encoder.generate(
+                    input_features=batch["input_features"], attention_mask=batch["frame_mask"], **extra
+                )
             finally:
                 hf_logging.set_verbosity(verbosity)
             return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
         logits = raw.head(raw.backbone.forward_features(batch).to(raw.head_dtype))
         lengths = raw.backbone.frame_lengths(batch["attention_mask"])
         best = logits.argmax(-1).cpu()
-        return [self.tokenizer.decode(best[i, :int(n)].tolist()).strip() for i, n in enumerate(lengths)]
+        return [self.tokenizer.decode(best[i, : int(n)].tolist()).strip() for i, n in enumerate(lengths)]
 
     @torch.no_grad()
     def evaluate(self, model, rows: Sequence[dict], batch_size: int, autocast) -> EvalOutput:
@@ -457,7 +525,9 @@ class SpeechRecognitionTask(TaskDefaults):
         m["loss"] = loss_sum / len(rows)
         return EvalOutput(m, out_hyps, None, per)
 
-    def metrics(self, predictions: Sequence[str], references: Sequence[str], keep_details: bool = False) -> dict[str, Any]:
+    def metrics(
+        self, predictions: Sequence[str], references: Sequence[str], keep_details: bool = False
+    ) -> dict[str, Any]:
         from ..evaluation.speech_metrics import speech_metrics
 
         m = speech_metrics(references, predictions, self.normalise)
@@ -494,20 +564,25 @@ class SpeechRecognitionTask(TaskDefaults):
         extra: dict[str, Any] = {"before_finetuning": before, "guard": None}
         warnings: list[str] = []
         if evals.get("guard") is not None:  # catastrophic forgetting: did general speech get worse?
-            extra["guard"], msg = guard_check(cfg.data.guard, before["guard"], evals["guard"].metrics,
-                                              cfg.train.guard_max_wer_increase)
+            extra["guard"], msg = guard_check(
+                cfg.data.guard, before["guard"], evals["guard"].metrics, cfg.train.guard_max_wer_increase
+            )
             warnings += [msg] if msg else []
         extra["worst_utterances"] = {
             split: worst_utterances(examples[split].names, examples[split].texts, ev.predictions, ev.details)
-            for split, ev in evals.items() if ev is not None}
+            for split, ev in evals.items()
+            if ev is not None
+        }
         return extra, warnings
 
     def headline(self, metrics: dict[str, Any]) -> str:
         val, test, guard = metrics["validation"], metrics.get("test"), metrics.get("guard")
         before = (metrics.get("before_finetuning") or {}).get("validation")
         return (f"validation WER {before['wer']:.4f} -> " if before else "validation WER ") + (
-            f"{val['wer']:.4f}, CER {val['cer']:.4f}" + (f"; test WER {test['wer']:.4f}" if test else "")
-            + (f"; guard WER {guard['wer_before']:.4f} -> {guard['wer_after']:.4f}" if guard else ""))
+            f"{val['wer']:.4f}, CER {val['cer']:.4f}"
+            + (f"; test WER {test['wer']:.4f}" if test else "")
+            + (f"; guard WER {guard['wer_before']:.4f} -> {guard['wer_after']:.4f}" if guard else "")
+        )
 
     # -- what people read ------------------------------------------------------------------------
     @classmethod
@@ -515,11 +590,14 @@ class SpeechRecognitionTask(TaskDefaults):
         lines = [f"WER {m['wer']:.4f}   CER {m['cer']:.4f}   n={m['n']} utterances, {m['words']} words"]
         base = m.get("base_model")
         if base:
-            lines.append(f"before fine-tuning (the base model on the same clips): WER {base['wer']:.4f}   "
-                         f"CER {base['cer']:.4f}")
+            lines.append(
+                f"before fine-tuning (the base model on the same clips): WER {base['wer']:.4f}   CER {base['cer']:.4f}"
+            )
         for x in m["worst_utterances"][:10]:
-            lines.append(f"  {x['word_errors']} errors  {x['input']}\n    reference:  {x['reference']}\n"
-                         f"    hypothesis: {x['hypothesis']}")
+            lines.append(
+                f"  {x['word_errors']} errors  {x['input']}\n    reference:  {x['reference']}\n"
+                f"    hypothesis: {x['hypothesis']}"
+            )
         return lines
 
     def format_prediction(self, r: dict[str, Any]) -> str:
@@ -550,11 +628,12 @@ class SpeechRecognitionTask(TaskDefaults):
     def tiny_example(cls, root: Path) -> TaskExample:
         from ..testing import SENTENCES, make_asr_whisper, write_speech_table
 
-        return TaskExample(make_asr_whisper(root / "tiny-asr-whisper"),
-                           write_speech_table(root / "speech", SENTENCES * 2, "train.csv"),
-                           write_speech_table(root / "speech", SENTENCES[:4], "val.csv", seed=50),
-                           {"data": {"text_column": "transcript", "audio_column": "audio"},
-                            "speech": {"max_new_tokens": 6}})
+        return TaskExample(
+            make_asr_whisper(root / "tiny-asr-whisper"),
+            write_speech_table(root / "speech", SENTENCES * 2, "train.csv"),
+            write_speech_table(root / "speech", SENTENCES[:4], "val.csv", seed=50),
+            {"data": {"text_column": "transcript", "audio_column": "audio"}, "speech": {"max_new_tokens": 6}},
+        )
 
 
 def check_speech_splits(train, val, report) -> None:
@@ -565,6 +644,7 @@ def check_speech_splits(train, val, report) -> None:
     train_keys = set(train.dedup_keys())
     dup = [i for i, k in enumerate(val.dedup_keys()) if k in train_keys]
     if dup:
-        report.warnings.append(f"{len(dup)} of {len(val)} validation clips also appear in the training data "
-                               f"({val.source} {_rows(dup)}): validation WER will be optimistic.")
-
+        report.warnings.append(
+            f"{len(dup)} of {len(val)} validation clips also appear in the training data "
+            f"({val.source} {_rows(dup)}): validation WER will be optimistic."
+        )

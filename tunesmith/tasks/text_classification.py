@@ -1,8 +1,10 @@
 """Text classification (sentiment, topic, intent, NLI with text pairs)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -18,8 +20,14 @@ class TextClassificationTask(ClassificationTask):
     modality = "text"
     pipeline_task = "text-classification"
 
-    def __init__(self, labels: Sequence[str], preprocessor=None, dropout: float = 0.1, pad_token_id: int = 0,
-                 max_length: int = 128):
+    def __init__(
+        self,
+        labels: Sequence[str],
+        preprocessor=None,
+        dropout: float = 0.1,
+        pad_token_id: int = 0,
+        max_length: int = 128,
+    ):
         super().__init__(labels, preprocessor, dropout)
         self.pad_token_id = pad_token_id
         self.max_length = max_length
@@ -30,8 +38,11 @@ class TextClassificationTask(ClassificationTask):
 
     @classmethod
     def _legacy_state(cls, meta: dict[str, Any]) -> dict[str, Any]:
-        return {**super()._legacy_state(meta), "pad_token_id": meta.get("pad_token_id", 0),
-                "max_length": meta.get("max_length", 128)}
+        return {
+            **super()._legacy_state(meta),
+            "pad_token_id": meta.get("pad_token_id", 0),
+            "max_length": meta.get("max_length", 128),
+        }
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "pad_token_id": self.pad_token_id, "max_length": self.max_length}
@@ -46,7 +57,9 @@ class TextClassificationTask(ClassificationTask):
     def tiny_example(cls, root: Path) -> TaskExample:
         from ..testing import make_tiny_bert, sentiment_rows, write_csv
 
-        return TaskExample(make_tiny_bert(root / "tiny-bert-mean", pooling="mean"),
-                           write_csv(root / "train.csv", sentiment_rows(96, seed=1)),
-                           write_csv(root / "val.csv", sentiment_rows(40, seed=2)),
-                           {"model": {"max_length": 32}})
+        return TaskExample(
+            make_tiny_bert(root / "tiny-bert-mean", pooling="mean"),
+            write_csv(root / "train.csv", sentiment_rows(96, seed=1)),
+            write_csv(root / "val.csv", sentiment_rows(40, seed=2)),
+            {"model": {"max_length": 32}},
+        )

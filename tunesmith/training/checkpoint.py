@@ -3,6 +3,7 @@
 A checkpoint holds everything the loop needs to continue bit-for-bit: trainable weights, the best
 weights so far, optimizer and scheduler state, RNG states and the loop's counters and history.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], best: dict[str, torch.Tensor] | None,
-                    optimizer, scheduler, loop_state: dict[str, Any], keep: int = 1) -> Path:
+def save_checkpoint(
+    root: Path,
+    step: int,
+    weights: dict[str, torch.Tensor],
+    best: dict[str, torch.Tensor] | None,
+    optimizer,
+    scheduler,
+    loop_state: dict[str, Any],
+    keep: int = 1,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f".tmp-{PREFIX}{step:08d}-{os.getpid()}"
@@ -55,8 +64,10 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], bes
     _save_tensors(weights, tmp / "trainable.safetensors")
     if best is not None:
         _save_tensors(best, tmp / "best.safetensors")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
-               tmp / "optimizer.pt")
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
+        tmp / "optimizer.pt",
+    )
     (tmp / "state.json").write_text(json.dumps(loop_state, indent=1), encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)
@@ -69,8 +80,9 @@ def save_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], bes
 def complete_checkpoints(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
-                  and (p / "state.json").is_file())
+    return sorted(
+        p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").is_file()
+    )
 
 
 def latest_checkpoint(root: Path) -> Path | None:

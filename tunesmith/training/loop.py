@@ -1,13 +1,15 @@
 """fit(): the one training loop. Read it top to bottom; every feature is a visible branch."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +40,7 @@ class FitState:
     loss_window: list[float] = field(default_factory=list)  # training losses since the last evaluation
 
     @classmethod
-    def from_dict(cls, saved: dict[str, Any]) -> "FitState":
+    def from_dict(cls, saved: dict[str, Any]) -> FitState:
         saved = dict(saved)
         if "best_eval" in saved:  # checkpoints written before FitState named it "best_eval"
             saved["best"] = saved.pop("best_eval")
@@ -66,8 +68,7 @@ def make_accelerator(precision: str, grad_accum: int) -> Accelerator:
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=accelerate_mixed_precision(precision),
-                       gradient_accumulation_steps=grad_accum)
+    return Accelerator(mixed_precision=accelerate_mixed_precision(precision), gradient_accumulation_steps=grad_accum)
 
 
 def record_evaluation(state: FitState, record: dict[str, Any], task, metric: str, patience: int | None) -> bool:
@@ -84,8 +85,18 @@ def record_evaluation(state: FitState, record: dict[str, Any], task, metric: str
     return improved
 
 
-def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[dict], train_cfg,
-        accelerator: Accelerator, checkpoint_dir: Path, reporter, resume: bool = False) -> FitResult:
+def fit(
+    model,
+    task,
+    strategy,
+    train_rows: Sequence[dict],
+    val_rows: Sequence[dict],
+    train_cfg,
+    accelerator: Accelerator,
+    checkpoint_dir: Path,
+    reporter,
+    resume: bool = False,
+) -> FitResult:
     """Train `model` in place; at the end it holds the best weights seen on validation."""
     tc = train_cfg
     set_seed(tc.seed)
@@ -133,16 +144,30 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
         nonlocal best_weights
         ev = task.evaluate(model, val_rows, tc.eval_batch_size, accelerator.autocast)
         window, state.loss_window = state.loss_window, []
-        record = {"epoch": epoch, "step": state.step, "train_loss": float(np.mean(window)) if window else None,
-                  **{k: ev.metrics[k] for k in task.metrics_tracked}}
+        record = {
+            "epoch": epoch,
+            "step": state.step,
+            "train_loss": float(np.mean(window)) if window else None,
+            **{k: ev.metrics[k] for k in task.metrics_tracked},
+        }
         if record_evaluation(state, record, task, tc.metric, tc.early_stopping_patience):
             best_weights = strategy.trainable_state(raw_model)
-        reporter.info(f"  step {record['step']}: " + "  ".join(f"val {k} {record[k]:.4f}" for k in task.metrics_tracked)
-                      + ("  (best)" if state.evals_since_best == 0 else ""))
+        reporter.info(
+            f"  step {record['step']}: "
+            + "  ".join(f"val {k} {record[k]:.4f}" for k in task.metrics_tracked)
+            + ("  (best)" if state.evals_since_best == 0 else "")
+        )
 
     def checkpoint() -> None:
-        save_checkpoint(checkpoint_dir, state.step, strategy.trainable_state(raw_model), best_weights,
-                        optimizer, scheduler, asdict(state))
+        save_checkpoint(
+            checkpoint_dir,
+            state.step,
+            strategy.trainable_state(raw_model),
+            best_weights,
+            optimizer,
+            scheduler,
+            asdict(state),
+        )
 
     model.train()
     while state.epoch < tc.epochs and not state.stopped_early:
@@ -151,7 +176,7 @@ def fit(model, task, strategy, train_rows: Sequence[dict], val_rows: Sequence[di
             trainable_set_changed()
             reporter.info(f"epoch {epoch + 1}: {count_params(raw_model).describe()}")
         batches = train_batches(lengths, tc.batch_size, tc.seed, epoch, tc.group_size, tc.length_grouping)
-        batches = batches[accelerator.process_index::accelerator.num_processes]
+        batches = batches[accelerator.process_index :: accelerator.num_processes]
         if epoch == 0:
             result.pad_waste = pad_waste(batches, lengths)
         start_batch = state.batch_in_epoch

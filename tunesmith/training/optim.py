@@ -1,4 +1,5 @@
 """AdamW with linear warmup and linear decay to zero."""
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ exposed), while a Zen 4 runs them at 2.1x. So 'auto' times one transformer-sized
 precisions on this machine (about 0.3 s, once, cached on disk per CPU, torch version and thread
 count) and picks bf16 only when it is clearly faster.
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,7 +45,7 @@ def _time_linear(dtype: torch.dtype) -> float:
     return best
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_bf16_speedup() -> float:
     """fp32 time / bf16 time for a [1024x384]x[384x1536] matmul on this CPU (cached on disk)."""
     from ..strategies.feature_cache import cache_dir

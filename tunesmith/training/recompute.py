@@ -6,6 +6,7 @@ Why it is an option: on a small encoder the activations, not the weights, set pe
 what lora saves (gradients and AdamW moments of the frozen weights) barely shows until they are
 recomputed. transformers' own implementation is used (non-reentrant torch.utils.checkpoint, RNG state
 preserved so dropout masks match and resumed runs stay exact)."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -23,6 +24,8 @@ def enable_activation_recompute(backbone: nn.Module) -> str:
                 break
             module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             return type(module).__name__
-    raise ConfigError(f"train.gradient_checkpointing: this backbone ({type(backbone).__name__} of "
-                      f"{getattr(getattr(backbone, 'config', None), 'model_type', 'a model of our own')}) "
-                      "does not support it; remove the option")
+    raise ConfigError(
+        f"train.gradient_checkpointing: this backbone ({type(backbone).__name__} of "
+        f"{getattr(getattr(backbone, 'config', None), 'model_type', 'a model of our own')}) "
+        "does not support it; remove the option"
+    )
