@@ -54,7 +54,9 @@ def test_minilm_declares_mean_pooling_and_head_only_beats_majority(tweets, tmp_p
 
 
 def test_minilm_full_fine_tune_improves_and_reloads_identically(tweets, tmp_path):
-    res = tunesmith.finetune(_cfg(tweets, tmp_path / "full", "full", epochs=2), quiet=True)
+    # 3 epochs: at 2, held-out accuracy is 0.775 on an AMD EPYC (fp32 and bf16 alike, before and after the
+    # contracts refactor), a hair under the bar; 3 gives 0.8475 there
+    res = tunesmith.finetune(_cfg(tweets, tmp_path / "full", "full", epochs=3), quiet=True)
     majority = max(s["support"] for s in res.test_metrics["per_class"].values()) / res.test_metrics["n"]
     assert res.test_metrics["accuracy"] >= majority + 0.1
     texts = ["I love this airline, great crew!", "Worst flight ever, lost my bag and no refund."]
