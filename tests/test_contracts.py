@@ -67,11 +67,7 @@ def test_one_step_changes_exactly_the_trainable_parameters(task_name, strategy, 
         task_name, ex.model, train, **{k: v for k, v in ex.config.items() if k != "data"}, train={"dropout": 0.0}
     )
     # a strategy that chooses (auto) is tested as the strategy it picks for this data
-    picked = (
-        STRATEGIES.get(strategy)
-        .pick(ChoiceContext(train.labels, sum(p.numel() for p in model.parameters()), None, task.modality, type(task)))
-        .strategy
-    )
+    picked = STRATEGIES.get(strategy).pick(ChoiceContext(train.labels, ex.model, task.modality, type(task))).strategy
     s = STRATEGIES.get(picked)()
     counts = s.prepare(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

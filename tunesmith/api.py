@@ -127,35 +127,12 @@ def read_data(cfg: RunConfig, reporter=None) -> RunData:
     return RunData({k: v for k, v in splits.items() if v is not None}, pre)
 
 
-def _param_count(model_dir: Path) -> int:
-    """Parameters in a model folder, read from safetensors headers without loading weights."""
-    from safetensors import safe_open
-
-    total = 0
-    for f in model_dir.glob("*.safetensors"):
-        with safe_open(str(f), "pt") as st:
-            for k in st.keys():
-                n = 1
-                for d in st.get_slice(k).get_shape():
-                    n *= d
-                total += n
-    return total
-
-
 # -- 2. strategy ---------------------------------------------------------------------------------
 def choose_strategy(cfg: RunConfig, data: RunData, model_dir: Path, reporter) -> tuple[RunConfig, Any]:
     """The strategy the run trains with (a strategy that chooses, auto, names another), then every
     strategy-dependent default filled in so the saved config says exactly what ran."""
-    from .strategies.auto import available_memory
-
     task_cls = TASKS.get(cfg.task)
-    context = ChoiceContext(
-        labels=data.train.labels,
-        model_params=_param_count(model_dir),
-        memory=available_memory(),
-        modality=task_cls.modality,
-        task=task_cls,
-    )
+    context = ChoiceContext(labels=data.train.labels, model_dir=model_dir, modality=task_cls.modality, task=task_cls)
     choice = STRATEGIES.get(cfg.strategy.name).pick(context)
     if choice.reasons:
         reporter.info(choice.describe())

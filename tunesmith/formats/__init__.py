@@ -99,7 +99,7 @@ def save_run(folder: Path, model, task, meta: dict[str, Any]) -> str:
     first (a copy: the live model keeps its adapters)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fmt = next(cls() for _, cls in FORMATS.items() if cls().applies(model, task, meta))
+    fmt = next(f for f in (cls() for _, cls in FORMATS.items()) if f.applies(model, task, meta))
     merged = meta.get("lora") is not None and not keeps_adapters(task, meta)
     if merged:
         model = plain_copy(model)

@@ -38,6 +38,7 @@ class NativeLayout:
 class Backbone(Protocol):
     name: ClassVar[str]  # its registry name, kept in tunesmith.json
     modality: ClassVar[str]
+    description: ClassVar[str]  # what checkpoints it takes, for the error when none does
     head_inside: ClassVar[bool]  # True: forward() runs the task head itself (an encoder-decoder's decoder)
     encoder: nn.Module  # the transformers (or own) module that strategies adapt (LoRA injects into it)
     feature_dim: int
@@ -113,7 +114,7 @@ def select_backbone(modality: str, folder: Path):
     )
 
 
-def hf_config(config: dict[str, Any], trust_remote_code: bool = False):
+def hf_config(config: dict[str, Any]):
     """A transformers config object from a config.json dict (no network, no files)."""
     from transformers import AutoConfig
 

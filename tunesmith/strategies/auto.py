@@ -42,6 +42,21 @@ def available_memory() -> int | None:
         return None
 
 
+def param_count(model_dir: Path) -> int:
+    """Parameters in a model folder, read from safetensors headers without loading weights."""
+    from safetensors import safe_open
+
+    total = 0
+    for f in model_dir.glob("*.safetensors"):
+        with safe_open(str(f), "pt") as st:
+            for k in st.keys():
+                n = 1
+                for d in st.get_slice(k).get_shape():
+                    n *= d
+                total += n
+    return total
+
+
 def choose(labels: list[str], model_params: int, memory: int | None, modality: str = "text") -> Choice:
     """The study's pick for this many labelled examples (and memory); `modality` other than text says
     that the study behind it is a text one (no image or audio study exists yet)."""
@@ -99,7 +114,7 @@ class AutoStrategy(StrategyDefaults):
 
     @classmethod
     def pick(cls, context: ChoiceContext) -> Choice:
-        return choose(context.labels, context.model_params, context.memory, context.modality)
+        return choose(context.labels, param_count(context.model_dir), available_memory(), context.modality)
 
     def prepare(self, model: nn.Module) -> ParamCounts:
         raise RuntimeError("strategy auto trains nothing itself: call AutoStrategy.pick and use the strategy it names")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -33,11 +34,11 @@ class Choice:
 
 @dataclass
 class ChoiceContext:
-    """What a strategy that chooses may look at: the training data, the model, the machine."""
+    """What a strategy that chooses may look at: the training data, the model, the task. (What it
+    costs to look, e.g. counting the model's parameters, is that strategy's to pay, not every run's.)"""
 
     labels: list[str] | None  # class names of the training rows (tasks with labels)
-    model_params: int
-    memory: int | None  # bytes available
+    model_dir: Path
     modality: str
     task: Any  # the task class
 
