@@ -224,7 +224,7 @@ def score_before(b: Built, rows: dict, reporter) -> dict[str, Any]:
 
 
 # -- 5. train ------------------------------------------------------------------------------------
-def train(b: Built, fit_rows: dict, out: Path, reporter, resuming: bool, timings: dict[str, float]):
+def train(b: Built, fit_rows: dict, out: Path, reporter, resuming: bool, timings: dict[str, float], on_evaluation=None):
     threads = torch.get_num_threads()
     if b.strategy.uses_feature_cache:
         torch.set_num_threads(1)  # a linear head's matmuls are too small to share; a 2nd thread only waits
@@ -240,6 +240,7 @@ def train(b: Built, fit_rows: dict, out: Path, reporter, resuming: bool, timings
             out / CHECKPOINTS,
             reporter,
             resume=resuming,
+            on_evaluation=on_evaluation,
         )
     finally:
         torch.set_num_threads(threads)
@@ -357,9 +358,15 @@ def save_run_folder(
 
 
 def finetune(
-    config: RunConfig | dict | str | Path, *, resume: bool = False, overwrite: bool = False, quiet: bool = False
+    config: RunConfig | dict | str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    on_evaluation=None,
 ) -> RunResult:
-    """Fine-tune a pre-trained model as the config says; returns metrics and the run folder's files."""
+    """Fine-tune a pre-trained model as the config says; returns metrics and the run folder's files.
+    `on_evaluation(record)` sees each validation evaluation during training (search's pruning)."""
     cfg = _coerce(config)
     if not cfg.out:
         raise ConfigError("no output folder: give --out FOLDER (or out: in the config)")
@@ -377,7 +384,7 @@ def finetune(
     timings: dict[str, float] = {}
     rows, fit_rows = encode_rows(b, data, reporter, timings)
     before = score_before(b, rows, reporter)
-    result = train(b, fit_rows, out, reporter, resuming, timings)
+    result = train(b, fit_rows, out, reporter, resuming, timings, on_evaluation)
     evals, extra = final_evaluation(b, data, rows, fit_rows, before, reporter)
     timings["total_seconds"] = time.perf_counter() - t_start
     metrics, files = save_run_folder(b, out, data, result, evals, extra, choice, timings)

@@ -96,8 +96,12 @@ def fit(
     checkpoint_dir: Path,
     reporter,
     resume: bool = False,
+    on_evaluation=None,
 ) -> FitResult:
-    """Train `model` in place; at the end it holds the best weights seen on validation."""
+    """Train `model` in place; at the end it holds the best weights seen on validation.
+
+    `on_evaluation(record)` is called after each validation evaluation (the record the history
+    keeps): a hyperparameter search reports it to its pruner there, and may raise to stop the run."""
     tc = train_cfg
     set_seed(tc.seed)
     result = FitResult()
@@ -157,6 +161,8 @@ def fit(
             + "  ".join(f"val {k} {record[k]:.4f}" for k in task.metrics_tracked)
             + ("  (best)" if state.evals_since_best == 0 else "")
         )
+        if on_evaluation is not None:
+            on_evaluation(record)
 
     def checkpoint() -> None:
         save_checkpoint(
