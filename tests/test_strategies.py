@@ -144,17 +144,3 @@ def test_auto_follows_the_study_table_and_steps_down_when_memory_is_short():
     assert image.strategy == got.strategy and any("study is of text classification" in w for w in image.reasons)
     small = choose(["a"] * 600 + ["b"] * 600, 7_000_000_000, 8 << 30)  # a 7B model in 8 GiB
     assert small.strategy in ("lora", "head-only") and any("stepping down" in w for w in small.reasons)
-
-
-def test_auto_run_prints_and_records_its_choice(tiny_bert_mean, sentiment_csv, tmp_path, capsys):
-    import yaml
-
-    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "auto", epochs=1)
-    cfg["strategy"] = {"name": "auto"}
-    res = tunesmith.finetune(cfg)
-    err = capsys.readouterr().err
-    assert "auto picked" in err
-    m = json.loads((res.out / "metrics.json").read_text())
-    picked = m["run"]["auto"]["picked"]
-    assert picked in STRATEGIES.names() and m["run"]["strategy"] == picked
-    assert yaml.safe_load((res.out / "run_config.yaml").read_text())["strategy"]["name"] == picked

@@ -12,8 +12,9 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,11 @@ from .modalities import MODALITIES
 from .models import resolve_model, select_backbone
 from .models.catalogue import catalogue_name_for
 from .progress import Reporter
-from .run_folder import CHECKPOINTS, METRICS_FILE, prepare
+from .run_folder import CHECKPOINTS, CHOICE_FILE, METRICS_FILE, prepare
+from .run_folder import check as check_out
 from .serve.predictor import Predictor, load
 from .strategies import STRATEGIES
-from .strategies.base import ChoiceContext, count_params
+from .strategies.base import Choice, ChoiceContext, count_params
 from .strategies.feature_cache import cached_features, model_fingerprint
 from .tasks import TASKS
 from .tasks.base import TaskModel
@@ -128,17 +130,53 @@ def read_data(cfg: RunConfig, reporter=None) -> RunData:
 
 
 # -- 2. strategy ---------------------------------------------------------------------------------
-def choose_strategy(cfg: RunConfig, data: RunData, model_dir: Path, reporter) -> tuple[RunConfig, Any]:
-    """The strategy the run trains with (a strategy that chooses, auto, names another), then every
-    strategy-dependent default filled in so the saved config says exactly what ran."""
+def choose_strategy(
+    cfg: RunConfig, data: RunData, model_dir: Path, reporter, out: Path, resume: bool
+) -> tuple[RunConfig, Any]:
+    """The strategy the run trains with (a strategy that chooses, auto, names another and may set a
+    few train.* keys with it), then every strategy-dependent default filled in so the saved config
+    says exactly what ran. A resumed run keeps the choice it made before (CHOICE_FILE)."""
     task_cls = TASKS.get(cfg.task)
-    context = ChoiceContext(labels=data.train.labels, model_dir=model_dir, modality=task_cls.modality, task=task_cls)
-    choice = STRATEGIES.get(cfg.strategy.name).pick(context)
+    saved = out / CHOICE_FILE
+    if resume and saved.is_file() and not STRATEGIES.get(cfg.strategy.name).defaults:
+        choice = Choice(**json.loads(saved.read_text(encoding="utf-8")))
+        reporter.info(f"resuming with the strategy chosen before: {choice.strategy}")
+    else:
+        context = ChoiceContext(
+            labels=data.train.labels,
+            model_dir=model_dir,
+            modality=task_cls.modality,
+            task=task_cls,
+            cfg=cfg,
+            workdir=out.parent / f".{out.name}.candidates",
+            resolve=lambda c: c.resolved(),
+            reporter=reporter,
+        )
+        choice = STRATEGIES.get(cfg.strategy.name).pick(context)
     if choice.reasons:
         reporter.info(choice.describe())
     cfg = cfg.model_copy(deep=True)
     cfg.strategy.name = choice.strategy
+    cfg.strategy.auto_budget = None  # the chooser's own option: spent
+    for key, value in choice.settings.items():  # e.g. the learning rate the winner raced with
+        section, name = key.split(".")
+        setattr(getattr(cfg, section), name, value)
     return cfg.resolved(), choice
+
+
+def adopt_choice(choice, out: Path, resuming: bool) -> bool:
+    """Keep what the choice measured: its record (a resumed run makes the same choice), and a finished
+    candidate's checkpoints, which the run resumes from instead of training the same model again.
+    -> whether the run now resumes."""
+    if choice.asked is None:
+        return resuming
+    record = {k: v for k, v in asdict(choice).items() if k != "checkpoints"}
+    (out / CHOICE_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    if choice.checkpoints is None or resuming:
+        return resuming
+    shutil.move(str(choice.checkpoints), str(out / CHECKPOINTS))
+    shutil.rmtree(choice.checkpoints.parent, ignore_errors=True)
+    return True
 
 
 # -- 3. model ------------------------------------------------------------------------------------
@@ -339,8 +377,15 @@ def save_run_folder(
         "warnings": pre.warnings,
         "skipped_inputs": [{"input": n, "reason": r} for n, r in pre.skipped],
     }
-    if choice.reasons:
-        metrics["run"]["auto"] = {"picked": choice.strategy, "reasons": choice.reasons}
+    if choice.asked:  # what the strategy that chose measured, and why it picked this one
+        metrics["run"]["choice"] = {
+            "by": choice.asked,
+            "picked": choice.strategy,
+            "settings": choice.settings,
+            "reasons": choice.reasons,
+            "candidates": choice.candidates,
+            **choice.record,
+        }
     files = {
         "model": out / "model.safetensors",
         "metrics": out / METRICS_FILE,
@@ -348,8 +393,6 @@ def save_run_folder(
         "model_card": write_model_card(out, cfg, metrics, b.task),
     }
     if not cfg.train.keep_checkpoints:
-        import shutil
-
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     tmp = out / f".{METRICS_FILE}.tmp{os.getpid()}"
     tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
@@ -373,10 +416,11 @@ def finetune(
     out, reporter, t_start = Path(cfg.out), Reporter(quiet), time.perf_counter()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    check_out(out, resume, overwrite)  # before any work: a race of candidates is minutes
     data = read_data(cfg, reporter)
     model_dir = resolve_model(cfg.model.name)
-    cfg, choice = choose_strategy(cfg, data, model_dir, reporter)
-    resuming = prepare(out, cfg, resume, overwrite)
+    cfg, choice = choose_strategy(cfg, data, model_dir, reporter, out, resume)
+    resuming = adopt_choice(choice, out, prepare(out, cfg, resume, overwrite))
     for w in data.preflight.warnings:
         reporter.warn(w)
     reporter.info("data: " + ", ".join(f"{len(ex)} {split}" for split, ex in data.splits.items()) + " examples")

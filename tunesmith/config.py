@@ -133,6 +133,19 @@ class StrategyConfig(_Section):
         "for runs of few, long epochs).",
     )
     lora: LoraConfig | None = Field(None, description="lora: rank, alpha, dropout, target_modules.")
+    auto_budget: str | None = Field(
+        None,
+        description="auto: what the race over candidate strategies may spend: a time (90s, 10m, 1.5h) or a "
+        "multiple of its head-only candidate's time (20x). Default: 3 times its first full-length trained candidate.",
+    )
+
+    @field_validator("auto_budget")
+    @classmethod
+    def _budget(cls, v: str | None) -> str | None:
+        from .strategies.auto import parse_budget
+
+        parse_budget(v)
+        return v
 
     @field_validator("name")
     @classmethod
@@ -315,7 +328,7 @@ class RunConfig(_Section):
             if option != "name" and getattr(self.strategy, option) is not None and option not in strategy.options:
                 owners = [
                     n for n in STRATEGIES.names() if option in STRATEGIES.get(n).options and STRATEGIES.get(n).defaults
-                ]  # not auto, which takes every strategy's options
+                ] or [n for n in STRATEGIES.names() if option in STRATEGIES.get(n).options]  # auto takes them all
                 raise ValueError(
                     f"strategy.{option} applies only to strategy {' / '.join(owners)}, "
                     f"not {self.strategy.name!r}; remove it or change strategy.name"

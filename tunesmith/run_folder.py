@@ -18,6 +18,7 @@ from .errors import RunFolderError
 CONFIG_FILE = "run_config.yaml"
 METRICS_FILE = "metrics.json"
 CHECKPOINTS = "checkpoints"
+CHOICE_FILE = "strategy_choice.json"  # what a strategy that chooses (auto) measured and picked
 
 
 def _is_run(folder: Path) -> bool:
@@ -35,8 +36,9 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return diffs
 
 
-def prepare(folder: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> bool:
-    """Make `folder` ready for this run. Returns True when an unfinished run is being resumed."""
+def check(folder: Path, resume: bool, overwrite: bool) -> None:
+    """The refusals of `prepare` that need no config, raised before any work (e.g. a race of candidate
+    runs) is spent on a run that could not be written."""
     if folder.exists() and not folder.is_dir():
         raise RunFolderError(f"--out {folder} is a file; give a folder")
     occupied = folder.is_dir() and any(folder.iterdir())
@@ -46,11 +48,23 @@ def prepare(folder: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> bool
             "it. Choose a new or empty folder."
         )
     finished = (folder / METRICS_FILE).is_file()
+    if occupied and resume and finished:
+        raise RunFolderError(
+            f"{folder} holds a finished run: nothing to resume. Use --overwrite to train it again from scratch."
+        )
+    if occupied and not resume and not overwrite:
+        what = "a finished run" if finished else "an unfinished run (no metrics.json)"
+        hint = "" if finished else " Use --resume to continue it, or"
+        raise RunFolderError(
+            f"--out {folder} already holds {what}.{hint} Use --overwrite to replace it, or choose another --out."
+        )
+
+
+def prepare(folder: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> bool:
+    """Make `folder` ready for this run. Returns True when an unfinished run is being resumed."""
+    check(folder, resume, overwrite)
+    occupied = folder.is_dir() and any(folder.iterdir())
     if occupied and resume:
-        if finished:
-            raise RunFolderError(
-                f"{folder} holds a finished run: nothing to resume. Use --overwrite to train it again from scratch."
-            )
         saved = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         diffs = _config_diff(saved, cfg.model_dump(mode="json"))
         if diffs:
@@ -60,13 +74,7 @@ def prepare(folder: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> bool
                 + "\nResume with the same config, or use --overwrite to start over."
             )
         return True
-    if occupied and not overwrite:
-        what = "a finished run" if finished else "an unfinished run (no metrics.json)"
-        hint = "" if finished else " Use --resume to continue it, or"
-        raise RunFolderError(
-            f"--out {folder} already holds {what}.{hint} Use --overwrite to replace it, or choose another --out."
-        )
-    if occupied and overwrite:
+    if occupied:  # check() let it through: --overwrite
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(config_to_yaml(cfg), encoding="utf-8")

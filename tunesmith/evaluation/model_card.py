@@ -20,6 +20,24 @@ from ..modalities import MODALITIES
 from .card_helpers import cell, fmt
 
 
+def _choice_table(choice: dict | None) -> list[str]:
+    """The candidates a strategy that chooses measured, as a Markdown table (validation scores only)."""
+    if not choice:
+        return []
+    from .report import choice_rows
+
+    header, rows = choice_rows(choice)
+    return [
+        "",
+        "  Candidates raced (validation split only; the test split was scored once, by the winner):",
+        "",
+        "  | " + " | ".join(header) + " |",
+        "  |" + "---|" * len(header),
+        *("  | " + " | ".join(cell(v) for v in row) + " |" for row in rows),
+        "",
+    ]
+
+
 def write_model_card(out: Path, cfg: RunConfig, metrics: dict, task) -> Path:
     """Write out/README.md atomically, so a crashed run never leaves a card that looks complete."""
     out = Path(out)
@@ -64,7 +82,8 @@ def write_model_card(out: Path, cfg: RunConfig, metrics: dict, task) -> Path:
         "## Training procedure",
         "",
         f"- Strategy: `{strategy}`"
-        + (f", chosen by `auto`: {'; '.join(run['auto']['reasons'])}" if run.get("auto") else ""),
+        + (f", chosen by `{run['choice']['by']}`: {'; '.join(run['choice']['reasons'])}" if run.get("choice") else ""),
+        *_choice_table(run.get("choice")),
         f"- Trainable parameters: {fmt(params.get('trainable'))} of {fmt(params.get('total'))} total"
         + (
             f" (started at {fmt(params['trainable_at_start'])}: gradual unfreezing)"

@@ -106,6 +106,34 @@ def _summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
     return _table(None, [[f"<th>{_e(k)}</th>", f"<td>{_e(v)}</td>"] for k, v in rows])
 
 
+def choice_rows(choice: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The candidates a strategy that chooses (auto) measured, as (header, plain-text rows): one
+    table for the report and the card."""
+    metric = choice.get("metric", "score")
+    header = ["candidate", "settings", f"validation {metric}", "state", "epochs run", "seconds"]
+    rows = []
+    for c in choice.get("candidates", []):
+        settings = ", ".join(f"{k.split('.')[-1]} {v:g}" for k, v in c.items() if "." in k)
+        state = c["state"] + (" (winner)" if c.get("winner") else "") + (f": {c['why']}" if c.get("why") else "")
+        rows.append(
+            [c["strategy"], settings, fmt(c.get("value")), state, fmt(c.get("epochs_run")), fmt(c.get("seconds"), 1)]
+        )
+    return header, rows
+
+
+def _choice_section(choice: dict[str, Any] | None) -> list[str]:
+    if not choice:
+        return []
+    header, rows = choice_rows(choice)
+    return [
+        f"<h2>How the strategy was chosen ({_e(choice.get('by'))})</h2>",
+        "<p>" + "<br>".join(_e(r) for r in choice.get("reasons", [])) + "</p>",
+        _table(header, [[f"<td>{_e(v)}</td>" for v in row] for row in rows]),
+        '<p class="muted">Candidates are scored on the validation split only; the test split is scored once, '
+        "by the winner.</p>",
+    ]
+
+
 def write_report(out: Path, cfg: RunConfig, metrics: dict, examples: dict, evals: dict, task) -> Path:
     """Write out/report.html atomically, so a crashed run never leaves a report that looks whole.
     The task supplies its results and detail sections; the run summary, training curves and the
@@ -133,6 +161,7 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, examples: dict, evals
     best = metrics.get("best_evaluation")
     if best:
         parts.append(f"<p>Kept weights from step {_e(best.get('step'))} (epoch {_e(best.get('epoch'))}).</p>")
+    parts += _choice_section(metrics.get("run", {}).get("choice"))
     parts += details
     return _write_page(out, parts, metrics)
 

@@ -1,16 +1,32 @@
-"""`--strategy auto`: pick a strategy from evidence, not folklore.
+"""`--strategy auto`: decide on the user's own data, by measuring.
 
-The rule is the table our strategy study wrote (bench/strategy_study.py -> auto_table.json,
-explained in docs/strategy-choice.md): the winner at the largest studied size that your smallest
-class reaches. Then memory: full-weight strategies need about 16 bytes per parameter (weights,
-gradients, two AdamW moments) plus activations; if that would not fit in the memory available,
-auto steps down to lora, then head-only. The choice and the reasons are printed and recorded.
+A budgeted race (successive halving through Optuna, the engine `tunesmith search` uses) over the
+strategies that apply to the task and fit in memory: head-only (its head solved, seconds), then
+full at two learning rates, partial and lora, each an ordinary run on the training split scored on
+validation after every epoch. A candidate that falls out of the top third at a rung (1, 3, 9
+epochs) stops there; the rest run to their end (early stopping included). The winner is the best
+validation score (never the test split); the run then resumes from the winner's own last
+checkpoint, so "finishing" it costs nothing and gives exactly the model the race scored.
+
+The study table (bench/strategy_study.py -> auto_table.json, docs/strategy-choice.md) no longer
+decides: its pick only goes first among the trained candidates (successive halving always lets
+the first one finish). Memory still rules candidates out: full-weight strategies need about 16
+bytes per parameter (weights, gradients, two AdamW moments) plus activations.
+
+The budget (`strategy.auto_budget`): a time ("90s", "10m", "1h") or a multiple of the head-only
+candidate's time ("20x"); by default the head-only candidate plus 3 times the first full-length
+trained candidate. No candidate
+starts once it is spent, and a running one stops at its next evaluation. Decisions depend on
+time only when the budget cuts the race; otherwise the race is deterministic under train.seed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -97,11 +113,215 @@ def choose(labels: list[str], model_params: int, memory: int | None, modality: s
     return Choice(strategy, reasons, asked="auto")
 
 
+BUDGET_FORMAT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|x)\s*$")
+DEFAULT_BUDGET_FULL_RUNS = 3.0  # the default budget: this many times the first full-length trained candidate
+LR_STEPS = (1.0, 3.0)  # full fine-tuning raced at the default learning rate and 3x it
+REDUCTION = 3  # successive halving: the top third at each rung goes on
+SETTINGS = ("train.lr",)  # the config keys a candidate sets besides its strategy
+
+
+def parse_budget(text: str | None) -> tuple[str, float] | None:
+    """ "10m" -> ("seconds", 600); "20x" -> ("x", 20): a multiple of the head-only candidate's time."""
+    if text is None:
+        return None
+    m = BUDGET_FORMAT.match(str(text))
+    if not m:
+        raise ValueError(
+            f"strategy.auto_budget {text!r}: give a time (90s, 10m, 1.5h) or a multiple of one head-only run (20x)"
+        )
+    value, unit = float(m.group(1)), m.group(2)
+    if unit == "x":
+        if value < 1:
+            raise ValueError(
+                f"strategy.auto_budget {text!r} is too small for one candidate: the cheapest, head-only, costs 1x"
+            )
+        return "x", value
+    seconds = value * {"s": 1, "m": 60, "h": 3600}[unit]
+    if seconds < 10:
+        raise ValueError(f"strategy.auto_budget {text!r} is too small for one candidate: give at least 10s")
+    return "seconds", seconds
+
+
+def candidates(context: ChoiceContext, seed_pick: str, memory_ok) -> tuple[list[dict], list[str]]:
+    """The race's entrants, in the order they run: head-only first (cheap, and the bar the others
+    must clear), then the study table's pick, then the rest. -> (candidates, why some were left out)."""
+    cfg, left_out = context.cfg, []
+    user_lr = cfg.train.lr is not None
+    entrants: list[dict] = []
+    for name, cls in STRATEGIES.items():
+        if not cls.defaults or name in ("gradual", "bitfit"):  # choosers; and two the race leaves to search
+            continue
+        try:
+            cls.check_task(context.task)
+        except ValueError:
+            continue
+        if not memory_ok(name):
+            left_out.append(f"{name} does not fit in memory")
+            continue
+        if name == "full" and not user_lr:
+            lr = context.resolve(_with(cfg, {"strategy.name": name})).train.lr
+            entrants += [{"strategy": name, "train.lr": lr * k} for k in LR_STEPS]
+        else:
+            entrants.append({"strategy": name})
+    first = [e for e in entrants if STRATEGIES.get(e["strategy"]).uses_feature_cache]
+    picked = [e for e in entrants if e["strategy"] == seed_pick and e not in first][:1]
+    rest = [e for e in entrants if e not in first and e not in picked]
+    return first + picked + rest, left_out
+
+
+def _with(cfg, settings: dict[str, Any]):
+    from ..config import config_from_dict, set_dotted
+
+    tree = cfg.model_dump(mode="json", exclude_unset=True)  # what the user set; defaults stay defaults
+    tree["strategy"] = {k: v for k, v in tree.get("strategy", {}).items() if v is not None and k != "auto_budget"}
+    tree["strategy"]["name"] = settings.get("strategy", settings.get("strategy.name", cfg.strategy.name))
+    for key, value in settings.items():
+        if key not in ("strategy", "strategy.name"):
+            set_dotted(tree, key, value)
+    return config_from_dict(tree, "auto candidate")
+
+
+def describe_candidate(c: dict) -> str:
+    extra = ", ".join(f"{k.split('.')[-1]} {v:.2g}" for k, v in c.items() if k in SETTINGS)
+    return c["strategy"] + (f" ({extra})" if extra else "")
+
+
+def race(context: ChoiceContext, order_hint: Choice, budget_text: str | None, reporter) -> Choice:
+    """Run the candidates through successive halving; the best on validation wins."""
+    import optuna
+
+    from ..search.trial import run_trial
+    from ..tasks import TASKS
+
+    cfg = context.cfg
+    budget = parse_budget(budget_text)
+    task_cls = TASKS.get(cfg.task)
+    metric = cfg.train.metric or task_cls.default_metric
+    lower = metric in task_cls.lower_is_better
+    memory, params = available_memory(), param_count(context.model_dir)
+
+    def memory_ok(name: str) -> bool:
+        return memory is None or params * BYTES_PER_PARAM.get(name, 16) + ACTIVATION_BYTES <= memory * MEMORY_HEADROOM
+
+    entrants, left_out = candidates(context, order_hint.strategy, memory_ok)
+    if not entrants:
+        raise ValueError("strategy auto: no strategy applies to this task and fits in memory: " + "; ".join(left_out))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Candidates that train the backbone race through successive halving; one on cached features
+    # (head-only: seconds, and its first evaluation is already its final score) stays out of the
+    # rungs, which would otherwise compare its finished score with the others' first epoch.
+    unraced = optuna.create_study(direction="minimize" if lower else "maximize")
+    study = optuna.create_study(
+        direction="minimize" if lower else "maximize",
+        sampler=optuna.samplers.RandomSampler(seed=cfg.train.seed),  # samples nothing: every trial is a candidate
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=REDUCTION),
+    )
+    workdir = Path(context.workdir)
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    t_start, unit_seconds, full_seconds, table = time.perf_counter(), None, None, []
+
+    def spent() -> float:
+        return time.perf_counter() - t_start
+
+    def limit() -> float | None:
+        if budget is not None:
+            kind, value = budget
+            if kind == "seconds":
+                return value
+            return None if unit_seconds is None else value * unit_seconds
+        return None if full_seconds is None else (unit_seconds or 0.0) + DEFAULT_BUDGET_FULL_RUNS * full_seconds
+
+    def over_budget() -> str | None:
+        cap = limit()
+        return f"budget spent ({spent():.0f}s of {cap:.0f}s)" if cap is not None and spent() > cap else None
+
+    reporter.info(
+        f"auto: racing {len(entrants)} candidates on validation {metric} ("
+        + ", ".join(describe_candidate(c) for c in entrants)
+        + ")"
+    )
+    for i, cand in enumerate(entrants):
+        cap = limit()
+        if cap is not None and spent() >= cap:
+            table.append({**cand, "state": "not run", "why": f"budget spent ({spent():.0f}s of {cap:.0f}s)"})
+            continue
+        trial_cfg = _with(cfg, {**cand, "train.keep_checkpoints": True})
+        is_measured = not STRATEGIES.get(cand["strategy"]).uses_feature_cache
+        trial = (study if is_measured else unraced).ask()
+        t0 = time.perf_counter()
+        row = dict(cand)
+        try:
+            value = run_trial(trial, trial_cfg, workdir / f"{i:02d}", stop=over_budget)
+            (study if is_measured else unraced).tell(trial, value)
+            row.update(state="complete", value=value)
+        except optuna.TrialPruned as e:
+            (study if is_measured else unraced).tell(trial, state=optuna.trial.TrialState.PRUNED)
+            row.update(state="pruned", why=str(e) or "successive halving: not in the top third at its rung")
+        except Exception as e:  # a candidate that fails is reported; the race goes on
+            (study if is_measured else unraced).tell(trial, state=optuna.trial.TrialState.FAIL)
+            row.update(state="failed", why=f"{type(e).__name__}: {e}")
+        row["seconds"] = time.perf_counter() - t0
+        row.update({k: trial.user_attrs[k] for k in ("epochs_run", "best_epoch") if k in trial.user_attrs})
+        row["run"] = str(workdir / f"{i:02d}")
+        table.append(row)
+        if not is_measured and unit_seconds is None and row["state"] == "complete":
+            unit_seconds = row["seconds"]
+        if is_measured and full_seconds is None and row["state"] == "complete":
+            full_seconds = row["seconds"]
+        shown = f"{metric} {row['value']:.4f}" if "value" in row else f"{row['state']}: {row.get('why', '')}"
+        reporter.info(
+            f"  auto candidate {i + 1}/{len(entrants)} {describe_candidate(cand)}: {shown} ({row['seconds']:.0f}s)"
+        )
+    done = [r for r in table if r["state"] == "complete"]
+    if not done:
+        raise RuntimeError(
+            "strategy auto: no candidate finished: "
+            + "; ".join(f"{describe_candidate(r)}: {r.get('why')}" for r in table)
+        )
+    best = (min if lower else max)(done, key=lambda r: r["value"])
+    best["winner"] = True
+    runner_up = sorted(done, key=lambda r: r["value"], reverse=not lower)[1:2]
+    reasons = [
+        f"best validation {metric} {best['value']:.4f} of {len(done)} finished candidates"
+        + (f" (next: {describe_candidate(runner_up[0])} {runner_up[0]['value']:.4f})" if runner_up else ""),
+        f"race: {len(table)} candidates, {sum(r['state'] == 'pruned' for r in table)} stopped by successive "
+        f"halving, {spent():.0f}s" + (f", budget {limit():.0f}s" if limit() is not None else ""),
+        *left_out,
+    ]
+    # Keep only the winner's checkpoints (the run resumes from them); the candidates' folders go.
+    ckpt, kept = Path(best["run"]) / "checkpoints", None
+    if ckpt.is_dir():
+        kept = workdir.with_name(workdir.name + ".winner")
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.mkdir(parents=True)
+        shutil.move(str(ckpt), str(kept / "checkpoints"))
+        kept = kept / "checkpoints"
+    shutil.rmtree(workdir, ignore_errors=True)
+    settings = {k: v for k, v in best.items() if k in SETTINGS}
+    for r in table:
+        r.pop("run", None)
+    return Choice(
+        best["strategy"],
+        reasons,
+        asked="auto",
+        settings=settings,
+        candidates=table,
+        checkpoints=kept,
+        record={
+            "metric": metric,
+            "race_seconds": spent(),
+            "budget_seconds": limit(),
+            "table_pick": order_hint.strategy,
+        },
+    )
+
+
 @STRATEGIES.register("auto")
 class AutoStrategy(StrategyDefaults):
-    """Not a way of training but a choice of one: `pick` names the strategy the run trains with, and
-    the choice and its reasons are printed and recorded. It accepts every strategy's options (they
-    apply if it picks that strategy)."""
+    """Not a way of training but a choice of one, by measurement: `pick` races the candidates and
+    names the winner (and its learning rate), with every candidate's validation score and cost. It
+    accepts every strategy's options (they apply to the candidates they belong to)."""
 
     name = "auto"
     defaults: dict[str, float] = {}  # never trains itself
@@ -110,11 +330,16 @@ class AutoStrategy(StrategyDefaults):
 
     @classmethod
     def check_task(cls, task_cls) -> None:
-        require_pooled_features(cls.name, task_cls, "its evidence is a study of classifiers on pooled features")
+        require_pooled_features(cls.name, task_cls, "its race starts from a head on pooled features")
 
     @classmethod
     def pick(cls, context: ChoiceContext) -> Choice:
-        return choose(context.labels, param_count(context.model_dir), available_memory(), context.modality)
+        hint = choose(context.labels, param_count(context.model_dir), available_memory(), context.modality)
+        if context.cfg is None or context.workdir is None or context.resolve is None:
+            raise ValueError("strategy auto races candidate runs: it needs the run's config, a work folder and resolve")
+        from ..progress import Reporter
+
+        return race(context, hint, context.cfg.strategy.auto_budget, context.reporter or Reporter(True))
 
     def prepare(self, model: nn.Module) -> ParamCounts:
         raise RuntimeError("strategy auto trains nothing itself: call AutoStrategy.pick and use the strategy it names")

@@ -27,6 +27,10 @@ class Choice:
     strategy: str
     reasons: list[str] = field(default_factory=list)
     asked: str | None = None  # the strategy that chose, where it is another
+    settings: dict[str, Any] = field(default_factory=dict)  # dotted config keys the choice also sets (train.lr)
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # what was measured, for log, metrics, report
+    checkpoints: Path | None = None  # a finished candidate's checkpoints: the run resumes from them, not from zero
+    record: dict[str, Any] = field(default_factory=dict)  # anything else metrics.json["run"][asked] keeps
 
     def describe(self) -> str:
         return f"{self.asked} picked {self.strategy}: " + "; ".join(self.reasons)
@@ -41,6 +45,10 @@ class ChoiceContext:
     model_dir: Path
     modality: str
     task: Any  # the task class
+    cfg: Any = None  # the run's config as given (a strategy that races candidates derives theirs from it)
+    workdir: Path | None = None  # where a strategy that measures may write candidate runs (deleted after)
+    resolve: Any = None  # cfg -> the same cfg with every strategy default filled in, as the run would fill them
+    reporter: Any = None  # the run's console
 
 
 class Strategy(Protocol):

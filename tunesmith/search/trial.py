@@ -1,0 +1,72 @@
+"""One trial: an ordinary run folder made by api.finetune, its validation evaluations reported to
+Optuna's pruner as they happen. Shared by `tunesmith search` and `--strategy auto`'s race."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+
+from ..config import RunConfig
+from ..run_folder import METRICS_FILE
+
+
+def metric_of(cfg: RunConfig) -> tuple[str, bool]:
+    """-> (the validation metric that selects, True when lower is better)."""
+    from ..tasks import TASKS
+
+    task_cls = TASKS.get(cfg.task)
+    metric = cfg.train.metric or task_cls.default_metric
+    return metric, metric in task_cls.lower_is_better
+
+
+def run_trial(
+    trial: optuna.Trial,
+    cfg: RunConfig,
+    out: Path,
+    *,
+    quiet: bool = True,
+    stop: Callable[[], str | None] | None = None,
+) -> float:
+    """Train `cfg` into `out` (its test split removed: trials select on validation only), reporting
+    each evaluation's metric at its epoch; pruned when the pruner or `stop()` (a spent budget: it
+    returns why) says so. -> the run's validation value of the metric (its kept model's)."""
+    from ..api import finetune
+
+    metric, _ = metric_of(cfg)
+    cfg = cfg.model_copy(deep=True)
+    cfg.out, cfg.data.test = str(out), None
+    t0 = time.perf_counter()
+    epochs: list[int] = []
+
+    def on_evaluation(record: dict) -> None:
+        epochs.append(record["epoch"])
+        trial.report(float(record[metric]), step=int(record["epoch"]))
+        why = stop() if stop is not None else None
+        if why:
+            trial.set_user_attr("pruned_at", record["epoch"])
+            raise optuna.TrialPruned(why)
+        if trial.should_prune():
+            trial.set_user_attr("pruned_at", record["epoch"])
+            raise optuna.TrialPruned(f"pruned at epoch {record['epoch']} ({metric} {record[metric]:.4f})")
+
+    trial.set_user_attr("run", str(out))
+    trial.set_user_attr("strategy", cfg.strategy.name)
+    try:
+        result = finetune(cfg, quiet=quiet, overwrite=True, on_evaluation=on_evaluation)
+    except optuna.TrialPruned:
+        trial.set_user_attr("epochs_run", max(epochs, default=0))
+        trial.set_user_attr("seconds", time.perf_counter() - t0)
+        raise
+    except Exception as e:
+        trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+        trial.set_user_attr("seconds", time.perf_counter() - t0)
+        raise
+    trial.set_user_attr("seconds", time.perf_counter() - t0)
+    trial.set_user_attr("epochs_run", max(epochs, default=0))
+    best = json.loads((Path(out) / METRICS_FILE).read_text(encoding="utf-8")).get("best_evaluation") or {}
+    trial.set_user_attr("best_epoch", best.get("epoch"))
+    return float(result.metrics[metric])
