@@ -60,7 +60,7 @@ def main() -> int:
     strategy = load_config(args.config, overrides).strategy.name
     after = load_config(args.config, {**overrides, "out": f"{args.out}/fashion-mnist-{strategy}"})
     # "before" is the same recipe (data, model, batch size, augmentation settings) with a frozen
-    # backbone; epochs, lr and patience fall back to head-only's own defaults (50, 5e-3, 10), since
+    # backbone; its head is solved (no epochs, lr or patience: L-BFGS, C cross-validated), since
     # the recipe's values are meant for training the backbone.
     tree = after.model_dump(exclude_unset=True)
     tree["strategy"] = {"name": "head-only"}

@@ -230,8 +230,6 @@ def test_cli_names_the_bad_clip_and_exits_2(tmp_path, tiny_whisper):
         str(tmp_path / "out"),
         "--strategy",
         "head-only",
-        "--epochs",
-        "1",
         "--quiet",
     ]
     r = subprocess.run(cmd, capture_output=True, text=True)

@@ -68,4 +68,6 @@ def test_readme_config_reference_is_current():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("<!-- config-reference:start -->\n", 1)[1].split("\n<!-- config-reference:end -->", 1)[0]
-    assert block == config_reference(), "README config reference is stale: regenerate it from config_reference()"
+    assert block == config_reference(), (
+        "README config reference is stale: regenerate it: python scripts/update_config_reference.py"
+    )

@@ -56,7 +56,7 @@ def test_head_only_in_bf16_reports_what_the_saved_model_scores(
     from tunesmith.api import saved_data_config
 
     cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "run", precision="bf16", epochs=40, lr=0.2)
-    cfg["strategy"] = {"name": "head-only"}
+    cfg["strategy"] = {"name": "head-only", "solver": "sgd"}  # bf16 features, trained head
     cfg["data"]["test"] = str(sentiment_test_csv)
     res = tunesmith.finetune(cfg, quiet=True)
     predictor = tunesmith.load(res.out)

@@ -114,8 +114,9 @@ def test_pooler_model_folder_loads_with_transformers_pipeline_same_scores(tiny_b
 
 
 def test_head_only_trains_only_the_head_and_reuses_cached_features(tiny_bert_mean, sentiment_csv, tmp_path):
-    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "h1", epochs=20, lr=1e-2)
-    cfg["strategy"] = {"name": "head-only"}
+    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "h1")
+    cfg["strategy"] = {"name": "head-only"}  # solved: no epochs or learning rate
+    del cfg["train"]["epochs"], cfg["train"]["lr"]
     first = tunesmith.finetune(cfg, quiet=True)
     assert first.timings["feature_cache_hit"] == 0.0
     assert first.params["trainable"] == 32 * 2 + 2
@@ -135,7 +136,7 @@ def test_head_only_feature_cache_is_keyed_by_data(tiny_bert_mean, sentiment_csv,
     from conftest import sentiment_rows, write_csv
 
     cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "a", epochs=1)
-    cfg["strategy"] = {"name": "head-only"}
+    cfg["strategy"] = {"name": "head-only", "solver": "sgd"}
     tunesmith.finetune(cfg, quiet=True)
     other = write_csv(tmp_path / "other.csv", sentiment_rows(100, seed=9))
     cfg.update(out=str(tmp_path / "b"))

@@ -40,6 +40,7 @@ from .tasks import TASKS
 from .tasks.base import TaskModel
 from .training.loop import fit, make_accelerator
 from .training.precision import resolve_precision
+from .training.solve import solve_head
 
 
 @dataclass
@@ -262,24 +263,47 @@ def score_before(b: Built, rows: dict, reporter) -> dict[str, Any]:
 
 
 # -- 5. train ------------------------------------------------------------------------------------
-def train(b: Built, fit_rows: dict, out: Path, reporter, resuming: bool, timings: dict[str, float], on_evaluation=None):
+def train(
+    b: Built,
+    fit_rows: dict,
+    data_train,
+    out: Path,
+    reporter,
+    resuming: bool,
+    timings: dict[str, float],
+    on_evaluation=None,
+):
     threads = torch.get_num_threads()
     if b.strategy.uses_feature_cache:
         torch.set_num_threads(1)  # a linear head's matmuls are too small to share; a 2nd thread only waits
     try:
-        result = fit(
-            b.model,
-            b.task,
-            b.strategy,
-            fit_rows["train"],
-            fit_rows["validation"],
-            b.cfg.train,
-            b.accelerator,
-            out / CHECKPOINTS,
-            reporter,
-            resume=resuming,
-            on_evaluation=on_evaluation,
-        )
+        if b.strategy.solves_head:  # a convex head on cached features: solved, with C cross-validated
+            result = solve_head(
+                b.model,
+                b.task,
+                fit_rows["train"],
+                fit_rows["validation"],
+                b.cfg.train,
+                b.task.split_key(data_train),
+                reporter,
+                b.strategy.head_c,
+            )
+            if on_evaluation is not None:  # its one evaluation, as fit() reports each of its own
+                on_evaluation(result.history[-1])
+        else:
+            result = fit(
+                b.model,
+                b.task,
+                b.strategy,
+                fit_rows["train"],
+                fit_rows["validation"],
+                b.cfg.train,
+                b.accelerator,
+                out / CHECKPOINTS,
+                reporter,
+                resume=resuming,
+                on_evaluation=on_evaluation,
+            )
     finally:
         torch.set_num_threads(threads)
     seconds = max(result.train_seconds, 1e-9)
@@ -358,6 +382,7 @@ def save_run_folder(
             "tokens": result.tokens,
             "pad_waste": result.pad_waste,
             "resumed_from_step": result.resumed_from_step,
+            **({"head_solver": result.solver} if result.solver else {}),
             **timings,
         },
         "run": {
@@ -428,7 +453,7 @@ def finetune(
     timings: dict[str, float] = {}
     rows, fit_rows = encode_rows(b, data, reporter, timings)
     before = score_before(b, rows, reporter)
-    result = train(b, fit_rows, out, reporter, resuming, timings, on_evaluation)
+    result = train(b, fit_rows, data.train, out, reporter, resuming, timings, on_evaluation)
     evals, extra = final_evaluation(b, data, rows, fit_rows, before, reporter)
     timings["total_seconds"] = time.perf_counter() - t_start
     metrics, files = save_run_folder(b, out, data, result, evals, extra, choice, timings)

@@ -133,6 +133,15 @@ class StrategyConfig(_Section):
         "for runs of few, long epochs).",
     )
     lora: LoraConfig | None = Field(None, description="lora: rank, alpha, dropout, target_modules.")
+    solver: Literal["lbfgs", "sgd"] | None = Field(
+        None,
+        description="head-only: lbfgs (default) solves the head to convergence, its L2 strength chosen by "
+        "5-fold cross-validation on the training split (as scikit-learn's LogisticRegressionCV; milliseconds on "
+        "cached features); sgd trains it by AdamW epochs (train.epochs, lr and patience apply).",
+    )
+    head_c: float | None = Field(
+        None, gt=0, description="head-only, solver lbfgs: inverse L2 strength C to use instead of cross-validating."
+    )
     auto_budget: str | None = Field(
         None,
         description="auto: what the race over candidate strategies may spend: a time (90s, 10m, 1.5h) or a "
@@ -322,6 +331,7 @@ class RunConfig(_Section):
 
         strategy = STRATEGIES.get(self.strategy.name)
         strategy.check_task(task_cls)
+        strategy.check_config(self)
         if self.strategy.unfreeze_every is not None and self.strategy.unfreeze_every_steps is not None:
             raise ValueError("strategy.unfreeze_every (epochs) and strategy.unfreeze_every_steps (steps): set one")
         for option in StrategyConfig.model_fields:

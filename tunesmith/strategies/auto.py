@@ -178,7 +178,7 @@ def _with(cfg, settings: dict[str, Any]):
     for key, value in settings.items():
         if key not in ("strategy", "strategy.name"):
             set_dotted(tree, key, value)
-    return config_from_dict(tree, "auto candidate")
+    return config_from_dict(STRATEGIES.get(tree["strategy"]["name"]).adapt(tree), "auto candidate")
 
 
 def describe_candidate(c: dict) -> str:

@@ -58,8 +58,16 @@ class Strategy(Protocol):
     options: ClassVar[tuple[str, ...]]  # strategy.* config options it reads; others are config errors
     supports_layer_decay: ClassVar[bool]
 
+    solves_head: bool  # the head is solved on cached features (training/solve.py) rather than trained by fit()
+
     @classmethod
     def check_task(cls, task_cls) -> None: ...  # ValueError naming why this strategy cannot train that task
+
+    @classmethod
+    def check_config(cls, cfg) -> None: ...  # ValueError naming config keys that do not apply to it
+
+    @classmethod
+    def adapt(cls, tree: dict) -> dict: ...  # a config tree less the keys check_config would refuse
 
     @classmethod
     def pick(cls, context: ChoiceContext) -> Choice: ...  # the strategy a run with this name trains with
@@ -83,6 +91,7 @@ class StrategyDefaults:
     uses_feature_cache: ClassVar[bool] = False
     options: ClassVar[tuple[str, ...]] = ()
     supports_layer_decay: ClassVar[bool] = False
+    solves_head: bool = False  # True: the head is solved on cached features (training/solve.py), not trained
 
     def __init__(self, **_: Any):
         pass
@@ -90,6 +99,16 @@ class StrategyDefaults:
     @classmethod
     def check_task(cls, task_cls) -> None:
         return None
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        return None
+
+    @classmethod
+    def adapt(cls, tree: dict) -> dict:
+        """A config tree written for another strategy (auto's candidates share the user's), less the
+        keys this one refuses (check_config)."""
+        return tree
 
     @classmethod
     def pick(cls, context: ChoiceContext) -> Choice:

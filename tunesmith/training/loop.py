@@ -59,6 +59,7 @@ class FitResult:
     tokens: int = 0  # non-pad tokens seen by the backbone
     pad_waste: float = 0.0
     resumed_from_step: int | None = None
+    solver: dict[str, Any] | None = None  # a head solved instead of trained (training/solve.py): how
 
 
 def make_accelerator(precision: str, grad_accum: int) -> Accelerator:
