@@ -235,3 +235,25 @@ def test_catalogue_model_fine_tunes_and_reloads(tmp_path):
     assert not list(res.out.glob("*.pth")) and (res.out / "model.safetensors").is_file()
     again = tunesmith.evaluate(res.out, val)
     assert again["confusion_matrix"] == res.metrics["confusion_matrix"]
+
+
+def test_fine_tuning_batch_norm_statistics_follow_the_weights():
+    """TF's decay 0.99 (momentum 0.01) lags behind weights that move fast on a small set; a model
+    being fine-tuned keeps PyTorch's 0.1, so after a few training batches the running mean sits
+    near the data's (with 0.01 it would still be near the pre-trained one)."""
+    from tunesmith.tasks.base import TaskModel
+
+    torch.manual_seed(0)
+    net = E.EfficientNetLite0()
+    assert {m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {E.BN_MOMENTUM}
+    TaskModel(net, torch.nn.Linear(1280, 2)).train()
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {m.momentum for m in bns} == {0.1}
+    stem = net.stem_bn
+    stem.running_mean.zero_()
+    x = torch.randn(4, 3, 32, 32) + 3.0  # shifted inputs: the stem's batch mean moves away from 0
+    with torch.no_grad():
+        target = F.conv2d(F.pad(x, (0, 1, 0, 1)), net.stem_conv.weight, stride=2).mean(dim=(0, 2, 3))
+        for _ in range(20):
+            net.forward_features(x)
+    assert torch.allclose(stem.running_mean, target, atol=0.15 * target.abs().max())  # 1 - 0.9^20 = 88% there

@@ -138,6 +138,7 @@ def choose_strategy(
     few train.* keys with it), then every strategy-dependent default filled in so the saved config
     says exactly what ran. A resumed run keeps the choice it made before (CHOICE_FILE)."""
     task_cls = TASKS.get(cfg.task)
+    backbone_cls = select_backbone(task_cls.modality, model_dir)  # reads config.json only
     saved = out / CHOICE_FILE
     if resume and saved.is_file() and not STRATEGIES.get(cfg.strategy.name).defaults:
         choice = Choice(**json.loads(saved.read_text(encoding="utf-8")))
@@ -150,7 +151,7 @@ def choose_strategy(
             task=task_cls,
             cfg=cfg,
             workdir=out.parent / f".{out.name}.candidates",
-            resolve=lambda c: c.resolved(),
+            resolve=lambda c: c.resolved(backbone_cls, len(data.train)),
             reporter=reporter,
         )
         choice = STRATEGIES.get(cfg.strategy.name).pick(context)
@@ -162,7 +163,7 @@ def choose_strategy(
     for key, value in choice.settings.items():  # e.g. the learning rate the winner raced with
         section, name = key.split(".")
         setattr(getattr(cfg, section), name, value)
-    return cfg.resolved(), choice
+    return cfg.resolved(backbone_cls, len(data.train)), choice
 
 
 def adopt_choice(choice, out: Path, resuming: bool) -> bool:

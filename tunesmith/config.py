@@ -371,12 +371,19 @@ class RunConfig(_Section):
                 ]
         return found
 
-    def resolved(self) -> RunConfig:
-        """Fill strategy-dependent defaults so the saved config says exactly what ran."""
+    def resolved(self, backbone_cls=None, n_train: int | None = None) -> RunConfig:
+        """Fill strategy-dependent defaults so the saved config says exactly what ran: the strategy's
+        own, over them what the backbone family measured (`backbone_cls.train_defaults`), and on a
+        small training set (`n_train` rows) enough epochs for the strategy's `min_steps`."""
+        import math
+
         from .strategies import STRATEGIES
+        from .strategies.base import MAX_DEFAULT_EPOCHS
 
         c = self.model_copy(deep=True)
         defaults = STRATEGIES.get(c.strategy.name).defaults
+        if defaults and backbone_cls is not None:
+            defaults = {**defaults, **backbone_cls.train_defaults.get(c.strategy.name, {})}
         if not defaults:  # a strategy that chooses another (auto) trains nothing itself
             raise ValueError(
                 f"strategy {c.strategy.name!r} picks another strategy (api.choose_strategy) before "
@@ -384,6 +391,10 @@ class RunConfig(_Section):
             )
         if c.train.epochs is None:
             c.train.epochs = defaults["epochs"]
+            if n_train and defaults.get("min_steps"):
+                steps_per_epoch = math.ceil(math.ceil(n_train / c.train.batch_size) / c.train.grad_accum)
+                needed = math.ceil(defaults["min_steps"] / steps_per_epoch)
+                c.train.epochs = int(min(max(c.train.epochs, needed), MAX_DEFAULT_EPOCHS))
         if c.train.lr is None:
             c.train.lr = defaults["lr"]
         if c.train.head_lr is None:

@@ -71,6 +71,9 @@ class BackboneDefaults:
     """Defaults for the optional parts of the contract; a backbone class overrides what differs."""
 
     head_inside: ClassVar[bool] = False
+    # Training defaults this family has measured, by strategy, over the strategy's own (epochs, lr,
+    # head_lr_factor, patience, min_steps): a CNN learns at far larger rates than a transformer.
+    train_defaults: ClassVar[dict[str, dict[str, float]]] = {}
 
     def native_layout(self, head: nn.Module) -> NativeLayout | None:
         return None

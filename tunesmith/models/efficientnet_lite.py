@@ -33,7 +33,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -275,6 +275,13 @@ BUILTIN_KEY = "tunesmith_builtin"
 
 @BACKBONES.register("efficientnet-lite")
 class EfficientNetLiteBackbone(BackboneDefaults, nn.Module):
+    # Measured on 10 Fashion-MNIST classes (issue 12): full at the transformer default (lr 5e-5, 3 epochs)
+    # ended at chance (0.12); lr 1e-3 for 15 epochs, batch-norm momentum 0.1, reached 0.97 on validation.
+    train_defaults: ClassVar[dict[str, dict[str, float]]] = {
+        "full": {"lr": 1e-3, "epochs": 15, "head_lr_factor": 1.0, "patience": 5},
+        "partial": {"lr": 1e-3, "epochs": 15, "head_lr_factor": 1.0, "patience": 5},
+        "gradual": {"lr": 1e-3, "epochs": 15, "head_lr_factor": 1.0, "patience": 5},
+    }
     """The Backbone contract over EfficientNetLite0: batch -> pooled 1280-d features. The ImageNet
     classifier and its dropout are removed, so no dead parameter counts as trainable."""
 

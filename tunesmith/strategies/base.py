@@ -9,6 +9,12 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+# A small set gets at least this many optimizer steps when train.epochs is left to the defaults: on
+# 10 image classes, 3 epochs were 27 steps, too few to move a pre-trained model (issue 12). Early
+# stopping still ends a run that has stopped improving.
+MIN_STEPS = 100
+MAX_DEFAULT_EPOCHS = 100
+
 
 @dataclass
 class ParamCounts:

@@ -8,13 +8,13 @@ from typing import Any
 from torch import nn
 
 from . import STRATEGIES
-from .base import ParamCounts, StrategyDefaults, count_params, head_param_groups, split_decay
+from .base import MIN_STEPS, ParamCounts, StrategyDefaults, count_params, head_param_groups, split_decay
 
 
 @STRATEGIES.register("bitfit")
 class BitFitStrategy(StrategyDefaults):
     name = "bitfit"
-    defaults = {"epochs": 5, "lr": 1e-3, "head_lr_factor": 1.0, "patience": 3}
+    defaults = {"epochs": 5, "lr": 1e-3, "head_lr_factor": 1.0, "patience": 3, "min_steps": MIN_STEPS}
 
     def prepare(self, model: nn.Module) -> ParamCounts:
         for n, p in model.backbone.named_parameters():

@@ -9,13 +9,13 @@ from typing import Any
 from torch import nn
 
 from . import STRATEGIES
-from .base import ParamCounts, StrategyDefaults, count_params, set_trainable_groups
+from .base import MIN_STEPS, ParamCounts, StrategyDefaults, count_params, set_trainable_groups
 
 
 @STRATEGIES.register("gradual")
 class GradualStrategy(StrategyDefaults):
     name = "gradual"
-    defaults = {"epochs": 4, "lr": 1e-4, "head_lr_factor": 10.0, "patience": 3}
+    defaults = {"epochs": 4, "lr": 1e-4, "head_lr_factor": 10.0, "patience": 3, "min_steps": MIN_STEPS}
     options = ("unfreeze_every", "unfreeze_every_steps")
     supports_layer_decay = True
 

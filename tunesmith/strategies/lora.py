@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import STRATEGIES
-from .base import ParamCounts, StrategyDefaults, count_params, head_param_groups, split_decay
+from .base import MIN_STEPS, ParamCounts, StrategyDefaults, count_params, head_param_groups, split_decay
 
 DEFAULT_LORA = {"rank": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": None}
 
@@ -77,7 +77,7 @@ def merge_lora(encoder: nn.Module) -> None:
 @STRATEGIES.register("lora")
 class LoraStrategy(StrategyDefaults):
     name = "lora"
-    defaults = {"epochs": 5, "lr": 5e-4, "head_lr_factor": 2.0, "patience": 3}
+    defaults = {"epochs": 5, "lr": 5e-4, "head_lr_factor": 2.0, "patience": 3, "min_steps": MIN_STEPS}
     options = ("lora",)
 
     def __init__(self, lora: dict | None = None, **_: Any):

@@ -8,13 +8,13 @@ from typing import Any
 from torch import nn
 
 from . import STRATEGIES
-from .base import ParamCounts, StrategyDefaults, count_params, set_trainable_groups
+from .base import MIN_STEPS, ParamCounts, StrategyDefaults, count_params, set_trainable_groups
 
 
 @STRATEGIES.register("partial")
 class PartialStrategy(StrategyDefaults):
     name = "partial"
-    defaults = {"epochs": 3, "lr": 1e-4, "head_lr_factor": 10.0, "patience": 3}
+    defaults = {"epochs": 3, "lr": 1e-4, "head_lr_factor": 10.0, "patience": 3, "min_steps": MIN_STEPS}
     options = ("unfreeze_top",)
     supports_layer_decay = True
 
