@@ -101,6 +101,26 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="new folder for the merged model")
     ex.add_argument("--overwrite", action="store_true", help="replace a previous export in --out")
 
+    se = sub.add_parser(
+        "search",
+        help="hyperparameter search (Optuna): trials are run folders in OUT/trials, best.yaml reproduces the best",
+    )
+    se.add_argument("-c", "--config", help="YAML config of the run to tune (flags and --set override it)")
+    for flag, key in TRAIN_FLAGS.items():
+        if flag != "--out":
+            se.add_argument(flag, dest=key, default=None, help=_field_help(key))
+    se.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    se.add_argument("--space", help="YAML search space: dotted config keys -> {low, high, log, step} or {choices}")
+    se.add_argument("--trials", type=int, default=20, help="the study's total of finished trials, all workers together")
+    se.add_argument("--out", help="study folder: trials/, best.yaml, report.html, search.json, study.db")
+    se.add_argument("--workers", type=int, default=1, help="local worker processes on one study (journal storage)")
+    se.add_argument("--storage", help="SQLAlchemy URL of a shared study (e.g. postgresql://user@host/db)")
+    se.add_argument("--study", default="tunesmith", help="study name in the storage")
+    se.add_argument("--sampler", default="tpe", help="tpe (default) or random")
+    se.add_argument("--pruner", default="median", help="median (default), successive-halving, hyperband or none")
+    se.add_argument("--show", metavar="OUT", help="print the trial table of the study in OUT, best first, and exit")
+    se.add_argument("--quiet", action="store_true", help="no progress bars or info")
+
     sub.add_parser("models", help="list the catalogue of pre-trained models shipped in pip packages")
     sub.add_parser("config-help", help="print every config key with its default and meaning")
     return ap
@@ -203,6 +223,33 @@ def _models(args) -> int:
     return 0
 
 
+def _search(args) -> int:
+    from .config import load_config
+    from .errors import ConfigError
+    from .search.study import search, show
+
+    if args.show:
+        print(show(args.show, args.storage, args.study))
+        return 0
+    if not args.space or not args.out:
+        raise ConfigError("tunesmith search needs --space FILE and --out FOLDER (or --show FOLDER)")
+    overrides = {key: getattr(args, key) for key in TRAIN_FLAGS.values() if key != "out"}
+    base = load_config(args.config, overrides, args.set)
+    search(
+        base,
+        args.space,
+        args.out,
+        args.trials,
+        storage=args.storage,
+        study_name=args.study,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        workers=args.workers,
+        quiet=args.quiet,
+    )
+    return 0
+
+
 def _config_help(args) -> int:
     from .config import config_reference
 
@@ -218,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "predict": _predict,
         "export": _export,
         "models": _models,
+        "search": _search,
         "config-help": _config_help,
     }[args.command]
     try:

@@ -361,7 +361,8 @@ class RunConfig(_Section):
         for section in type(self).model_fields:
             value = getattr(self, section)
             if isinstance(value, _TaskOptions):
-                if value.model_fields_set:
+                # a section at its defaults changes nothing (a saved run_config.yaml lists every section)
+                if value.model_fields_set and value != type(value)():
                     found.append(section)
             elif isinstance(value, BaseModel):
                 found += [

@@ -1,0 +1,173 @@
+"""`tunesmith search`: an Optuna study whose trials are ordinary run folders; the space is checked
+before any trial; best.yaml reproduces the best trial; several workers share one study."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import base_config
+
+import tunesmith
+from tunesmith.cli import main
+from tunesmith.config import config_from_dict, load_config
+from tunesmith.errors import ConfigError
+from tunesmith.search.space import load_space
+from tunesmith.search.study import search, show
+
+SPACE = {
+    "train.lr": {"low": 1e-3, "high": 1e-2, "log": True},
+    "train.epochs": {"low": 1, "high": 2},
+}
+
+
+def _base(model, data, test, tmp_path):
+    cfg = base_config(model, data, tmp_path / "unused", epochs=1)
+    cfg.pop("out")
+    cfg["data"]["test"] = str(test)
+    cfg["train"]["threads"] = 1
+    return config_from_dict(cfg)
+
+
+def _space(tmp_path, space=SPACE, name="space.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(space))
+    return p
+
+
+@pytest.mark.parametrize(
+    "space,message",
+    [
+        ({"train.lrr": {"low": 1, "high": 2}}, "unknown config key 'train.lrr'"),
+        ({"train.lr": {"low": 1e-2, "high": 1e-3}}, "low < high"),
+        ({"train.lr": {"low": 0.0, "high": 1e-3, "log": True}}, "log range needs low > 0"),
+        ({"train.lr": {"choices": []}}, "non-empty list"),
+        ({"train.lr": 0.1}, "give {low"),
+        ({"train.batch_size": {"low": 0, "high": 8}}, "train.batch_size=0 is not a valid config"),
+        ({"data.train": {"choices": ["a.csv"]}}, "the data are the study's"),
+        ({"strategy.lora.rank": {"low": 2, "high": 8, "when": {"strategy.name": "lora"}}}, "`when` must map"),
+    ],
+)
+def test_a_bad_space_is_an_error_naming_the_key(space, message, tmp_path):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("{", r"\{")):
+        load_space(_space(tmp_path, space), config_from_dict({}))
+
+
+def test_conditional_parameters_apply_only_under_their_strategy(tmp_path):
+    space = load_space(
+        _space(
+            tmp_path,
+            {
+                "strategy.name": {"choices": ["full", "lora"]},
+                "strategy.lora.rank": {"low": 2, "high": 8, "when": {"strategy.name": "lora"}},
+            },
+        ),
+        config_from_dict({}),
+    )
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = [space.suggest(study.ask()) for _ in range(12)]
+    assert all(("strategy.lora.rank" in v) == (v["strategy.name"] == "lora") for v in seen)
+    assert {v["strategy.name"] for v in seen} == {"full", "lora"}
+
+
+def test_study_trials_are_runs_best_yaml_reproduces_and_test_is_scored_once(
+    tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path, capsys
+):
+    base = _base(tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path)
+    out = tmp_path / "s1"
+    summary = search(base, _space(tmp_path), out, 3, quiet=True)
+    rows = summary["trials"]
+    assert len(rows) == 3 and {r["number"] for r in rows} == {0, 1, 2}
+    for r in rows:  # each trial an ordinary run folder, scored on validation only
+        m = json.loads((out / "trials" / f"{r['number']:03d}" / "metrics.json").read_text())
+        assert m["test"] is None
+    best = summary["best"]
+    assert best["value"] == max(r["value"] for r in rows if r["value"] is not None)
+    assert summary["test"] and "accuracy" in summary["test"]  # the best trial's model, once
+    report = (out / "report.html").read_text()
+    assert "Optimisation history" in report and "scored once" in report
+    # best.yaml reproduces the best trial's validation metric
+    again = tunesmith.finetune(load_config(out / "best.yaml", {"out": str(tmp_path / "rerun")}), quiet=True)
+    assert again.metrics["macro_f1"] == pytest.approx(best["value"], abs=1e-9)
+    # rerunning the command continues the study; --show prints the table, best first
+    assert main(["search", "--show", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "3 trials" in table and table.index(f"\n{best['number']:>4}  complete") < table.index(
+        "complete", table.index("\n   ")
+    )
+    assert len(search(base, _space(tmp_path), out, 4, quiet=True)["trials"]) == 4
+    # a changed space is a new study, refused before any trial runs
+    changed = _space(tmp_path, {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}}, "other.yaml")
+    with pytest.raises(ConfigError, match="another space"):
+        search(base, changed, out, 5, quiet=True)
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(
+    tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path, monkeypatch
+):
+    import tunesmith.api as api
+
+    real, calls = api.finetune, []
+
+    def flaky(cfg, **kw):
+        calls.append(cfg.out)
+        if len(calls) == 2:
+            raise RuntimeError("disk full (simulated)")
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(api, "finetune", flaky)
+    summary = search(
+        _base(tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path),
+        _space(tmp_path),
+        tmp_path / "s",
+        3,
+        quiet=True,
+    )
+    states = sorted(r["state"] for r in summary["trials"])
+    assert states == ["complete", "complete", "fail"]
+    assert any("disk full" in (r["error"] or "") for r in summary["trials"])
+
+
+def test_two_worker_processes_share_one_study_exactly(tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path):
+    cfg = tmp_path / "base.yaml"
+    base = _base(tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path)
+    cfg.write_text(yaml.safe_dump(base.model_dump(mode="json", exclude_unset=True)))
+    out = tmp_path / "w2"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tunesmith",
+            "search",
+            "-c",
+            str(cfg),
+            "--space",
+            str(_space(tmp_path)),
+            "--trials",
+            "4",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "lock" not in r.stderr.lower() and "Traceback" not in r.stderr
+    rows = json.loads((out / "search.json").read_text())["trials"]
+    assert len(rows) == 4 and len({r["number"] for r in rows}) == 4 and len({r["run"] for r in rows}) == 4
+    assert all(r["state"] == "complete" for r in rows)
+    assert "4 trials" in show(out)
+
+
+def test_unreachable_storage_is_an_error_before_any_trial(tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path):
+    base = _base(tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path)
+    with pytest.raises(ConfigError, match="cannot open the study storage"):
+        search(base, _space(tmp_path), tmp_path / "s", 2, storage="postgresql://nobody@127.0.0.1:1/none", quiet=True)
+    assert not (tmp_path / "s" / "trials").exists()
