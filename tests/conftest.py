@@ -148,3 +148,69 @@ def task_examples(tmp_path_factory):
         return built[task_name]
 
     return get
+
+
+def _postgres_bin() -> Path | None:
+    import glob
+    import shutil as _sh
+
+    found = _sh.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(versions[-1]).parent if versions else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """A real PostgreSQL server (Debian's `postgresql`, which scripts/setup.sh installs when root) on
+    127.0.0.1 and a free port, in a temp data folder; stopped at the end. It refuses to run as root,
+    so as root it runs as the `postgres` user. In CI a missing server fails, never skips."""
+    import os
+    import pwd
+    import socket
+    import subprocess
+
+    bindir = _postgres_bin()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: scripts/setup.sh installs Debian's postgresql when root")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    pytest.importorskip("psycopg")  # SQLAlchemy 2's default PostgreSQL driver
+    import shutil as _sh
+    import tempfile
+
+    # not under pytest's root-only temp folder: the server's user must be able to reach it
+    root = Path(tempfile.mkdtemp(prefix="tunesmith-pg-"))
+    data = root / "data"
+    run_as: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(
+        [*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "tunesmith"],
+        check=True,
+        capture_output=True,
+    )
+    opts = f"-h 127.0.0.1 -p {port} -k {root}"
+    subprocess.run(
+        [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        subprocess.run(
+            [*run_as, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "tunesmith", "studies"],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql://tunesmith@127.0.0.1:{port}/studies"
+    finally:
+        subprocess.run(
+            [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True
+        )
+        _sh.rmtree(root, ignore_errors=True)

@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +50,21 @@ def storage_for(out: Path, url: str | None, workers: int):
 
         return JournalStorage(JournalFileBackend(str(out / "study.journal")))
     url = url or f"sqlite:///{out / 'study.db'}"
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-        )
-    except Exception as e:  # sqlalchemy's errors: bad URL, no server, no driver
-        raise ConfigError(f"--storage {url}: cannot open the study storage: {type(e).__name__}: {e}") from None
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats: stable enough
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            )
+        except Exception as e:  # sqlalchemy's errors: bad URL, no server, no driver
+            # workers started together on an empty database race to create its tables: the loser retries
+            if "IntegrityError" in type(e).__name__ and attempt < 2:
+                time.sleep(1.0 + attempt)
+                continue
+            raise ConfigError(f"--storage {url}: cannot open the study storage: {type(e).__name__}: {e}") from None
 
 
 def make_study(storage, study_name: str, direction: str, sampler, pruner, load_if_exists: bool = True):
