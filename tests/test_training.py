@@ -294,3 +294,13 @@ def test_every_run_format_saves_a_tokenizer_that_pads_and_pipeline_batches_exact
         if theirs is not None:
             ours = predictor.task.parity_view(predictor.outputs(texts))
             assert predictor.task.output_difference(ours, theirs) <= 1e-5, name
+
+
+def test_a_run_no_better_than_the_majority_class_says_so_everywhere(tiny_bert_mean, sentiment_csv, tmp_path, capsys):
+    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "flat", epochs=1, lr=1e-9)
+    res = tunesmith.finetune(cfg)
+    assert "NO BETTER THAN TRIVIAL" in capsys.readouterr().err
+    m = json.loads((res.out / "metrics.json").read_text())
+    assert any("NO BETTER THAN TRIVIAL: validation macro_f1" in w and "majority class" in w for w in m["warnings"])
+    assert "NO BETTER THAN TRIVIAL" in (res.out / "report.html").read_text()
+    assert "NO BETTER THAN TRIVIAL" in (res.out / "README.md").read_text()

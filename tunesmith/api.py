@@ -332,10 +332,30 @@ def final_evaluation(b: Built, data: RunData, rows: dict, fit_rows: dict, before
         if split != "train"
     }
     extra, warnings = b.task.summarise(data.splits, evals, before, b.cfg)
+    warnings += no_better_than_trivial(b, data, evals)
     for w in warnings:  # e.g. the guard set's forgetting check
         data.preflight.warnings.append(w)
         reporter.warn(w)
     return evals, extra
+
+
+def no_better_than_trivial(b: Built, data: RunData, evals: dict) -> list[str]:
+    """A loud warning for each split where the model scores no better than the task's trivial
+    predictor (classification: the majority class): the run learned nothing there."""
+    metric, out = b.cfg.train.metric, []
+    lower = metric in b.task.lower_is_better
+    for split, ev in evals.items():
+        trivial = b.task.trivial_score(data.train, data.splits[split], metric)
+        if trivial is None or metric not in ev.metrics:
+            continue
+        what, score = trivial
+        value = ev.metrics[metric]
+        if (value >= score) if lower else (value <= score):
+            out.append(
+                f"NO BETTER THAN TRIVIAL: {split} {metric} {value:.4f}, against {score:.4f} from {what}; the model "
+                "learned nothing usable. Try more epochs or another learning rate, --strategy auto, or more data"
+            )
+    return out
 
 
 # -- 7. save -------------------------------------------------------------------------------------

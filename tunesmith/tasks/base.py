@@ -142,6 +142,10 @@ class Task(Protocol):
 
     def describe_evaluation(self, examples, ev: EvalOutput) -> dict[str, Any]: ...
 
+    # (what the trivial predictor is, its score on `examples`) for metric, or None: a run no better
+    # than it learned nothing, and says so loudly
+    def trivial_score(self, train, examples, metric: str) -> tuple[str, float] | None: ...
+
     def headline(self, metrics: dict[str, Any]) -> str: ...
 
     def report_sections(self, metrics: dict, examples: dict, evals: dict) -> list[str]: ...
@@ -192,6 +196,9 @@ class TaskDefaults:
 
     def describe_evaluation(self, examples, ev: EvalOutput) -> dict[str, Any]:
         return {}
+
+    def trivial_score(self, train, examples, metric: str) -> tuple[str, float] | None:
+        return None
 
     def check_evaluation_data(self, examples, source: str) -> None:
         return None

@@ -127,6 +127,17 @@ class ClassificationTask(TaskDefaults):
             batch["labels"] = torch.tensor([r["label"] for r in rows], dtype=torch.long)
         return batch
 
+    def trivial_score(self, train, examples, metric: str) -> tuple[str, float] | None:
+        """Always predicting the training set's majority class."""
+        from collections import Counter
+
+        if metric == "loss" or not examples.labels:
+            return None
+        majority = min(Counter(train.labels).items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        refs = [self.label2id[y] for y in examples.labels if y in self.label2id]
+        score = self.metrics([self.label2id[majority]] * len(refs), refs)[metric]
+        return f"always predicting the majority class {majority!r}", float(score)
+
     def feature_row(self, row: dict, features: torch.Tensor) -> dict:
         return {"features": features, "label": row["label"]} if "label" in row else {"features": features}
 
