@@ -41,6 +41,24 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+# Runs `tunesmith train ARGS` and SIGKILLs the process once a solved head (head-only) has its solution,
+# before the run folder is written: what a resumed solved run has to redo.
+_KILL_AFTER_SOLVE = """
+import os, signal, sys
+import tunesmith.api as api
+from tunesmith.cli import main
+
+solve = api.solve_head
+
+def solve_then_die(*args, **kwargs):
+    solve(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+api.solve_head = solve_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def _flat(tree: dict, prefix: str = "") -> list[str]:
     out = []
     for k, v in tree.items():
@@ -157,3 +175,35 @@ def test_an_unfinished_run_is_protected_and_resumes_only_its_own_config(task_exa
     changed[changed.index("--lr") + 1] = "5e-4"
     r = tunesmith_cli(changed, environ)
     assert r.returncode == 2 and "train.lr" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_solved_head_killed_before_saving_resumes_to_the_identical_run(task_examples, tmp_path):
+    """A solved head (head-only's default) has no steps to checkpoint: --resume solves it again, from the
+    cached features, to the same solution the uninterrupted run saved."""
+    from tunesmith.cli import main
+
+    ex = task_examples(DEFAULT_TASK)
+    environ = env(tmp_path)
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+
+    def args(folder: Path, *extra: str) -> list[str]:
+        a = train_args(DEFAULT_TASK, ex, folder, "head-only", *extra)
+        for flag in ("--epochs", "--lr"):  # a solved head has neither
+            i = a.index(flag)
+            del a[i : i + 2]
+        return a
+
+    assert main(args(ref)) == 0
+    killer = [sys.executable, "-c", _KILL_AFTER_SOLVE, *args(out)]
+    r = subprocess.run(killer, env=environ, capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert (out / "run_config.yaml").is_file() and not (out / "metrics.json").exists()
+    done = tunesmith_cli(args(out, "--resume"), environ)
+    assert done.returncode == 0, done.stderr
+    m_ref, m_res = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))
+    assert m_res["train"]["head_solver"]["C"] == m_ref["train"]["head_solver"]["C"]
+    assert m_res["history"] == m_ref["history"] and m_res["validation"] == m_ref["validation"]
+    assert m_res["train"]["feature_cache_hit"] == 1.0  # the killed run's features were kept
+    for name in sorted(p.name for p in ref.glob("*.safetensors")):
+        w_ref, w_res = load_file(str(ref / name)), load_file(str(out / name))
+        assert w_ref.keys() == w_res.keys() and all(torch.equal(w_ref[k], w_res[k]) for k in w_ref), name

@@ -47,7 +47,18 @@ class HeadOnlyStrategy(StrategyDefaults):
             if cfg.strategy.head_c is not None:
                 raise ValueError("strategy.head_c applies to the solved head (strategy.solver: lbfgs), not sgd")
             return
-        set_keys = [f"train.{k}" for k in cls.SGD_ONLY if k in cfg.train.model_fields_set and getattr(cfg.train, k)]
+        # a saved run_config.yaml holds the sgd defaults resolved() filled in: those load again
+        sgd = {
+            "epochs": cls.defaults["epochs"],
+            "lr": cls.defaults["lr"],
+            "early_stopping_patience": cls.defaults["patience"],
+        }
+        sgd["head_lr"] = cls.defaults["lr"] * cls.defaults["head_lr_factor"]
+        set_keys = [
+            f"train.{k}"
+            for k in cls.SGD_ONLY
+            if k in cfg.train.model_fields_set and getattr(cfg.train, k) and getattr(cfg.train, k) != sgd[k]
+        ]
         if set_keys:
             raise ValueError(
                 f"{', '.join(set_keys)}: head-only solves its head (L-BFGS, regularisation chosen by "
