@@ -51,6 +51,7 @@ def test_recompute_replays_layers_and_changes_nothing_else(strategy, tiny_bert_m
 def test_recompute_is_refused_where_it_cannot_apply(tiny_bert_mean, sentiment_csv, tmp_path):
     cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "h", gradient_checkpointing=True)
     cfg["strategy"] = {"name": "head-only"}
+    del cfg["train"]["epochs"], cfg["train"]["lr"]  # a solved head has none
     with pytest.raises(ConfigError, match="gradient_checkpointing does nothing with 'head-only'"):
         tunesmith.finetune(cfg, quiet=True)
 
