@@ -170,15 +170,16 @@ def candidates(context: ChoiceContext, seed_pick: str, memory_ok) -> tuple[list[
 
 
 def _with(cfg, settings: dict[str, Any]):
-    from ..config import config_from_dict, set_dotted
+    """A candidate's config: the user's (search's `with_params`, which adapts it to the strategy),
+    without auto's own budget, with the candidate's strategy and settings."""
+    from ..config import config_from_dict
+    from ..search.space import with_params
 
-    tree = cfg.model_dump(mode="json", exclude_unset=True)  # what the user set; defaults stay defaults
-    tree["strategy"] = {k: v for k, v in tree.get("strategy", {}).items() if v is not None and k != "auto_budget"}
-    tree["strategy"]["name"] = settings.get("strategy", settings.get("strategy.name", cfg.strategy.name))
-    for key, value in settings.items():
-        if key not in ("strategy", "strategy.name"):
-            set_dotted(tree, key, value)
-    return config_from_dict(STRATEGIES.get(tree["strategy"]["name"]).adapt(tree), "auto candidate")
+    base = cfg.model_copy(deep=True)
+    base.strategy.auto_budget = None  # auto's own option: no candidate takes it
+    values = {"strategy.name": settings.get("strategy", settings.get("strategy.name", cfg.strategy.name))}
+    values.update({k: v for k, v in settings.items() if k not in ("strategy", "strategy.name")})
+    return config_from_dict(with_params(base, values), "auto candidate")
 
 
 def describe_candidate(c: dict) -> str:
@@ -248,18 +249,19 @@ def race(context: ChoiceContext, order_hint: Choice, budget_text: str | None, re
             continue
         trial_cfg = _with(cfg, {**cand, "train.keep_checkpoints": True})
         is_measured = not STRATEGIES.get(cand["strategy"]).uses_feature_cache
-        trial = (study if is_measured else unraced).ask()
+        target = study if is_measured else unraced
+        trial = target.ask()
         t0 = time.perf_counter()
         row = dict(cand)
         try:
             value = run_trial(trial, trial_cfg, workdir / f"{i:02d}", stop=over_budget)
-            (study if is_measured else unraced).tell(trial, value)
+            target.tell(trial, value)
             row.update(state="complete", value=value)
         except optuna.TrialPruned as e:
-            (study if is_measured else unraced).tell(trial, state=optuna.trial.TrialState.PRUNED)
+            target.tell(trial, state=optuna.trial.TrialState.PRUNED)
             row.update(state="pruned", why=str(e) or "successive halving: not in the top third at its rung")
         except Exception as e:  # a candidate that fails is reported; the race goes on
-            (study if is_measured else unraced).tell(trial, state=optuna.trial.TrialState.FAIL)
+            target.tell(trial, state=optuna.trial.TrialState.FAIL)
             row.update(state="failed", why=f"{type(e).__name__}: {e}")
         row["seconds"] = time.perf_counter() - t0
         row.update({k: trial.user_attrs[k] for k in ("epochs_run", "best_epoch") if k in trial.user_attrs})
