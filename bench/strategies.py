@@ -16,7 +16,6 @@ hiding what lora saves. Results: stdout and bench/results/strategies.{json,md}.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import resource
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from child_runs import cpu_jiffies, wait_for_idle  # noqa: E402  (shared, not copied)
+from child_runs import cpu_jiffies, tweet_splits, wait_for_idle  # noqa: E402  (shared, not copied)
 
 
 def child(args) -> None:
@@ -112,27 +111,7 @@ def main(argv=None) -> int:
         args.train = 300
     work = Path(tempfile.mkdtemp(prefix="bench_strategies_"))
     data = work / "data"
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "prepare_sentiment.py"),
-            "--out",
-            str(data),
-            "--train",
-            str(args.train + 200),
-            "--test",
-            "1000",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    with open(data / "train.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    for name, part in (("train.csv", rows[:-200]), ("val.csv", rows[-200:])):
-        with open(data / name, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["text", "label"])
-            w.writeheader()
-            w.writerows(part)
+    tweet_splits(data, args.train, 1000)
     results = {}
     hz = __import__("os").sysconf("SC_CLK_TCK")
     for s in args.strategies.split(","):

@@ -9,11 +9,14 @@ task, modality, backbone, strategy and run-format contracts; nothing here asks w
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import platform
 import shutil
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,10 +93,68 @@ def _coerce(config: RunConfig | dict | str | Path) -> RunConfig:
     return load_config(config)
 
 
+# -- reuse within one process: a search's trials share their data -------------------------------
+class _Reuse:
+    """What an open `reuse_data()` keeps: the last few data sets read and splits encoded."""
+
+    def __init__(self, size: int):
+        self.size, self.items = size, OrderedDict()
+
+    def get(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self.items:
+            self.items[key] = make()
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        self.items.move_to_end(key)
+        return self.items[key]
+
+
+_REUSE: _Reuse | None = None
+
+
+@contextlib.contextmanager
+def reuse_data(size: int = 8):
+    """While open, `finetune` reads each distinct data config once and encodes (tokenises, decodes,
+    featurises) each split once per model and preprocessing: the trials of a search differ in how they
+    train, not in their data. Keyed by the data config with its files' sizes and modification times,
+    and for encoded rows also the model folder's files and every config section but train, strategy
+    and out; the `size` latest entries are kept. Outside it nothing is kept."""
+    global _REUSE
+    outer = _REUSE
+    _REUSE = outer or _Reuse(size)
+    try:
+        yield
+    finally:
+        _REUSE = outer
+
+
+def _files_stamp(paths) -> list:
+    """(file, size, mtime) of each path, every file under a folder: an edited input is a new key."""
+    found = []
+    for p in map(Path, paths):
+        for f in sorted(p.rglob("*")) if p.is_dir() else [p] if p.is_file() else []:
+            if f.is_file():
+                st = f.stat()
+                found.append((str(f), st.st_size, st.st_mtime_ns))
+    return found
+
+
+def _data_key(cfg: RunConfig) -> str:
+    d = cfg.data.model_dump(mode="json")
+    return json.dumps([cfg.task, d, _files_stamp(v for v in d.values() if isinstance(v, str))], default=str)
+
+
 # -- 1. data -------------------------------------------------------------------------------------
 def read_data(cfg: RunConfig, reporter=None) -> RunData:
     """Training, validation (given, or split off training), test and the task's extra splits, checked
-    before any model loads so mistakes cost seconds."""
+    before any model loads so mistakes cost seconds. Read once per data config under `reuse_data()`."""
+    if _REUSE is not None:
+        kept = _REUSE.get("data " + _data_key(cfg), lambda: _read_data(cfg, reporter))
+        return RunData(dict(kept.splits), copy.deepcopy(kept.preflight))  # a run adds its own warnings
+    return _read_data(cfg, reporter)
+
+
+def _read_data(cfg: RunConfig, reporter) -> RunData:
     task_cls = TASKS.get(cfg.task)
     modality = MODALITIES.get(task_cls.modality)()
     d, pre = cfg.data, Preflight()
@@ -212,10 +273,7 @@ def encode_rows(b: Built, data: RunData, reporter, timings: dict[str, float]) ->
     once per split or read from the cache)."""
     # Training rows carry augmentation only when the backbone trains: cached features are clean.
     augment = not b.strategy.uses_feature_cache
-    rows = {
-        split: b.task.encode(ex, augment=augment and split == "train", reporter=reporter)
-        for split, ex in data.splits.items()
-    }
+    rows = {split: _encode(b, split, ex, augment and split == "train", reporter) for split, ex in data.splits.items()}
     if not b.strategy.uses_feature_cache:
         return rows, rows
     t0, hits, fit_rows = time.perf_counter(), [], {}
@@ -241,6 +299,25 @@ def encode_rows(b: Built, data: RunData, reporter, timings: dict[str, float]) ->
     timings["feature_cache_hit"] = float(all(hits))
     reporter.info(f"features: {'read from cache' if all(hits) else 'computed'} in {timings['feature_seconds']:.1f}s")
     return rows, fit_rows
+
+
+def _encode(b: Built, split: str, examples, augment: bool, reporter) -> list[dict]:
+    """One split's rows, encoded once per data, model and preprocessing under `reuse_data()`."""
+    if _REUSE is None:
+        return b.task.encode(examples, augment=augment, reporter=reporter)
+    key = json.dumps(
+        [
+            _data_key(b.cfg),
+            split,
+            augment,
+            str(b.model_dir),
+            _files_stamp([b.model_dir]),
+            # encoding reads the data, the model and its preprocessing options, never train.* or strategy.*
+            b.cfg.model_dump(mode="json", exclude={"out", "train", "strategy"}),
+        ],
+        default=str,
+    )
+    return _REUSE.get("rows " + key, lambda: b.task.encode(examples, augment=augment, reporter=reporter))
 
 
 def score_before(b: Built, rows: dict, reporter) -> dict[str, Any]:

@@ -136,8 +136,8 @@ class StrategyConfig(_Section):
     solver: Literal["lbfgs", "sgd"] | None = Field(
         None,
         description="head-only: lbfgs (default) solves the head to convergence, its L2 strength chosen by "
-        "5-fold cross-validation on the training split (as scikit-learn's LogisticRegressionCV; milliseconds on "
-        "cached features); sgd trains it by AdamW epochs (train.epochs, lr and patience apply).",
+        "5-fold cross-validation of the held-out loss on the training split (seconds on cached features); sgd "
+        "trains it by AdamW epochs (train.epochs, lr and patience apply).",
     )
     head_c: float | None = Field(
         None, gt=0, description="head-only, solver lbfgs: inverse L2 strength C to use instead of cross-validating."
@@ -168,10 +168,18 @@ class StrategyConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: int | None = Field(
-        None, ge=1, le=10_000, description="Passes over the training data. Default: 3 (full), 50 (head-only)."
+        None,
+        ge=1,
+        le=10_000,
+        description="Passes over the training data. Default: the strategy's (3 for full, 50 for head-only) or "
+        "the model family's (CNNs 15, text encoders 10), raised on a small set to at least 100 optimizer steps.",
     )
     lr: float | None = Field(
-        None, gt=0, lt=1, description="Peak learning rate. Default: 5e-5 (full), 5e-3 (head-only)."
+        None,
+        gt=0,
+        lt=1,
+        description="Peak learning rate. Default: the model family's for the strategy (full: CNNs 1e-3, text "
+        "encoders 2e-5), else the strategy's (full 5e-5, head-only 5e-3).",
     )
     head_lr: float | None = Field(
         None, gt=0, lt=1, description="Learning rate of the new task head (default: 10x lr for full, lr otherwise)."
@@ -179,7 +187,13 @@ class TrainConfig(_Section):
     batch_size: int = Field(32, ge=1, le=65_536, description="Examples per optimizer step (before accumulation).")
     eval_batch_size: int = Field(64, ge=1, le=65_536, description="Examples per evaluation batch.")
     grad_accum: int = Field(1, ge=1, le=1024, description="Batches accumulated per optimizer step.")
-    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Fraction of steps spent warming the LR up from 0.")
+    warmup_ratio: float = Field(
+        0.06,
+        ge=0,
+        lt=1,
+        description="Fraction of steps spent warming the LR up from 0. Unless set, the model family's where it "
+        "declares one (text encoders and audio models: 0.1).",
+    )
     weight_decay: float = Field(0.01, ge=0, lt=1, description="AdamW weight decay (not applied to biases and norms).")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this global norm (null: off).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout before the task head's linear layer.")
@@ -193,7 +207,7 @@ class TrainConfig(_Section):
         3,
         ge=1,
         description="Stop after this many evaluations without improvement (null: never stop early). "
-        "Default: 3 (full), 10 (head-only).",
+        "Default: 3 (full), 10 (head-only); CNNs 5.",
     )
     metric: str | None = Field(
         None,
@@ -374,8 +388,10 @@ class RunConfig(_Section):
 
     def resolved(self, backbone_cls=None, n_train: int | None = None) -> RunConfig:
         """Fill strategy-dependent defaults so the saved config says exactly what ran: the strategy's
-        own, over them what the backbone family measured (`backbone_cls.train_defaults`), and on a
-        small training set (`n_train` rows) enough epochs for the strategy's `min_steps`."""
+        own (`defaults`), over them what the backbone family measured for that strategy
+        (`backbone_cls.train_defaults`: a CNN learns at far larger rates than a transformer), and on a
+        small training set (`n_train` rows) enough epochs for `min_steps` optimizer steps. Without a
+        backbone class or a row count it fills what it can (the strategy's own)."""
         import math
 
         from .strategies import STRATEGIES
@@ -391,11 +407,13 @@ class RunConfig(_Section):
                 "defaults can be filled in"
             )
         if c.train.epochs is None:
-            c.train.epochs = defaults["epochs"]
-            if n_train and defaults.get("min_steps"):
+            c.train.epochs = int(defaults["epochs"])
+            if n_train and defaults.get("min_steps"):  # "in steps rather than epochs when data is small"
                 steps_per_epoch = math.ceil(math.ceil(n_train / c.train.batch_size) / c.train.grad_accum)
                 needed = math.ceil(defaults["min_steps"] / steps_per_epoch)
                 c.train.epochs = int(min(max(c.train.epochs, needed), MAX_DEFAULT_EPOCHS))
+        if "warmup_ratio" in defaults and "warmup_ratio" not in self.train.model_fields_set:
+            c.train.warmup_ratio = defaults["warmup_ratio"]
         if c.train.lr is None:
             c.train.lr = defaults["lr"]
         if c.train.head_lr is None:

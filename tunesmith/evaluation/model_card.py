@@ -113,7 +113,8 @@ def write_model_card(out: Path, cfg: RunConfig, metrics: dict, task) -> Path:
     ]
     warnings = metrics.get("warnings") or []
     if warnings:
-        lines += ["- Warnings raised while checking the data:"] + [f"  - {cell(w)}" for w in warnings]
+        # data checks and results alike (a model no better than the trivial predictor says so here)
+        lines += ["- Warnings raised by this run:"] + [f"  - {cell(w)}" for w in warnings]
     path = out / "README.md"
     tmp = out / f".README.md.tmp{os.getpid()}"
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

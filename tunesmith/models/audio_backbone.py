@@ -46,6 +46,12 @@ class AudioBackbone(BackboneDefaults, nn.Module):
     name = "hf-audio"
     modality = "audio"
     description = "a Whisper encoder, or a wav2vec2-style encoder (wav2vec2, HuBERT, WavLM, ...)"
+    # transformers' audio-classification recipe (examples/pytorch/audio-classification): lr 3e-5, warmup
+    # over 10% of steps, several epochs with the best validation checkpoint kept.
+    train_defaults = {
+        "full": {"lr": 3e-5, "epochs": 10, "warmup_ratio": 0.1, "patience": 3},
+        "partial": {"epochs": 10, "warmup_ratio": 0.1, "patience": 3},
+    }
     pooling = "mean"  # over the encoder frames that hold audio
 
     def __init__(self, encoder: nn.Module, kind: str):
@@ -60,6 +66,7 @@ class AudioBackbone(BackboneDefaults, nn.Module):
             _freeze_as_buffer(encoder.embed_positions, "weight")
         # group-norm feature extractors normalise over time, padding included: see the module docstring
         self.uses_attention_mask = kind == "wav2vec2" and getattr(cfg, "feat_extract_norm", "layer") == "layer"
+        self.apply_batch_norm_policy()  # e.g. HuBERT's batch-norm positional convolution
 
     @classmethod
     def handles(cls, config: dict) -> bool:

@@ -90,6 +90,9 @@ class WhisperBackbone(BackboneDefaults, nn.Module):
     name = "whisper-asr"
     modality = "speech"
     description = "Whisper (encoder-decoder: writes text token by token)"
+    # The published Whisper fine-tuning recipe (Hugging Face's "Fine-Tune Whisper"): lr 1e-5 with warmup;
+    # higher rates forget general speech fast (configs/speech/accent.yaml).
+    train_defaults = {"full": {"lr": 1e-5, "warmup_ratio": 0.1}}
     kind = "seq2seq"
     pooling = "none"  # a sequence model: nothing is pooled
     head_inside = True  # TaskModel.forward: this model calls its head itself (see take_head)
@@ -103,6 +106,7 @@ class WhisperBackbone(BackboneDefaults, nn.Module):
         _freeze_as_buffer(model.model.encoder.embed_positions, "weight")
         self.encoder = model
         self.feature_dim = int(model.config.d_model)
+        self.apply_batch_norm_policy()  # none in Whisper (layer norms); every backbone applies the policy
 
     @classmethod
     def handles(cls, config: dict) -> bool:
@@ -194,6 +198,9 @@ class CtcBackbone(BackboneDefaults, nn.Module):
     name = "ctc-asr"
     modality = "speech"
     description = "a wav2vec2-style encoder (wav2vec2, HuBERT, WavLM, ...) with a new CTC head over characters"
+    # The wav2vec2 CTC fine-tuning recipe (transformers' examples/pytorch/speech-recognition): lr 1e-4,
+    # warmup, tens of epochs: the character head is new and emits only blanks for a while.
+    train_defaults = {"full": {"lr": 1e-4, "epochs": 20, "warmup_ratio": 0.1, "patience": 5}}
     kind = "ctc"
     pooling = "none"
 
@@ -204,6 +211,7 @@ class CtcBackbone(BackboneDefaults, nn.Module):
         # Group-norm feature encoders (wav2vec2-base) normalise over time, padding included, and are
         # meant to get zero-padded input without a mask (transformers' own advice); layer-norm ones take it.
         self.uses_attention_mask = getattr(model.config, "feat_extract_norm", "layer") == "layer"
+        self.apply_batch_norm_policy()  # wav2vec2-conformer's convolution modules have batch norm
 
     @classmethod
     def handles(cls, config: dict) -> bool:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .backbone import BACKBONES, BackboneDefaults, NativeLayout, hf_config
+from .backbone import BACKBONES, CNN_TRAIN_DEFAULTS, BackboneDefaults, NativeLayout, hf_config
 from .layer_order import group_parameters
 
 
@@ -34,6 +34,11 @@ def find_classifier(model: nn.Module) -> str:
         f"{type(model).__name__}: cannot find its final classifier layer (looked for classifier, "
         "head, fc); tunesmith cannot graft a head on this architecture"
     )
+
+
+# transformers image classifiers that are convolutional networks with batch norm: a family of their own
+# (hf-image-cnn), which trains with the CNN defaults; ViT, ConvNeXt, Swin, ... keep the strategies' own.
+BATCH_NORM_CNNS = frozenset({"resnet", "regnet", "mobilenet_v1", "mobilenet_v2", "efficientnet"})
 
 
 @BACKBONES.register("hf-image")
@@ -56,10 +61,11 @@ class VisionBackbone(BackboneDefaults, nn.Module):
             self.feature_dim = _feature_dim_from_config(model.config)
         self.encoder = model
         self.classifier_path = path
+        self.apply_batch_norm_policy()  # MobileNet / EfficientNet in transformers: TF's decay as momentum
 
     @classmethod
     def handles(cls, config: dict) -> bool:
-        return _builtin_name(config) is None
+        return _builtin_name(config) is None and config.get("model_type") not in BATCH_NORM_CNNS
 
     @classmethod
     def load(cls, folder: Path, model_cfg, options=None) -> tuple[VisionBackbone, object]:
@@ -89,6 +95,20 @@ class VisionBackbone(BackboneDefaults, nn.Module):
     def layer_groups(self) -> list[tuple[str, list[str]]]:
         """Stem ('embeddings'), each stage or block, then final norms ('top'), bottom to top."""
         return group_parameters(self.encoder, "encoder.")
+
+
+@BACKBONES.register("hf-image-cnn")
+class ConvVisionBackbone(VisionBackbone):
+    """A transformers CNN with batch norm (ResNet, RegNet, MobileNet, EfficientNet): the same backbone,
+    declaring what its family trains with."""
+
+    name = "hf-image-cnn"
+    description = "a transformers convolutional image classifier with batch norm (ResNet, RegNet, MobileNet, ...)"
+    train_defaults = CNN_TRAIN_DEFAULTS
+
+    @classmethod
+    def handles(cls, config: dict) -> bool:
+        return _builtin_name(config) is None and config.get("model_type") in BATCH_NORM_CNNS
 
 
 def _feature_dim_from_config(config) -> int:
@@ -140,7 +160,8 @@ def load_vision_backbone(
             raise ModelError(f"cannot load the model in {folder}: {e}") from None
         except (OSError, KeyError) as e:
             raise ModelError(f"cannot load the model in {folder}: {e}") from None
-    return channels_last_if_cnn(VisionBackbone(model))
+    family = ConvVisionBackbone if config.model_type in BATCH_NORM_CNNS else VisionBackbone
+    return channels_last_if_cnn(family(model))
 
 
 def channels_last_if_cnn(backbone: nn.Module) -> nn.Module:

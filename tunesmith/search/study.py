@@ -10,21 +10,26 @@ workers, and running the command again continues the study.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
+import socket
 import time
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
 
-from ..config import RunConfig, config_from_dict, config_to_yaml
+from ..api import reuse_data
+from ..config import RunConfig, config_from_dict
 from ..errors import ConfigError
 from ..progress import Reporter
 from ..run_folder import CONFIG_FILE
+from ..strategies import STRATEGIES
 from .space import Space, with_params
 from .trial import metric_of, run_trial
 
@@ -79,7 +84,110 @@ def make_study(storage, study_name: str, direction: str, sampler, pruner, load_i
     )
 
 
-def _open(base: RunConfig, space: Space, out: Path, storage_url, study_name, sampler, pruner, workers, seed):
+class TrialLock:
+    """Makes "is the budget spent? if not, start a trial" one step across every worker of a study, so
+    the study ends with exactly --trials trials (MaxTrialsCallback counts after a trial ends: workers
+    finishing together, or more workers than trials, overshoot). A file lock beside a local storage
+    (SQLite file, journal); a session advisory lock on a PostgreSQL or MySQL server, which the server
+    drops with a killed worker's connection. Released as the trial starts training."""
+
+    def __init__(self, out: Path, url: str | None, study_name: str):
+        self._file = self._conn = None
+        self._held, self.exact = False, True
+        if url is None or url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///") + ".lock") if url else out / ".trials.lock"
+            self._file = open(path, "a+")  # noqa: SIM115  (held for the worker's life)
+            return
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        key = zlib.crc32(f"tunesmith search {study_name}".encode())
+        sql = {
+            "postgresql": ("SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)"),
+            "mysql": ("SELECT GET_LOCK(CONCAT('tunesmith', :k), -1)", "SELECT RELEASE_LOCK(CONCAT('tunesmith', :k))"),
+        }.get(engine.dialect.name)
+        if sql is None:  # no lock to share: the total may exceed --trials by the workers running at its end
+            self.exact = False
+            return
+        self._conn, self._sql, self._key = engine.connect(), [sqlalchemy.text(q) for q in sql], key
+
+    def acquire(self) -> None:
+        if self._file is not None:
+            import fcntl
+
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        elif self._conn is not None:
+            self._conn.execute(self._sql[0], {"k": self._key})
+            self._conn.commit()
+        self._held = True
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        if self._file is not None:
+            import fcntl
+
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+        elif self._conn is not None:
+            self._conn.execute(self._sql[1], {"k": self._key})
+            self._conn.commit()
+
+    def close(self) -> None:
+        self.release()
+        for handle in (self._file, self._conn):
+            if handle is not None:
+                handle.close()
+
+
+def budget_used(study) -> tuple[int, int]:
+    """-> (trials that count against --trials, trials waiting to run). Every trial started counts
+    (finished, pruned, failed or running), except one whose worker died: the heartbeat failed it and
+    queued a retry (RetryHeartbeatStaleTrialCallback), which counts instead."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    waiting = sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
+    used = sum(t.state != optuna.trial.TrialState.WAITING and t.number not in retried for t in trials)
+    return used, waiting
+
+
+def run_trials(study, objective, trials: int, lock: TrialLock, callbacks=()) -> int:
+    """Run trials until the study holds `trials` (all workers together); -> how many this worker ran.
+    A trial that raises is recorded as failed (its error in the trial's user attrs) and the study goes
+    on; a queued retry of a dead worker's trial runs first."""
+    ran = 0
+    while True:
+        lock.acquire()
+        try:
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, a retry queued
+            used, waiting = budget_used(study)
+            if used >= trials and not waiting:
+                return ran
+        except BaseException:
+            lock.release()
+            raise
+
+        def started(trial: optuna.Trial) -> float:
+            lock.release()  # the trial exists now: the next worker may take the next one
+            return objective(trial)
+
+        try:
+            study.optimize(started, n_trials=1, callbacks=list(callbacks), catch=(Exception,), gc_after_trial=True)
+        finally:
+            lock.release()
+        ran += 1
+
+
+def sampler_seed(seed: int, existing: int, worker: int, shared: bool) -> int:
+    """A seed per (study state, worker): the same study continued, or a second worker, would otherwise
+    replay the first one's random start and sample the same parameters again. Workers on other
+    machines (a shared storage URL) add their host and process."""
+    where = f":{socket.gethostname()}:{os.getpid()}" if shared else ""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{existing}:{worker}{where}".encode()).digest()[:4], "little")
+
+
+def _open(base: RunConfig, space: Space, out: Path, storage_url, study_name, sampler, pruner, workers, seed, worker=0):
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
@@ -92,6 +200,8 @@ def _open(base: RunConfig, space: Space, out: Path, storage_url, study_name, sam
         SAMPLERS[sampler](seed),
         PRUNERS[pruner](),
     )
+    existing = len(study.get_trials(deepcopy=False))
+    study.sampler = SAMPLERS[sampler](sampler_seed(seed, existing, worker, storage_url is not None))
     # a study keeps the space, metric and data it was started with: a changed one is a new study
     signature = {"space": space.as_dict(), "metric": metric, "data": base.data.model_dump(mode="json")}
     saved = study.user_attrs.get("signature")
@@ -116,19 +226,19 @@ def _objective(base: RunConfig, space: Space, out: Path):
     return objective
 
 
-def _worker(base_json, space_path, out, storage_url, study_name, sampler, pruner, workers, seed, trials):
-    """One worker process: runs trials until the study holds `trials` finished ones."""
+def _worker(base_json, space_path, out, storage_url, study_name, sampler, pruner, workers, seed, trials, worker):
+    """One worker process: runs trials until the study holds `trials`, reading the data once."""
     base = config_from_dict(base_json)
     from .space import load_space
 
     space = load_space(space_path, base)
-    study, _ = _open(base, space, Path(out), storage_url, study_name, sampler, pruner, workers, seed)
-    study.optimize(
-        _objective(base, space, Path(out)),
-        callbacks=[optuna.study.MaxTrialsCallback(trials, states=DONE)],
-        catch=(Exception,),
-        gc_after_trial=True,
-    )
+    study, _ = _open(base, space, Path(out), storage_url, study_name, sampler, pruner, workers, seed, worker)
+    lock = TrialLock(Path(out), storage_url, study_name)
+    try:
+        with reuse_data():
+            run_trials(study, _objective(base, space, Path(out)), trials, lock)
+    finally:
+        lock.close()
 
 
 def search(
@@ -160,7 +270,15 @@ def search(
     reporter, t0 = Reporter(quiet), time.perf_counter()
     args = (base.model_dump(mode="json", exclude_unset=True), str(space_path), str(out), storage, study_name)
     args += (sampler, pruner, workers, seed, trials)
-    done_before = sum(t.state in DONE for t in study.get_trials(deepcopy=False))
+    done_before, _ = budget_used(study)
+    if trials < done_before:
+        raise ConfigError(
+            f"--trials {trials}: study {study_name!r} already holds {done_before} trials; give --trials above "
+            f"{done_before} to continue it (or a new --study / --out)"
+        )
+    lock = TrialLock(out, storage, study_name)
+    if not lock.exact:
+        reporter.warn(f"{storage}: no shared lock on this database; the study may end a few trials above {trials}")
     reporter.info(
         f"search: study {study_name!r}, {done_before} of {trials} trials done; {sampler} sampler, {pruner} pruning "
         f"on validation {metric}; {workers} worker(s)"
@@ -168,23 +286,20 @@ def search(
     with reporter.bar("trials", trials, unit="trials") as bar:
         bar.advance(min(done_before, trials))
         if workers == 1:
-            seen = done_before
 
             def progress(study_, trial_):
-                nonlocal seen
-                seen += 1
                 best = _best_value(study_)
                 bar.advance(1, postfix="" if best is None else f"best {metric} {best:.4f}")
 
-            study.optimize(
-                _objective(base, space, out),
-                callbacks=[optuna.study.MaxTrialsCallback(trials, states=DONE), progress],
-                catch=(Exception,),
-                gc_after_trial=True,
-            )
+            try:
+                with reuse_data():  # data read and encoded once for all the trials
+                    run_trials(study, _objective(base, space, out), trials, lock, [progress])
+            finally:
+                lock.close()
         else:
+            lock.close()
             ctx = multiprocessing.get_context("spawn")
-            procs = [ctx.Process(target=_worker, args=args) for _ in range(workers)]
+            procs = [ctx.Process(target=_worker, args=(*args, i + 1)) for i in range(workers)]
             for p in procs:
                 p.start()
             last = done_before
@@ -257,10 +372,14 @@ def finish(study, base: RunConfig, out: Path, metric: str, space: Space, seconds
         tree = yaml.safe_load((run / CONFIG_FILE).read_text(encoding="utf-8"))
         tree.pop("out", None)
         tree["data"]["test"] = base.data.test  # trials never saw it; the rerun may score it
+        # the resolved config, less what its strategy refuses to be given (head-only's solved head: epochs, lr)
+        tree = STRATEGIES.get(tree["strategy"]["name"]).adapt(tree)
         best_cfg = config_from_dict(tree, "best trial")
+        # only the keys the tree holds: a dump of every field would give head-only the epochs it refuses
+        body = yaml.safe_dump(best_cfg.model_dump(mode="json", exclude_unset=True), sort_keys=False)
         (out / "best.yaml").write_text(
             f"# best trial {best['number']} of study {study.study_name!r}: validation {metric} {best['value']:.6f}\n"
-            f"# reproduce: tunesmith train -c {out / 'best.yaml'} --out runs/best\n" + config_to_yaml(best_cfg),
+            f"# reproduce: tunesmith train -c {out / 'best.yaml'} --out runs/best\n" + body,
             encoding="utf-8",
         )
         summary["best"] = {"number": best["number"], "value": best["value"], "params": best["params"], "run": str(run)}

@@ -208,9 +208,6 @@ class TaskDefaults:
         return cls.display_names.get(key, key)
 
 
-FINETUNE_BN_MOMENTUM = 0.1
-
-
 class TaskModel(nn.Module):
     """Backbone plus task head. A batch holding precomputed ``features`` skips the backbone: that is
     how head-only training on cached features shares this model, loss and loop."""
@@ -219,13 +216,6 @@ class TaskModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
-        # Batch-norm policy for fine-tuning, every backbone: running statistics follow the weights at
-        # PyTorch's momentum 0.1. Checkpoints ported from TF keep its decay 0.99 (momentum 0.01), whose
-        # statistics lag far behind weights that move fast on a small set: EfficientNet-Lite0 full on 10
-        # Fashion-MNIST classes reached 0.97 validation accuracy at 0.1 and 0.53 at 0.01 (issue 12).
-        for m in backbone.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.momentum = FINETUNE_BN_MOMENTUM
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "features" in batch:
@@ -240,7 +230,8 @@ class TaskModel(nn.Module):
 
     def train(self, mode: bool = True) -> TaskModel:
         """Batch-norm layers whose weights are frozen keep their pre-trained running statistics:
-        frozen means frozen (and a LoRA run, which saves adapters only, reloads exactly)."""
+        frozen means frozen (and a LoRA run, which saves adapters only, reloads exactly). Those that
+        train follow the weights at the momentum their backbone declares (models/backbone.py)."""
         super().train(mode)
         if mode:
             for m in self.backbone.modules():
