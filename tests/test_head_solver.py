@@ -128,6 +128,12 @@ def test_head_only_run_records_its_solve_and_refuses_sgd_settings(tiny_bert_mean
     solver = m["train"]["head_solver"]
     assert solver["folds"] == 5 and solver["C"] in [r["C"] for r in solver["cv"]] and solver["iterations"] > 0
     assert len(m["history"]) == 1 and m["validation"]["macro_f1"] == m["history"][0]["macro_f1"]
+    # the card and report say how the head was fitted, not SGD epochs and a learning rate that never ran
+    card = (res.out / "README.md").read_text()
+    assert "Head solved to convergence (L-BFGS" in card and "5-fold cross-validation" in card
+    assert "- Epochs:" not in card
+    report = (res.out / "report.html").read_text()
+    assert "head solved (L-BFGS)" in report and "epochs / lr / batch size" not in report
     again = tunesmith.finetune({**cfg, "out": str(tmp_path / "h2")}, quiet=True)
     assert again.metrics == res.metrics  # deterministic
 

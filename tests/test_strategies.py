@@ -144,3 +144,22 @@ def test_auto_follows_the_study_table_and_steps_down_when_memory_is_short():
     assert image.strategy == got.strategy and any("study is of text classification" in w for w in image.reasons)
     small = choose(["a"] * 600 + ["b"] * 600, 7_000_000_000, 8 << 30)  # a 7B model in 8 GiB
     assert small.strategy in ("lora", "head-only") and any("stepping down" in w for w in small.reasons)
+
+
+def test_lora_on_a_cnn_with_depthwise_convolutions_adapts_the_ungrouped_ones():
+    """EfficientNet-Lite's depthwise convolutions take LoRA only at a rank divisible by their groups
+    (peft refuses rank 8): the default targets leave them frozen and adapt every other convolution."""
+    import torch
+
+    from tunesmith.models.efficientnet_lite import EfficientNetLite0
+    from tunesmith.strategies.lora import DEFAULT_LORA, default_targets, inject_lora
+
+    net = EfficientNetLite0()
+    targets = default_targets(net)
+    assert "depthwise_conv" not in targets and {"expand_conv", "project_conv"} <= set(targets)
+    inject_lora(net, DEFAULT_LORA)
+    adapted = {n.rsplit(".", 1)[0] for n, _ in net.named_parameters() if "lora_A" in n}
+    assert adapted and not any("depthwise" in n for n in adapted)
+    out = net.forward_features(torch.randn(2, 3, 64, 64))
+    out.sum().backward()
+    assert all(p.grad is not None for n, p in net.named_parameters() if "lora_" in n)

@@ -91,8 +91,7 @@ def write_model_card(out: Path, cfg: RunConfig, metrics: dict, task) -> Path:
             else ""
         )
         + ("; LoRA adapters merged into the saved weights" if meta.get("lora_merged") else ""),
-        f"- Epochs: {t.epochs}; learning rate: {t.lr}; batch size: {t.batch_size}"
-        + (f" x {t.grad_accum} accumulated" if t.grad_accum > 1 else ""),
+        _training_line(t, train.get("head_solver")),
         f"- Precision: {run.get('precision', t.precision)}; seed: {run.get('seed', t.seed)}",
         f"- Optimizer steps: {fmt(train.get('steps'))}; "
         f"stopped early: {'yes' if metrics.get('stopped_early') else 'no'}"
@@ -120,3 +119,15 @@ def write_model_card(out: Path, cfg: RunConfig, metrics: dict, task) -> Path:
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def _training_line(t, solver: dict | None) -> str:
+    """How the weights were fitted: a head solved to convergence has no epochs or learning rate."""
+    if solver:
+        how = f"C {solver['C']:.4g}" + (
+            f", chosen by {solver['folds']}-fold cross-validation on the training split" if solver.get("folds") else ""
+        )
+        return f"- Head solved to convergence (L-BFGS, {solver['iterations']} iterations; {how})"
+    return f"- Epochs: {t.epochs}; learning rate: {t.lr}; batch size: {t.batch_size}" + (
+        f" x {t.grad_accum} accumulated" if t.grad_accum > 1 else ""
+    )

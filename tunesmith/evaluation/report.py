@@ -83,6 +83,14 @@ def _table(header: list[str] | None, rows: list[list[str]]) -> str:
     return f"<table>{head}{body}</table>"
 
 
+def _fitted(cfg: RunConfig, solver: dict[str, Any] | None) -> tuple[str, str]:
+    """How the weights were fitted: a head solved to convergence has no epochs or learning rate."""
+    if solver:
+        folds = f", {solver['folds']}-fold CV on the training split" if solver.get("folds") else ""
+        return ("head solved (L-BFGS)", f"C {solver['C']:.4g}{folds}; {solver['iterations']} iterations")
+    return ("epochs / lr / batch size", f"{cfg.train.epochs} / {cfg.train.lr} / {cfg.train.batch_size}")
+
+
 def _summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
     run, params, train = metrics.get("run", {}), metrics.get("params", {}), metrics.get("train", {})
     rows = [
@@ -93,7 +101,7 @@ def _summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
         ("trainable / total parameters", f"{_num(params.get('trainable'))} / {_num(params.get('total'))}"),
         ("precision", run.get("precision")),
         ("seed", run.get("seed", cfg.train.seed)),
-        ("epochs / lr / batch size", f"{cfg.train.epochs} / {cfg.train.lr} / {cfg.train.batch_size}"),
+        _fitted(cfg, train.get("head_solver")),
         ("optimizer steps", _num(train.get("steps"))),
         ("training time (s)", _num(train.get("train_seconds"), 1)),
         ("total run time (s)", _num(train.get("total_seconds"), 1)),

@@ -27,9 +27,15 @@ def default_targets(encoder: nn.Module) -> list[str]:
         # BART-style attention (Whisper, wav2vec2, HuBERT, ...; peft's table has none of them): query and
         # value, the pair peft picks for BART/OPT and LoRA's paper adapts
         return ["q_proj", "v_proj"]
-    convs = sorted({n.rsplit(".", 1)[-1] for n, m in encoder.named_modules() if isinstance(m, nn.Conv2d)})
+    convs = [(n, m) for n, m in encoder.named_modules() if isinstance(m, nn.Conv2d)]
     if convs and not any(isinstance(m, nn.MultiheadAttention) for m in encoder.modules()):
-        return convs  # a CNN (ResNet, ConvNeXt, ...): peft's LoRA on its convolutions
+        # a CNN (ResNet, EfficientNet, ...): peft's LoRA on its ungrouped convolutions. A depthwise
+        # (grouped) convolution takes LoRA only at a rank divisible by its groups, which no default
+        # rank is, and has few weights to adapt: it stays frozen. Names that also name a grouped
+        # convolution are given in full, so only the ungrouped ones match.
+        grouped = {n.rsplit(".", 1)[-1] for n, m in convs if m.groups > 1}
+        plain = [(n, n.rsplit(".", 1)[-1]) for n, m in convs if m.groups == 1]
+        return sorted({s for _, s in plain if s not in grouped}) + sorted(n for n, s in plain if s in grouped)
     linear = sorted({n.rsplit(".", 1)[-1] for n, m in encoder.named_modules() if isinstance(m, nn.Linear)})
     raise ConfigError(
         f"no default LoRA target modules for model type {model_type!r}; set strategy.lora.target_modules "
