@@ -170,7 +170,7 @@ def test_unreachable_storage_is_an_error_before_any_trial(tiny_bert_mean, sentim
     base = _base(tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path)
     with pytest.raises(ConfigError, match="cannot open the study storage"):
         search(base, _space(tmp_path), tmp_path / "s", 2, storage="postgresql://nobody@127.0.0.1:1/none", quiet=True)
-    assert not (tmp_path / "s" / "trials").exists()
+    assert not (tmp_path / "s").exists()  # nothing half-written: not even an empty folder
 
 
 def test_two_workers_share_a_study_on_a_real_postgresql_server(
@@ -203,3 +203,13 @@ def test_two_workers_share_a_study_on_a_real_postgresql_server(
     assert len({t.user_attrs["run"] for t in trials}) == 4
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # median pruning may stop one
     assert all(t.state in done for t in trials) and any(t.state == done[0] for t in trials)
+
+
+def test_a_space_written_as_people_write_learning_rates_loads(tmp_path):
+    """YAML 1.1 reads `1e-5` (no dot) as a string; a space file written that way is still a range."""
+    p = tmp_path / "space.yaml"
+    p.write_text("train.lr: {low: 1e-5, high: 1e-3, log: true}\ntrain.epochs: {low: 2, high: 4}\n")
+    space = load_space(p, config_from_dict({}))
+    lr, epochs = sorted(space.params, key=lambda q: q.key)[::-1]
+    assert (lr.low, lr.high, lr.log, lr.integer) == (1e-5, 1e-3, True, False)
+    assert (epochs.low, epochs.high, epochs.integer) == (2, 4, True)

@@ -88,6 +88,17 @@ def _field(key: str):
     return fields[parts[-1]]
 
 
+def _number(v):
+    """YAML 1.1 reads 1e-5 (no dot) as a string; a number written so is still a number."""
+    if isinstance(v, str):
+        for kind in (int, float):
+            try:
+                return kind(v)
+            except ValueError:
+                pass
+    return v
+
+
 def load_space(path: str | Path, base: RunConfig) -> Space:
     p = Path(path)
     if not p.is_file():
@@ -121,13 +132,13 @@ def load_space(path: str | Path, base: RunConfig) -> Space:
             continue
         if "low" not in spec or "high" not in spec:
             raise ConfigError(f"{p}: {key}: a range needs both low and high (or give choices)")
-        low, high = spec["low"], spec["high"]
+        low, high = _number(spec["low"]), _number(spec["high"])
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low >= high:
             raise ConfigError(f"{p}: {key}: need numbers with low < high, got low {low!r}, high {high!r}")
         log = bool(spec.get("log", False))
         if log and low <= 0:
             raise ConfigError(f"{p}: {key}: a log range needs low > 0, got {low!r}")
-        step = spec.get("step")
+        step = _number(spec.get("step"))
         if step is not None and log:
             raise ConfigError(f"{p}: {key}: step and log cannot be combined")
         integer = isinstance(low, int) and isinstance(high, int) and (step is None or isinstance(step, int))

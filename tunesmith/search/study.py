@@ -263,10 +263,16 @@ def search(
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     space = load_space(space_path, base)
     seed = base.train.seed
-    study, metric = _open(base, space, out, storage, study_name, sampler, pruner, workers, seed)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        study, metric = _open(base, space, out, storage, study_name, sampler, pruner, workers, seed)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a study that could not open leaves no empty folder behind
+        raise
     reporter, t0 = Reporter(quiet), time.perf_counter()
     args = (base.model_dump(mode="json", exclude_unset=True), str(space_path), str(out), storage, study_name)
     args += (sampler, pruner, workers, seed, trials)
