@@ -213,30 +213,3 @@ def test_a_space_written_as_people_write_learning_rates_loads(tmp_path):
     lr, epochs = sorted(space.params, key=lambda q: q.key)[::-1]
     assert (lr.low, lr.high, lr.log, lr.integer) == (1e-5, 1e-3, True, False)
     assert (epochs.low, epochs.high, epochs.integer) == (2, 4, True)
-
-
-def test_median_pruning_waits_for_five_trials_and_never_stops_a_first_evaluation():
-    """A trial's first evaluation says more about its warmup and schedule than its parameters: the
-    default pruner lets it go on, and stops a trial only once 5 have finished to compare against."""
-    import optuna
-
-    from tunesmith.search.study import PRUNERS
-
-    study = optuna.create_study(direction="maximize", pruner=PRUNERS["median"]())
-
-    def poor_trial() -> list[bool]:
-        t = study.ask()
-        verdicts = []
-        for step in (1, 2, 3):
-            t.report(0.1, step)
-            verdicts.append(t.should_prune())
-        study.tell(t, state=optuna.trial.TrialState.PRUNED)
-        return verdicts
-
-    for n in range(5):
-        assert poor_trial() == [False, False, False], n  # too few finished trials to judge
-        good = study.ask()
-        for step in (1, 2, 3):
-            good.report(0.9, step)
-        study.tell(good, 0.9)
-    assert poor_trial() == [False, True, True]  # pruned from its second evaluation on

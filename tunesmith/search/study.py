@@ -38,10 +38,7 @@ SAMPLERS = {
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
 }
 PRUNERS = {
-    # never on a trial's first evaluation: there warmup and the LR schedule decide more than the
-    # parameters do (bench/search.py: with pruning from epoch 1, the trial that ended best under random
-    # search was pruned at its first of 4 epochs); and not before 5 trials have finished (Optuna's default)
-    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
     "successive-halving": lambda: optuna.pruners.SuccessiveHalvingPruner(),
     "hyperband": lambda: optuna.pruners.HyperbandPruner(),
     "none": lambda: optuna.pruners.NopPruner(),
