@@ -273,7 +273,10 @@ def encode_rows(b: Built, data: RunData, reporter, timings: dict[str, float]) ->
     once per split or read from the cache)."""
     # Training rows carry augmentation only when the backbone trains: cached features are clean.
     augment = not b.strategy.uses_feature_cache
-    rows = {split: _encode(b, split, ex, augment and split == "train", reporter) for split, ex in data.splits.items()}
+    key = _encoding_key(b)  # once for every split: it stats the data files and the model folder
+    rows = {
+        split: _encode(b, key, split, ex, augment and split == "train", reporter) for split, ex in data.splits.items()
+    }
     if not b.strategy.uses_feature_cache:
         return rows, rows
     t0, hits, fit_rows = time.perf_counter(), [], {}
@@ -301,23 +304,24 @@ def encode_rows(b: Built, data: RunData, reporter, timings: dict[str, float]) ->
     return rows, fit_rows
 
 
-def _encode(b: Built, split: str, examples, augment: bool, reporter) -> list[dict]:
-    """One split's rows, encoded once per data, model and preprocessing under `reuse_data()`."""
+def _encoding_key(b: Built) -> str | None:
+    """What an encoded split depends on under `reuse_data()` (None outside it): the data, the model
+    folder's files and the config less train, strategy and out (encoding never reads those)."""
     if _REUSE is None:
+        return None
+    parts = [_data_key(b.cfg), str(b.model_dir), _files_stamp([b.model_dir])]
+    parts.append(b.cfg.model_dump(mode="json", exclude={"out", "train", "strategy"}))
+    return json.dumps(parts, default=str)
+
+
+def _encode(b: Built, key: str | None, split: str, examples, augment: bool, reporter) -> list[dict]:
+    """One split's rows, encoded once per data, model and preprocessing under `reuse_data()`."""
+    if _REUSE is None or key is None:
         return b.task.encode(examples, augment=augment, reporter=reporter)
-    key = json.dumps(
-        [
-            _data_key(b.cfg),
-            split,
-            augment,
-            str(b.model_dir),
-            _files_stamp([b.model_dir]),
-            # encoding reads the data, the model and its preprocessing options, never train.* or strategy.*
-            b.cfg.model_dump(mode="json", exclude={"out", "train", "strategy"}),
-        ],
-        default=str,
+    return _REUSE.get(
+        f"rows {json.dumps([key, split, augment])}",
+        lambda: b.task.encode(examples, augment=augment, reporter=reporter),
     )
-    return _REUSE.get("rows " + key, lambda: b.task.encode(examples, augment=augment, reporter=reporter))
 
 
 def score_before(b: Built, rows: dict, reporter) -> dict[str, Any]:
