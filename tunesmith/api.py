@@ -247,7 +247,7 @@ def build_model(cfg: RunConfig, model_dir: Path, data: RunData, reporter) -> Bui
     """Pre-trained backbone + the task's head, the strategy applied, the accelerator made."""
     task_cls = TASKS.get(cfg.task)
     backbone_cls = select_backbone(task_cls.modality, model_dir)
-    backbone, preprocessor = backbone_cls.load(model_dir, cfg.model, task_cls.backbone_options(cfg))
+    backbone, preprocessor = _load_backbone(cfg, task_cls, backbone_cls, model_dir)
     task = task_cls.from_data(backbone, preprocessor, data.train, cfg, reporter)
     torch.manual_seed(cfg.train.seed)
     model = TaskModel(backbone, task.build_head(backbone))
@@ -264,6 +264,18 @@ def build_model(cfg: RunConfig, model_dir: Path, data: RunData, reporter) -> Bui
         f"model: {cfg.model.name}{pooled}, strategy {strategy.name}: {counts.describe()}; precision {precision}"
     )
     return Built(cfg, model_dir, task, model, strategy, accelerator, precision, counts)
+
+
+def _load_backbone(cfg: RunConfig, task_cls, backbone_cls, model_dir: Path):
+    """(backbone, preprocessor) from the model folder. Under `reuse_data()`, a strategy that keeps the
+    backbone frozen (its features cached) shares one loaded backbone across runs: nothing changes its
+    weights, and a head-only trial would otherwise spend most of its time loading them again."""
+    options = task_cls.backbone_options(cfg)
+    load = lambda: backbone_cls.load(model_dir, cfg.model, options)  # noqa: E731
+    if _REUSE is None or not STRATEGIES.get(cfg.strategy.name).uses_feature_cache:
+        return load()
+    parts = [str(model_dir), _files_stamp([model_dir]), cfg.model.model_dump(mode="json"), options]
+    return _REUSE.get(f"backbone {json.dumps(parts, default=str)}", load)
 
 
 # -- 4. rows -------------------------------------------------------------------------------------
@@ -462,14 +474,25 @@ def model_meta(b: Built) -> dict[str, Any]:
 
 
 def save_run_folder(
-    b: Built, out: Path, data: RunData, result, evals: dict, extra: dict, choice, timings: dict[str, float]
+    b: Built,
+    out: Path,
+    data: RunData,
+    result,
+    evals: dict,
+    extra: dict,
+    choice,
+    timings: dict[str, float],
+    keep_weights: Callable[[dict], str | None] | None = None,
 ) -> tuple[dict, dict[str, Path]]:
-    """Model, report, card; metrics.json last marks the run finished."""
+    """Model, report, card; metrics.json last marks the run finished. `keep_weights(validation metrics)`
+    returning a reason leaves the model (and its card) unwritten: a search's trial that is not the best
+    so far; its config, metrics and report still say what it did."""
     from .evaluation.model_card import write_model_card
     from .evaluation.report import write_report
 
     cfg, pre = b.cfg, data.preflight
-    layout = save_run(out, b.model, b.task, model_meta(b))
+    dropped = keep_weights(evals["validation"].metrics) if keep_weights is not None else None
+    layout = save_run(out, b.model, b.task, model_meta(b)) if dropped is None else None
     end = count_params(b.model)  # strategies that grow the trainable set (gradual) say where they ended
     metrics = {
         **{split: ev.metrics for split, ev in evals.items()},
@@ -513,12 +536,11 @@ def save_run_folder(
             "candidates": choice.candidates,
             **choice.record,
         }
-    files = {
-        "model": out / "model.safetensors",
-        "metrics": out / METRICS_FILE,
-        "report": write_report(out, cfg, metrics, data.splits, evals, b.task),
-        "model_card": write_model_card(out, cfg, metrics, b.task),
-    }
+    if dropped is not None:
+        metrics["run"]["weights_not_kept"] = dropped
+    files = {"metrics": out / METRICS_FILE, "report": write_report(out, cfg, metrics, data.splits, evals, b.task)}
+    if dropped is None:
+        files.update(model=out / "model.safetensors", model_card=write_model_card(out, cfg, metrics, b.task))
     if not cfg.train.keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     tmp = out / f".{METRICS_FILE}.tmp{os.getpid()}"
@@ -534,9 +556,12 @@ def finetune(
     overwrite: bool = False,
     quiet: bool = False,
     on_evaluation=None,
+    keep_weights: Callable[[dict], str | None] | None = None,
 ) -> RunResult:
     """Fine-tune a pre-trained model as the config says; returns metrics and the run folder's files.
-    `on_evaluation(record)` sees each validation evaluation during training (search's pruning)."""
+    `on_evaluation(record)` sees each validation evaluation during training (search's pruning);
+    `keep_weights(validation metrics)` returning a reason saves the run without its model (a search's
+    trials that are not the best so far)."""
     cfg = _coerce(config)
     if not cfg.out:
         raise ConfigError("no output folder: give --out FOLDER (or out: in the config)")
@@ -558,8 +583,10 @@ def finetune(
     result = train(b, fit_rows, data.train, out, reporter, resuming, timings, on_evaluation)
     evals, extra = final_evaluation(b, data, rows, fit_rows, before, reporter)
     timings["total_seconds"] = time.perf_counter() - t_start
-    metrics, files = save_run_folder(b, out, data, result, evals, extra, choice, timings)
-    reporter.info(f"done in {timings['total_seconds']:.1f}s: {b.task.headline(metrics)}\n  model + report in {out}/")
+    metrics, files = save_run_folder(b, out, data, result, evals, extra, choice, timings, keep_weights)
+    dropped = metrics["run"].get("weights_not_kept")
+    kept = "model + report" if dropped is None else f"report (model not kept: {dropped})"
+    reporter.info(f"done in {timings['total_seconds']:.1f}s: {b.task.headline(metrics)}\n  {kept} in {out}/")
     return RunResult(
         out,
         evals["validation"].metrics,

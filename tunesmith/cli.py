@@ -118,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--study", default="tunesmith", help="study name in the storage")
     se.add_argument("--sampler", default="tpe", help="tpe (default) or random")
     se.add_argument("--pruner", default="median", help="median (default), successive-halving, hyperband or none")
+    se.add_argument(
+        "--keep-models",
+        default="best",
+        choices=("best", "all"),
+        help="best (default): a trial saves its model only when it is the study's best so far (the others keep "
+        "config, metrics and report: their run_config.yaml trains them again); all: every trial's",
+    )
     se.add_argument("--show", metavar="OUT", help="print the trial table of the study in OUT, best first, and exit")
     se.add_argument("--quiet", action="store_true", help="no progress bars or info")
 
@@ -245,6 +252,7 @@ def _search(args) -> int:
         sampler=args.sampler,
         pruner=args.pruner,
         workers=args.workers,
+        keep_models=args.keep_models,
         quiet=args.quiet,
     )
     return 0

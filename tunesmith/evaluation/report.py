@@ -161,11 +161,19 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, examples: dict, evals
     ]
     history = metrics.get("history") or []
     keys = tuple(k for k in task.metrics_tracked if k != "loss")
-    parts.append(
-        _curves_png(history, keys, task.display_names, not set(keys) & set(task.lower_is_better))
-        if history
-        else '<p class="muted">No evaluations were recorded.</p>'
-    )
+    if len(history) > 1:
+        parts.append(_curves_png(history, keys, task.display_names, not set(keys) & set(task.lower_is_better)))
+    elif history:  # a solved head evaluates once: a curve of one point shows nothing a sentence cannot
+        one = history[0]
+        said = ", ".join(
+            f"{'validation loss' if k == 'loss' else 'validation ' + task.display_names.get(k, k)} {_num(one[k])}"
+            for k in ("loss", *keys)
+            if one.get(k) is not None
+        )
+        at = _e(one.get("step"))
+        parts.append(f'<p class="muted">One evaluation, at step {at}: {_e(said)}; no curve to draw.</p>')
+    else:
+        parts.append('<p class="muted">No evaluations were recorded.</p>')
     best = metrics.get("best_evaluation")
     if best:
         parts.append(f"<p>Kept weights from step {_e(best.get('step'))} (epoch {_e(best.get('epoch'))}).</p>")

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 
 from ..errors import RunFolderError
 from ..registry import Registry
+from ..run_folder import CONFIG_FILE, METRICS_FILE
 
 FORMAT_VERSION = 2
 META_FILE = "tunesmith.json"
@@ -78,6 +79,14 @@ def read_json(path: Path) -> dict[str, Any]:
 # -- the run folder's model ---------------------------------------------------------------------
 def read_meta(folder: Path) -> dict[str, Any]:
     path = Path(folder) / META_FILE
+    metrics = Path(folder) / METRICS_FILE
+    if not path.is_file() and metrics.is_file():
+        dropped = (json.loads(metrics.read_text(encoding="utf-8")).get("run") or {}).get("weights_not_kept")
+        if dropped:
+            raise RunFolderError(
+                f"{folder}: this run kept no model ({dropped}). Its run_config.yaml trains it again: "
+                f"tunesmith train -c {Path(folder) / CONFIG_FILE} --out runs/again"
+            )
     if not path.is_file():
         raise RunFolderError(
             f"{folder} is not a tunesmith model folder (no {META_FILE}); give the --out folder of a finished "

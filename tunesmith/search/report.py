@@ -36,19 +36,26 @@ def _history_png(summary: dict[str, Any]) -> str:
 
 
 def _importances(study) -> list[str]:
+    import warnings
+
     import optuna
 
+    evaluator = optuna.importance.PedAnovaImportanceEvaluator()  # Optuna's default, named in the table
     try:
-        imp = optuna.importance.get_param_importances(study)
+        with warnings.catch_warnings(record=True) as said:  # a degenerate study: said below, not on stderr
+            warnings.simplefilter("always")
+            imp = optuna.importance.get_param_importances(study, evaluator=evaluator)
     except (ValueError, RuntimeError) as e:  # fewer than two finished trials, or one parameter value only
         return [f'<p class="muted">Parameter importances need more finished trials ({_e(e)}).</p>']
     if not imp:
         return ['<p class="muted">No parameter varied among the finished trials.</p>']
+    notes = [f'<p class="muted">{_e(w.message)}</p>' for w in said if issubclass(w.category, UserWarning)]
     return [
         _table(
-            ["parameter", "importance (fANOVA)"],
+            ["parameter", "importance (PED-ANOVA)"],
             [[f"<td>{_e(k)}</td>", f'<td class="num">{v:.3f}</td>'] for k, v in imp.items()],
-        )
+        ),
+        *notes,
     ]
 
 

@@ -14,6 +14,28 @@ from ..config import RunConfig
 from ..run_folder import METRICS_FILE
 
 
+def best_so_far_only(trial: optuna.Trial, metric: str) -> Callable[[dict], str | None]:
+    """keep_weights for a study that keeps the best trials' models only: a trial whose validation value
+    does not beat every finished trial's (read as it finishes, so with several workers too) says why not.
+    The study's final best always beat all before it, so its model is always saved."""
+
+    def why_not(metrics: dict) -> str | None:
+        study, value = trial.study, float(metrics[metric])
+        done = [t.value for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+        if not done:
+            return None
+        lower = study.direction == optuna.study.StudyDirection.MINIMIZE
+        best = min(done) if lower else max(done)
+        if (value < best) if lower else (value > best):
+            return None
+        return (
+            f"trial {trial.number}'s validation {metric} {value:.4f} did not beat the study's best so far "
+            f"({best:.4f}); `tunesmith search --keep-models all` keeps every trial's model"
+        )
+
+    return why_not
+
+
 def metric_of(cfg: RunConfig) -> tuple[str, bool]:
     """-> (the validation metric that selects, True when lower is better)."""
     from ..tasks import TASKS
@@ -30,10 +52,12 @@ def run_trial(
     *,
     quiet: bool = True,
     stop: Callable[[], str | None] | None = None,
+    keep_weights: Callable[[dict], str | None] | None = None,
 ) -> float:
     """Train `cfg` into `out` (its test split removed: trials select on validation only), reporting
     each evaluation's metric at its epoch; pruned when the pruner or `stop()` (a spent budget: it
-    returns why) says so. -> the run's validation value of the metric (its kept model's)."""
+    returns why) says so; `keep_weights` as in api.finetune. -> the run's validation value of the metric
+    (its kept model's)."""
     from ..api import finetune
 
     metric, _ = metric_of(cfg)
@@ -56,7 +80,7 @@ def run_trial(
     trial.set_user_attr("run", str(out))
     trial.set_user_attr("strategy", cfg.strategy.name)
     try:
-        result = finetune(cfg, quiet=quiet, overwrite=True, on_evaluation=on_evaluation)
+        result = finetune(cfg, quiet=quiet, overwrite=True, on_evaluation=on_evaluation, keep_weights=keep_weights)
     except optuna.TrialPruned:
         trial.set_user_attr("epochs_run", max(epochs, default=0))
         trial.set_user_attr("seconds", time.perf_counter() - t0)

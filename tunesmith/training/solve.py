@@ -57,6 +57,22 @@ def _folds(keys: Sequence | None, n: int, k: int, seed: int) -> list[np.ndarray]
     return [np.flatnonzero(assign == f) for f in range(k)]
 
 
+def _usable_folds(keys: Sequence | None, n: int, k: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """(fit rows, held-out rows) per fold, held-out rows limited to keys (classes) the fit rows hold: a
+    class the fit never saw scores the same badly at every C, and with every class a singleton that tie
+    picked the strongest regularisation, a head that barely moved. Folds left with nothing to score
+    are dropped."""
+    out = []
+    for held in _folds(keys, n, k, seed):
+        held_set = set(held.tolist())
+        fit = [i for i in range(n) if i not in held_set]
+        seen = {str(keys[i]) for i in fit} if keys is not None else None
+        scored = [int(i) for i in held if seen is None or str(keys[i]) in seen]
+        if fit and scored:
+            out.append((fit, scored))
+    return out
+
+
 def n_folds(keys: Sequence | None, n: int) -> int:
     """5, or fewer where the smallest stratum (class) has fewer rows; 0 when there is nothing to hold out."""
     smallest = min(np.unique(np.asarray([str(x) for x in keys]), return_counts=True)[1]) if keys is not None else n
@@ -122,15 +138,17 @@ def solve_head(model, task, train_rows, val_rows, train_cfg, keys, reporter, c: 
     n = len(train_rows)
     k = 0 if c is not None else n_folds(keys, n)
     cv: list[dict[str, Any]] = []
+    folds = [] if not k else _usable_folds(keys, n, k, train_cfg.seed)
+    if not folds:
+        k = 0
     if k:
-        losses = np.zeros((len(C_GRID), k))
-        for f, held in enumerate(_folds(keys, n, k, train_cfg.seed)):
-            held_set = set(held.tolist())
-            fit_batch = batch_of(r for i, r in enumerate(train_rows) if i not in held_set)
+        losses = np.zeros((len(C_GRID), len(folds)))
+        for f, (fit, held) in enumerate(folds):
+            fit_batch = batch_of(train_rows[i] for i in fit)
             held_batch = batch_of(train_rows[i] for i in held)
             model.head.load_state_dict(init)
             for j, cj in enumerate(C_GRID):  # strong to weak regularisation: each solve warm-starts from the last
-                _solve(model, task, fit_batch, 1.0 / (cj * (n - len(held))), CV_TOLERANCE, CV_MAX_ITER)
+                _solve(model, task, fit_batch, 1.0 / (cj * len(fit)), CV_TOLERANCE, CV_MAX_ITER)
                 losses[j, f] = _loss(model, task, held_batch)
         mean = losses.mean(axis=1)
         best = int(np.argmin(np.where(np.isfinite(mean), mean, np.inf)))  # ties: the strongest regularisation
