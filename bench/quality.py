@@ -65,6 +65,7 @@ sys.path.insert(0, str(HERE))
 
 # Shared with the *_vs_hf_trainer benchmarks, not copied (DESIGN rule 12).
 from child_runs import (  # noqa: E402
+    RESULTS,
     add_child_args,
     add_common_args,
     cell,
@@ -586,6 +587,7 @@ def set_report(name: str, s: dict, metric: str) -> list[str]:
     lines = [
         f"### {name} ({info['role'].upper()} set)",
         "",
+        *([f"`{s['command']}`", ""] if s.get("command") else []),
         f"{info['what']}. Source: {info['package']} (`{info['install']}`); licence: {info['license']}. "
         f"Model: `{info['model']}`"
         + (f" ({opts})" if opts else "")
@@ -719,6 +721,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bar-metric", choices=["macro_f1", "accuracy"], default="macro_f1")
     ap.add_argument("--list", action="store_true", help="list the sets and exit")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the sets already in bench/results/quality.json that this run does not score (each set "
+        "records the command that scored it)",
+    )
     ap.add_argument("--data-root", help="prepare the sets here and keep them (default: inside the work folder)")
     add_common_args(ap, DEFAULT_ROWS, ALL_ROWS, max_wait=120)
     ap.add_argument("--rows", dest="configs", default=argparse.SUPPRESS, help="the same as --configs: which rows")
@@ -782,8 +790,14 @@ def main(argv=None) -> int:
             else:
                 print(f"  {row}: FAILED ({r['error']})\n{r['log_tail']}", flush=True)
             rows[row] = r
-        res["sets"][name] = {"info": info, "rows": rows, "bars": bars(rows, args.bar_metric)}
+        command = "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        res["sets"][name] = {"info": info, "rows": rows, "bars": bars(rows, args.bar_metric), "command": command}
     res["total_seconds"] = time.perf_counter() - t_all
+    if args.merge:  # the sets scored before, by other invocations, stay; this run's replace theirs
+        earlier = RESULTS / ("quality_quick.json" if args.quick else "quality.json")
+        if earlier.is_file():
+            old = json.loads(earlier.read_text(encoding="utf-8"))
+            res["sets"] = {**{k: v for k, v in old["sets"].items() if k not in res["sets"]}, **res["sets"]}
     return finish("quality", args, res, build_report, argv, root)
 
 
