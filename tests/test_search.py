@@ -242,3 +242,18 @@ def test_only_trials_that_beat_the_best_so_far_save_their_model(
         with pytest.raises(RunFolderError, match=r"kept no model \(trial 1's validation .* did not beat") as e:
             tunesmith.load(out / "trials" / "001")
         assert f"tunesmith train -c {out / 'trials' / '001' / 'run_config.yaml'} --out" in str(e.value)
+
+
+def test_among_equal_values_the_trial_that_kept_its_model_is_the_best():
+    """Two workers finishing together: trial 1 finished first and saved its model, trial 0 tied it
+    and did not; the study's best must be the one with a model, whatever its number."""
+    import optuna
+
+    from tunesmith.search.study import trial_rows
+
+    study = optuna.create_study(direction="maximize")
+    for kept in (False, True, False):
+        t = study.ask()
+        t.set_user_attr("model_kept", kept)
+        study.tell(t, 0.5)
+    assert [r["number"] for r in trial_rows(study)] == [1, 0, 2]

@@ -368,13 +368,22 @@ def trial_rows(study) -> list[dict[str, Any]]:
                 "pruned_at": t.user_attrs.get("pruned_at"),
                 "error": t.user_attrs.get("error"),
                 "run": t.user_attrs.get("run"),
+                "model_kept": t.user_attrs.get("model_kept", True),
                 "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
             }
         )
     sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
     order = {"complete": 0, "pruned": 1, "fail": 2}
+    # equal values: a trial that kept its model first (workers finishing together: the one that finished
+    # first saved it, whatever its number), then the lower number
     return sorted(
-        rows, key=lambda r: (order.get(r["state"], 3), sign * (r["value"] or 0) if r["value"] is not None else 0)
+        rows,
+        key=lambda r: (
+            order.get(r["state"], 3),
+            sign * (r["value"] or 0) if r["value"] is not None else 0,
+            not r["model_kept"],
+            r["number"],
+        ),
     )
 
 

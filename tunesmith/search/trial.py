@@ -17,7 +17,9 @@ from ..run_folder import METRICS_FILE
 def best_so_far_only(trial: optuna.Trial, metric: str) -> Callable[[dict], str | None]:
     """keep_weights for a study that keeps the best trials' models only: a trial whose validation value
     does not beat every finished trial's (read as it finishes, so with several workers too) says why not.
-    The study's final best always beat all before it, so its model is always saved."""
+    Of the trials sharing the final best value, the first to finish saw none of the others finished, so
+    it saved its model; with workers finishing together that need not be the lowest number, and the
+    study's selection (trial_rows) puts a trial that kept its model first among equals."""
 
     def why_not(metrics: dict) -> str | None:
         study, value = trial.study, float(metrics[metric])
@@ -91,6 +93,7 @@ def run_trial(
         raise
     trial.set_user_attr("seconds", time.perf_counter() - t0)
     trial.set_user_attr("epochs_run", max(epochs, default=0))
+    trial.set_user_attr("model_kept", "model" in result.files)
     best = json.loads((Path(out) / METRICS_FILE).read_text(encoding="utf-8")).get("best_evaluation") or {}
     trial.set_user_attr("best_epoch", best.get("epoch"))
     return float(result.metrics[metric])
