@@ -139,6 +139,11 @@ def _files_stamp(paths) -> list:
     return found
 
 
+def _model_stamp(model_dir: Path) -> list:
+    """The model folder and its files' stamps: a key part of everything reused from a loaded model."""
+    return [str(model_dir), _files_stamp([model_dir])]
+
+
 def _data_key(cfg: RunConfig) -> str:
     d = cfg.data.model_dump(mode="json")
     return json.dumps([cfg.task, d, _files_stamp(v for v in d.values() if isinstance(v, str))], default=str)
@@ -274,7 +279,7 @@ def _load_backbone(cfg: RunConfig, task_cls, backbone_cls, model_dir: Path):
     load = lambda: backbone_cls.load(model_dir, cfg.model, options)  # noqa: E731
     if _REUSE is None or not STRATEGIES.get(cfg.strategy.name).uses_feature_cache:
         return load()
-    parts = [str(model_dir), _files_stamp([model_dir]), cfg.model.model_dump(mode="json"), options]
+    parts = [*_model_stamp(model_dir), cfg.model.model_dump(mode="json"), options]
     return _REUSE.get(f"backbone {json.dumps(parts, default=str)}", load)
 
 
@@ -321,7 +326,7 @@ def _encoding_key(b: Built) -> str | None:
     folder's files and the config less train, strategy and out (encoding never reads those)."""
     if _REUSE is None:
         return None
-    parts = [_data_key(b.cfg), str(b.model_dir), _files_stamp([b.model_dir])]
+    parts = [_data_key(b.cfg), *_model_stamp(b.model_dir)]
     parts.append(b.cfg.model_dump(mode="json", exclude={"out", "train", "strategy"}))
     return json.dumps(parts, default=str)
 

@@ -9,7 +9,8 @@ workers, and running the command again continues the study.
 
 A trial saves its model only when it beats every trial finished before it (--keep-models all: every
 trial): the others keep their config, metrics and report, and 30 trials do not write 30 copies of
-the weights. The study's best always beat all before it, so its model is always there.
+the weights. Of the trials sharing the best value, the first to finish saved its model, and the
+study's selection prefers a trial that kept its model among equals, so the best's model is there.
 """
 
 from __future__ import annotations
