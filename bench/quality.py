@@ -584,10 +584,12 @@ def set_report(name: str, s: dict, metric: str) -> list[str]:
     info, rows, b = s["info"], s["rows"], s["bars"]
     n_test = info["sizes"]["test"]
     opts = ", ".join(f"model.{k}={v}" for k, v in info["model_options"].items())
+    cmds = s.get("commands") or ([s["command"]] if s.get("command") else [])
     lines = [
         f"### {name} ({info['role'].upper()} set)",
         "",
-        *([f"`{s['command']}`", ""] if s.get("command") else []),
+        *[(f"{i + 1}. " if len(cmds) > 1 else "") + f"`{c}`" for i, c in enumerate(cmds)],
+        *([""] if cmds else []),
         f"{info['what']}. Source: {info['package']} (`{info['install']}`); licence: {info['license']}. "
         f"Model: `{info['model']}`"
         + (f" ({opts})" if opts else "")
@@ -602,6 +604,8 @@ def set_report(name: str, s: dict, metric: str) -> list[str]:
             lines.append(f"| {LABELS[row]} | FAILED: {r['error']} | | | | |")
             continue
         notes = []
+        if len(cmds) > 1 and r.get("command") in cmds:
+            notes.append(f"scored by command {cmds.index(r['command']) + 1}")
         if row in FIXED or row == "auto":
             if row == "auto":
                 notes.append(_choice_note(r))
@@ -714,6 +718,24 @@ def parse_sets(ap, text: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def merge_sets(old: dict, new: dict, metric: str) -> dict:
+    """Earlier results with this run's over them: a set scored again on the same split sizes keeps
+    the rows this run did not score, and its bars are recomputed over all of them."""
+    merged = dict(old)
+    for name, s in new.items():
+        before = old.get(name)
+        if before is None or before["info"].get("sizes") != s["info"].get("sizes"):
+            merged[name] = s
+            continue
+        earlier_cmds = before.get("commands") or ([before["command"]] if before.get("command") else [])
+        for r in before["rows"].values():
+            r.setdefault("command", earlier_cmds[0] if len(earlier_cmds) == 1 else None)
+        rows = {**before["rows"], **s["rows"]}
+        commands = [c for c in earlier_cmds + s["commands"] if c]
+        merged[name] = {**s, "rows": rows, "bars": bars(rows, metric), "commands": list(dict.fromkeys(commands))}
+    return merged
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default="all", help=f"comma list of all, report, tune or set names: {', '.join(SETS)}")
@@ -724,8 +746,8 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--merge",
         action="store_true",
-        help="keep the sets already in bench/results/quality.json that this run does not score (each set "
-        "records the command that scored it)",
+        help="keep what bench/results/quality.json already holds that this run does not score: other sets, "
+        "and a set's other rows (each row records the command that scored it)",
     )
     ap.add_argument("--data-root", help="prepare the sets here and keep them (default: inside the work folder)")
     add_common_args(ap, DEFAULT_ROWS, ALL_ROWS, max_wait=120)
@@ -755,6 +777,7 @@ def main(argv=None) -> int:
         "env": env_versions(),
     }
     t_all = time.perf_counter()
+    command = "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for name in sets:
         ds = SETS[name]
         data = data_root / name
@@ -790,14 +813,15 @@ def main(argv=None) -> int:
             else:
                 print(f"  {row}: FAILED ({r['error']})\n{r['log_tail']}", flush=True)
             rows[row] = r
-        command = "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        res["sets"][name] = {"info": info, "rows": rows, "bars": bars(rows, args.bar_metric), "command": command}
+        for r in rows.values():
+            r["command"] = command
+        res["sets"][name] = {"info": info, "rows": rows, "bars": bars(rows, args.bar_metric), "commands": [command]}
     res["total_seconds"] = time.perf_counter() - t_all
-    if args.merge:  # the sets scored before, by other invocations, stay; this run's replace theirs
+    if args.merge:  # what earlier invocations scored stays; this run's rows replace theirs
         earlier = RESULTS / ("quality_quick.json" if args.quick else "quality.json")
         if earlier.is_file():
-            old = json.loads(earlier.read_text(encoding="utf-8"))
-            res["sets"] = {**{k: v for k, v in old["sets"].items() if k not in res["sets"]}, **res["sets"]}
+            old = json.loads(earlier.read_text(encoding="utf-8"))["sets"]
+            res["sets"] = merge_sets(old, res["sets"], args.bar_metric)
     return finish("quality", args, res, build_report, argv, root)
 
 

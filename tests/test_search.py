@@ -257,3 +257,26 @@ def test_among_equal_values_the_trial_that_kept_its_model_is_the_best():
         t.set_user_attr("model_kept", kept)
         study.tell(t, 0.5)
     assert [r["number"] for r in trial_rows(study)] == [1, 0, 2]
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_a_pruner_never_cuts_a_runs_final_evaluation(
+    tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path, epochs
+):
+    """A pruner that would stop every trial stops a 3-epoch run after its first epoch, but a run at its
+    last evaluation completes: cutting it there saves no time and would throw its finished score away."""
+    import optuna
+
+    from tunesmith.search.trial import run_trial
+
+    cfg = _base(tiny_bert_mean, sentiment_csv, sentiment_test_csv, tmp_path)
+    cfg.train.epochs = epochs
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    trial = study.ask()
+    if epochs == 1:
+        value = run_trial(trial, cfg, tmp_path / "t")
+        assert 0.0 <= value <= 1.0 and trial.user_attrs["epochs_run"] == 1
+    else:
+        with pytest.raises(optuna.TrialPruned, match="pruned at epoch 1"):
+            run_trial(trial, cfg, tmp_path / "t")
+        assert trial.user_attrs["epochs_run"] == 1

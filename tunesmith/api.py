@@ -388,7 +388,7 @@ def train(
                 b.strategy.head_c,
             )
             if on_evaluation is not None:  # its one evaluation, as fit() reports each of its own
-                on_evaluation(result.history[-1])
+                on_evaluation({**result.history[-1], "final": True})
         else:
             result = fit(
                 b.model,

@@ -58,8 +58,8 @@ def run_trial(
 ) -> float:
     """Train `cfg` into `out` (its test split removed: trials select on validation only), reporting
     each evaluation's metric at its epoch; pruned when the pruner or `stop()` (a spent budget: it
-    returns why) says so; `keep_weights` as in api.finetune. -> the run's validation value of the metric
-    (its kept model's)."""
+    returns why) says so, except at the run's final evaluation, which completes the trial;
+    `keep_weights` as in api.finetune. -> the run's validation value of the metric (its kept model's)."""
     from ..api import finetune
 
     metric, _ = metric_of(cfg)
@@ -71,6 +71,8 @@ def run_trial(
     def on_evaluation(record: dict) -> None:
         epochs.append(record["epoch"])
         trial.report(float(record[metric]), step=int(record["epoch"]))
+        if record.get("final"):  # the run ends here anyway: stopping it now would only lose its score
+            return
         why = stop() if stop is not None else None
         if why:
             trial.set_user_attr("pruned_at", record["epoch"])

@@ -3,8 +3,9 @@
 A budgeted race (successive halving through Optuna, the engine `tunesmith search` uses) over the
 strategies that apply to the task and fit in memory: head-only (its head solved, seconds), then
 full at two learning rates, partial and lora, each an ordinary run on the training split scored on
-validation after every epoch. A candidate that falls out of the top third at a rung (1, 3, 9
-epochs) stops there; the rest run to their end (early stopping included). The winner is the best
+validation after every epoch. A candidate that falls out of the top third at a rung (3, 9, 27
+epochs: FIRST_RUNG) stops there; the rest run to their end (early stopping included), and one whose
+rung is its last epoch completes (run_trial never cuts a run's final evaluation). The winner is the best
 validation score (never the test split); the run then resumes from the winner's own last
 checkpoint, so "finishing" it costs nothing and gives exactly the model the race scored.
 
@@ -117,6 +118,11 @@ BUDGET_FORMAT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|x)\s*$")
 DEFAULT_BUDGET_FULL_RUNS = 3.0  # the default budget: this many times the first full-length trained candidate
 LR_STEPS = (1.0, 3.0)  # full fine-tuning raced at the default learning rate and 3x it
 REDUCTION = 3  # successive halving: the top third at each rung goes on
+# Successive halving's first rung, in evaluations (epochs): 3, then 9, 27. Not 1: after one epoch a
+# candidate is still in its learning-rate warmup (10% of a 10-15 epoch schedule) and the strategies
+# differ most in how they start (lora and partial rise later than full), so a first-epoch cut
+# compares warmups, not candidates; and early stopping itself gives a run 3 evaluations to improve.
+FIRST_RUNG = 3
 SETTINGS = ("train.lr",)  # the config keys a candidate sets besides its strategy
 
 
@@ -215,7 +221,7 @@ def race(context: ChoiceContext, order_hint: Choice, budget_text: str | None, re
     study = optuna.create_study(
         direction="minimize" if lower else "maximize",
         sampler=optuna.samplers.RandomSampler(seed=cfg.train.seed),  # samples nothing: every trial is a candidate
-        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=REDUCTION),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=FIRST_RUNG, reduction_factor=REDUCTION),
     )
     workdir = Path(context.workdir)
     if workdir.exists():

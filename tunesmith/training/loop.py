@@ -102,7 +102,8 @@ def fit(
     """Train `model` in place; at the end it holds the best weights seen on validation.
 
     `on_evaluation(record)` is called after each validation evaluation (the record the history
-    keeps): a hyperparameter search reports it to its pruner there, and may raise to stop the run."""
+    keeps, plus `final`: true when the run ends after it, at its last step or stopped early): a
+    hyperparameter search reports it to its pruner there, and may raise to stop the run."""
     tc = train_cfg
     set_seed(tc.seed)
     result = FitResult()
@@ -144,8 +145,9 @@ def fit(
             for name, tensor in strategy.trainable_state(raw_model).items():
                 best_weights.setdefault(name, tensor)
 
-    def evaluate(epoch: int) -> None:
-        """Evaluate after `epoch` (1-based: the epoch in progress, or just finished)."""
+    def evaluate(epoch: int, final: bool) -> None:
+        """Evaluate after `epoch` (1-based: the epoch in progress, or just finished); `final`: the
+        run's last step is done."""
         nonlocal best_weights
         ev = task.evaluate(model, val_rows, tc.eval_batch_size, accelerator.autocast)
         window, state.loss_window = state.loss_window, []
@@ -163,7 +165,7 @@ def fit(
             + ("  (best)" if state.evals_since_best == 0 else "")
         )
         if on_evaluation is not None:
-            on_evaluation(record)
+            on_evaluation({**record, "final": final or state.stopped_early})
 
     def checkpoint() -> None:
         save_checkpoint(
@@ -214,7 +216,7 @@ def fit(
                 bar.advance(len(idx), postfix=f"loss {np.mean(state.loss_window[-20:]):.4f}")
                 if sync and tc.eval_every and state.step % tc.eval_every == 0:
                     state.train_seconds += time.perf_counter() - t0
-                    evaluate(epoch + 1)
+                    evaluate(epoch + 1, final=epoch + 1 == tc.epochs and bi == len(batches) - 1)
                     t0 = time.perf_counter()
                     if state.stopped_early:
                         break
@@ -228,12 +230,12 @@ def fit(
         state.epoch += 1
         state.batch_in_epoch = 0
         if not tc.eval_every:
-            evaluate(state.epoch)
+            evaluate(state.epoch, final=state.epoch >= tc.epochs)
         if not tc.checkpoint_every:
             checkpoint()
 
     if tc.eval_every and (not state.history or state.history[-1]["step"] != state.step) and not state.stopped_early:
-        evaluate(state.epoch)  # the last steps since the previous evaluation also compete for best
+        evaluate(state.epoch, final=True)  # the last steps since the previous evaluation also compete for best
     if state.stopped_early:
         reporter.info(f"early stopping: no {tc.metric} improvement in {tc.early_stopping_patience} evaluations")
     if best_weights is not None:
