@@ -84,3 +84,44 @@ def test_an_occupied_out_folder_is_refused_before_the_race(tiny_bert_mean, senti
     with pytest.raises(RunFolderError, match="holds no tunesmith run"):
         tunesmith.finetune(_auto_config(tiny_bert_mean, sentiment_csv, out), quiet=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no candidate ran
+
+
+@pytest.mark.parametrize(
+    "n_validation,second,pruned",
+    [(39, 0.87, False), (39, 0.75, True), (10_000, 0.87, True), (None, 0.899, True)],
+)
+def test_the_race_cuts_at_epoch_3_and_only_beyond_the_validation_splits_noise(n_validation, second, pruned):
+    """Two candidates 3 points apart on 39 validation examples are not told apart (one standard error of
+    the difference is 6.8 points at 0.9): both go on. 15 points apart, or on 10,000 examples, the second
+    stops. Never before epoch 3, whatever the scores."""
+    import optuna
+
+    from tunesmith.strategies.auto import halving_pruner
+
+    pruner = halving_pruner(n_validation, lower_is_better=False)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    first = study.ask()
+    for step, v in enumerate([0.5, 0.7, 0.9], start=1):
+        first.report(v, step)
+        assert not first.should_prune()
+    study.tell(first, 0.9)
+    trial = study.ask()
+    for step, v in enumerate([0.1, 0.2, second], start=1):
+        trial.report(v, step)
+        assert trial.should_prune() == (pruned and step == 3)
+    if pruned:
+        assert "below the rung's top-third mark 0.9000" in pruner.cuts[trial.number]
+
+
+def test_losses_get_no_noise_allowance():
+    import optuna
+
+    from tunesmith.strategies.auto import halving_pruner
+
+    study = optuna.create_study(direction="minimize", pruner=halving_pruner(39, lower_is_better=True))
+    first = study.ask()
+    first.report(0.30, 3)
+    study.tell(first, 0.30)
+    trial = study.ask()
+    trial.report(0.31, 3)
+    assert trial.should_prune()
