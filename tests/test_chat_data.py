@@ -266,3 +266,53 @@ def test_bad_conversations_name_the_file_and_line(tmp_path, lines, message):
 def test_detect_format_prefers_explicit_conversation_fields():
     assert detect_format(["messages", "prompt", "completion"], "x") == "messages"
     assert detect_format(["instruction", "input", "output"], "x") == "alpaca"
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_batch_has_the_loss_and_gradients_of_the_same_conversations_padded(family, attn):
+    """Several conversations per row, positions restarting, no attention across a boundary: the loss
+    and every gradient equal those of one conversation per padded row (fp32, 1e-5)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    from tunesmith.modalities.conversations import collate_packed, collate_padded, next_token_loss
+
+    torch.manual_seed(0)
+    if family == "llama":
+        cfg = LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        )
+        model = LlamaForCausalLM._from_config(cfg, attn_implementation=attn)
+    else:
+        cfg = GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+        model = GPT2LMHeadModel._from_config(cfg, attn_implementation=attn)
+    model.float().eval()  # no dropout: the two forward passes must be comparable
+    g = torch.Generator().manual_seed(1)
+    examples = []
+    for n in (7, 12, 5, 9):
+        ids = torch.randint(3, 64, (n,), generator=g).tolist()
+        mask = torch.rand(n, generator=g) < 0.6
+        examples.append({"input_ids": ids, "labels": [i if m else IGNORE for i, m in zip(ids, mask.tolist())]})
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        labels = batch.pop("labels")
+        loss = next_token_loss(model(**batch, use_cache=False).logits, labels)
+        loss.backward()
+        return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    packed = collate_packed(examples, pad_id=0, max_tokens=20)
+    assert packed["input_ids"].shape[0] == 2  # four conversations in two rows
+    lp, gp = loss_and_grads(packed)
+    lu, gu = loss_and_grads(collate_padded(examples, pad_id=0))
+    assert torch.allclose(lp, lu, atol=1e-5, rtol=1e-5)
+    assert gp.keys() == gu.keys()
+    for k in gp:
+        assert torch.allclose(gp[k], gu[k], atol=1e-5, rtol=1e-4), k

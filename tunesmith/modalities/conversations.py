@@ -344,3 +344,77 @@ def encode_conversation(
     shorter.input_ids, shorter.labels = shorter.input_ids[:max_length], shorter.labels[:max_length]
     shorter.truncated = fits[-1] < len(turn_ends) - 1  # a reply was lost (not only what closes the last)
     return shorter
+
+
+# ---- batches: padded, or packed ----
+
+
+def pack(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped into rows of at most `max_tokens` tokens, first-fit by decreasing length (an
+    example longer than `max_tokens` gets a row to itself). Rows stay bounded because attention on
+    CPU is dense: one row of every conversation would cost the square of their total length."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        for r, left in enumerate(room):
+            if lengths[i] <= left:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(max_tokens - lengths[i])
+    return rows
+
+
+def collate_packed(examples: Sequence[dict], pad_id: int, max_tokens: int) -> dict:
+    """Conversations ({"input_ids", "labels"}) packed into rows: positions restart at 0 for each
+    conversation and there is no attention mask, so transformers' masking (masking_utils:
+    find_packed_sequence_indices) lets attention stay inside each conversation. A row's padding is a
+    block of its own (positions from 0, no labels), so it never joins the last conversation. The
+    first label of each conversation is dropped: it would be predicted from the one before."""
+    import torch
+
+    groups = pack([len(e["input_ids"]) for e in examples], max_tokens)
+    width = max(sum(len(examples[i]["input_ids"]) for i in g) for g in groups)
+    ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(groups), width), IGNORE, dtype=torch.long)
+    positions = torch.zeros((len(groups), width), dtype=torch.long)
+    for r, g in enumerate(groups):
+        at = 0
+        for i in g:
+            n = len(examples[i]["input_ids"])
+            ids[r, at : at + n] = torch.as_tensor(examples[i]["input_ids"])
+            labels[r, at : at + n] = torch.as_tensor(examples[i]["labels"])
+            labels[r, at] = IGNORE
+            positions[r, at : at + n] = torch.arange(n)
+            at += n
+        positions[r, at:] = torch.arange(width - at)
+    return {"input_ids": ids, "position_ids": positions, "labels": labels}
+
+
+def collate_padded(examples: Sequence[dict], pad_id: int) -> dict:
+    """One conversation per row, right-padded, with an attention mask; padding carries no labels."""
+    import torch
+
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for r, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[r, :n] = torch.as_tensor(e["input_ids"])
+        labels[r, :n] = torch.as_tensor(e["labels"])
+        mask[r, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def next_token_loss(logits, labels):
+    """Mean cross-entropy of each labelled token given the ones before it, over every labelled token
+    of the batch (so a packed batch and the same conversations padded give the same loss)."""
+    import torch.nn.functional as F
+
+    shifted = labels[:, 1:]
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), shifted.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    ) / (shifted != IGNORE).sum().clamp(min=1)
