@@ -16,6 +16,8 @@ after another, scored once on the same held-out test split:
   frozen-logreg   all              logistic regression on the frozen backbone's pooled features
                                    (tunesmith's own features: api.build_model + api.encode_rows,
                                    the feature cache head-only filled; its extraction time is added)
+  frozen-logreg-train  all         (--rows, not a baseline) the same on the training split alone: the
+                                   rows head-only's solved head fits, the solver compared on equal data
   hf-trainer      all              transformers.Trainer as the HF task guides write it (text:
                                    AutoModelForSequenceClassification on the same MiniLM folder;
                                    images: EfficientNet-Lite0 + linear head, per-sample PIL
@@ -95,7 +97,10 @@ DEFAULT_ROWS = [
     "auto",
     "hf-trainer",
 ]
-ALL_ROWS = DEFAULT_ROWS + ["gradual", "bitfit"]
+# frozen-logreg fitted on the training split alone: the rows head-only's solved head fits, so the two
+# compare the solver on equal data (the baseline proper fits training + validation)
+SAME_ROWS_CHECK = "frozen-logreg-train"
+ALL_ROWS = DEFAULT_ROWS + ["gradual", "bitfit", SAME_ROWS_CHECK]
 BASELINES = ["tfidf-logreg", "pixels-logreg", "logmel-logreg", "frozen-logreg", "hf-trainer"]
 TASK = {"text": "text-classification", "image": "image-classification", "audio": "audio-classification"}
 LABELS = {
@@ -110,6 +115,7 @@ LABELS = {
     "pixels-logreg": "baseline: raw pixels + logistic regression",
     "logmel-logreg": "baseline: log-mel statistics + logistic regression",
     "frozen-logreg": "baseline: frozen-backbone features + logistic regression",
+    SAME_ROWS_CHECK: "check: frozen features + logistic regression on the training split only",
     "hf-trainer": "baseline: HF Trainer recipe",
 }
 # The HF task guides' hyperparameters (text classification, image classification, audio
@@ -312,9 +318,10 @@ def _logmel_stats(f: Path, fe):
     return np.concatenate([mel.mean(axis=1), mel.std(axis=1)]).astype(np.float32)
 
 
-def child_frozen_logreg(args, ds) -> dict:
+def child_frozen_logreg(args, ds, train_only: bool = False) -> dict:
     """Logistic regression on the frozen backbone's pooled features, the very features head-only
-    trains on (its pooling, its preprocessing), computed through tunesmith's own steps."""
+    trains on (its pooling, its preprocessing), computed through tunesmith's own steps; fitted on
+    training + validation, or (`train_only`) on the training rows head-only fits."""
     import torch
 
     from tunesmith import api
@@ -338,7 +345,8 @@ def child_frozen_logreg(args, ds) -> dict:
     import numpy as np
 
     (trx, trY), (vax, vaY), (tex, teY) = xy("train"), xy("validation"), xy("test")
-    search, chosen = logreg_cv(np.concatenate([trx, vax]), trY + vaY, "scaled")
+    fit_x, fit_y = (trx, trY) if train_only else (np.concatenate([trx, vax]), trY + vaY)
+    search, chosen = logreg_cv(fit_x, fit_y, "scaled")
     return {
         **scores(teY, search.predict(tex), len(b.task.labels)),
         **chosen,
@@ -506,8 +514,8 @@ def run_child(args) -> int:
     ds = SETS[args.set]
     if args.one in FIXED or args.one == "auto":
         out = child_tunesmith(args, ds, args.one)
-    elif args.one == "frozen-logreg":
-        out = child_frozen_logreg(args, ds)
+    elif args.one in ("frozen-logreg", SAME_ROWS_CHECK):
+        out = child_frozen_logreg(args, ds, train_only=args.one == SAME_ROWS_CHECK)
     elif args.one == "hf-trainer":
         out = child_hf(args, ds)
     else:
@@ -613,7 +621,7 @@ def set_report(name: str, s: dict, metric: str) -> list[str]:
                 notes.append(f"{r['epochs_run']} epoch(s), best {r.get('best_epoch')}")
             if r.get("params"):
                 notes.append(f"{r['params'].get('trainable', 0):,} trainable")
-        elif row == "frozen-logreg":
+        elif row in ("frozen-logreg", SAME_ROWS_CHECK):
             notes.append(f"C={r['C']:g}, {r['feature_dim']}-d features")
             if r.get("feature_cache_hit") and r.get("head_only_feature_seconds") is not None:
                 secs = r["head_only_feature_seconds"]
@@ -793,7 +801,7 @@ def main(argv=None) -> int:
         rows: dict[str, dict] = {}
         for row in (r for r in rows_asked if applies(r, ds.modality)):
             # every row starts cold, except frozen-logreg, which reads what head-only extracted
-            cache = work / "cache" / ("head-only" if row == "frozen-logreg" else row)
+            cache = work / "cache" / ("head-only" if row in ("frozen-logreg", SAME_ROWS_CHECK) else row)
             extra = ["--set", name] + (["--quick"] if args.quick else [])
             r = spawn(__file__, row, args, data, work, cache, logs, extra_args=extra)
             if "error" not in r:
