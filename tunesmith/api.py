@@ -219,7 +219,6 @@ def choose_strategy(
             workdir=out.parent / f".{out.name}.candidates",
             resolve=lambda c: c.resolved(backbone_cls, len(data.train)),
             reporter=reporter,
-            n_validation=len(data.splits["validation"]),
         )
         choice = STRATEGIES.get(cfg.strategy.name).pick(context)
     if choice.reasons:

@@ -4,12 +4,10 @@ A budgeted race (successive halving through Optuna, the engine `tunesmith search
 strategies that apply to the task and fit in memory: head-only (its head solved, seconds), then
 full at two learning rates, partial and lora, each an ordinary run on the training split scored on
 validation after every epoch. A candidate that falls out of the top third at a rung (3, 9, 27
-epochs: FIRST_RUNG) by more than the validation split's own noise (one standard error of the
-difference of two scores: halving_pruner) stops there; the rest run to their end (early stopping
-included), and one whose rung is its last epoch completes (run_trial never cuts a final evaluation).
-The winner is the best validation score (never the test split); the run then resumes from the
-winner's own last checkpoint, so "finishing" it costs nothing and gives exactly the model the race
-scored.
+epochs: FIRST_RUNG) stops there; the rest run to their end (early stopping included), and one whose
+rung is its last epoch completes (run_trial never cuts a run's final evaluation). The winner is the best
+validation score (never the test split); the run then resumes from the winner's own last
+checkpoint, so "finishing" it costs nothing and gives exactly the model the race scored.
 
 The study table (bench/strategy_study.py -> auto_table.json, docs/strategy-choice.md) no longer
 decides: its pick only goes first among the trained candidates (successive halving always lets
@@ -125,60 +123,6 @@ REDUCTION = 3  # successive halving: the top third at each rung goes on
 # differ most in how they start (lora and partial rise later than full), so a first-epoch cut
 # compares warmups, not candidates; and early stopping itself gives a run 3 evaluations to improve.
 FIRST_RUNG = 3
-NOISE_Z = 1.0  # a rung cuts only candidates more than this many standard errors below its threshold
-
-
-def score_noise(value: float, n: int | None) -> float:
-    """The standard error of the difference of two scores near `value` (a proportion: accuracy,
-    macro-F1) on `n` validation examples, sqrt(2 p (1 - p) / n): two candidates this close are not
-    told apart by that split. 0 without a size."""
-    if not n:
-        return 0.0
-    p = min(max(value, 0.05), 0.95)
-    return (2 * p * (1 - p) / n) ** 0.5
-
-
-def halving_pruner(n_validation: int | None, lower_is_better: bool):
-    """Successive halving (top third at epochs 3, 9, 27 goes on) that allows for the validation
-    split's own noise: a candidate below a rung's threshold by less than NOISE_Z standard errors
-    (score_noise) goes on too. On 39 validation images a cut at a 3-point gap is a coin toss; on
-    thousands of examples this is plain successive halving. Losses (lower is better) get no
-    allowance. Deterministic: the rungs are epochs and the allowance is a formula, no clock."""
-    import optuna
-
-    class NoiseAwareHalving(optuna.pruners.BasePruner):
-        def __init__(self):
-            self.cuts: dict[int, str] = {}  # trial number -> why it was cut, for the race's table
-
-        def prune(self, study, trial) -> bool:
-            step = trial.last_step
-            rung = FIRST_RUNG
-            while rung < (step or 0):
-                rung *= REDUCTION
-            if step is None or step != rung:
-                return False
-            own = trial.intermediate_values[step]
-            values = [own] + [
-                t.intermediate_values[step]
-                for t in study.get_trials(deepcopy=False)
-                if t.number != trial.number and step in t.intermediate_values
-            ]
-            ranked = sorted(values, reverse=not lower_is_better)
-            threshold = ranked[max(1, len(ranked) // REDUCTION) - 1]
-            gap = (own - threshold) if lower_is_better else (threshold - own)
-            allowance = 0.0 if lower_is_better else NOISE_Z * score_noise(threshold, n_validation)
-            if gap <= allowance:
-                return False
-            self.cuts[trial.number] = (
-                f"pruned at epoch {step}: {own:.4f}, below the rung's top-third mark {threshold:.4f} of "
-                f"{len(values)} candidates"
-                + (f" by more than the noise allowance {allowance:.3f}" if allowance else "")
-            )
-            return True
-
-    return NoiseAwareHalving()
-
-
 SETTINGS = ("train.lr",)  # the config keys a candidate sets besides its strategy
 
 
@@ -274,11 +218,10 @@ def race(context: ChoiceContext, order_hint: Choice, budget_text: str | None, re
     # (head-only: seconds, and its first evaluation is already its final score) stays out of the
     # rungs, which would otherwise compare its finished score with the others' first epoch.
     unraced = optuna.create_study(direction="minimize" if lower else "maximize")
-    pruner = halving_pruner(context.n_validation, lower)
     study = optuna.create_study(
         direction="minimize" if lower else "maximize",
         sampler=optuna.samplers.RandomSampler(seed=cfg.train.seed),  # samples nothing: every trial is a candidate
-        pruner=pruner,
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=FIRST_RUNG, reduction_factor=REDUCTION),
     )
     workdir = Path(context.workdir)
     if workdir.exists():
@@ -322,7 +265,7 @@ def race(context: ChoiceContext, order_hint: Choice, budget_text: str | None, re
             row.update(state="complete", value=value)
         except optuna.TrialPruned as e:
             target.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            row.update(state="pruned", why=pruner.cuts.get(trial.number) or str(e) or "successive halving")
+            row.update(state="pruned", why=str(e) or "successive halving: not in the top third at its rung")
         except Exception as e:  # a candidate that fails is reported; the race goes on
             target.tell(trial, state=optuna.trial.TrialState.FAIL)
             row.update(state="failed", why=f"{type(e).__name__}: {e}")

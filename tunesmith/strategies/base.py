@@ -55,7 +55,6 @@ class ChoiceContext:
     workdir: Path | None = None  # where a strategy that measures may write candidate runs (deleted after)
     resolve: Any = None  # cfg -> the same cfg with every strategy default filled in, as the run would fill them
     reporter: Any = None  # the run's console
-    n_validation: int | None = None  # examples the candidates are scored on (how far apart two scores can be by chance)
 
 
 class Strategy(Protocol):
