@@ -727,12 +727,16 @@ def parse_sets(ap, text: str) -> list[str]:
 
 
 def merge_sets(old: dict, new: dict, metric: str) -> dict:
-    """Earlier results with this run's over them: a set scored again on the same split sizes keeps
-    the rows this run did not score, and its bars are recomputed over all of them."""
+    """Earlier results with this run's over them: a set scored again on the very same data (the
+    prepared files' fingerprint) keeps the rows this run did not score, and its bars are recomputed
+    over all of them; on other data (or results without a fingerprint) the earlier rows are dropped."""
     merged = dict(old)
     for name, s in new.items():
         before = old.get(name)
-        if before is None or before["info"].get("sizes") != s["info"].get("sizes"):
+        same = before is not None and before["info"].get("fingerprint") == s["info"].get("fingerprint") is not None
+        if not same:
+            if before is not None:
+                print(f"{name}: its data differs from the earlier results' (fingerprint); earlier rows dropped")
             merged[name] = s
             continue
         earlier_cmds = before.get("commands") or ([before["command"]] if before.get("command") else [])

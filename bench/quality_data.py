@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import hashlib
 import html
 import importlib.metadata
 import io
@@ -101,7 +102,7 @@ def prepare(name: str, out: Path, quick: bool = False, seed: int = SEED) -> dict
     returns its summary: counts per split and class, source, licence."""
     ds = SETS[name]
     sizes = ds.quick if quick else ds.full
-    want = {"set": name, "sizes": sizes.__dict__, "seed": seed, "version": 3}
+    want = {"set": name, "sizes": sizes.__dict__, "seed": seed, "version": 4}  # 4: ungrouped items dealt by index (3 sorted by id(): not reproducible)
     marker = out / MARKER
     if marker.is_file():
         done = json.loads(marker.read_text(encoding="utf-8"))
@@ -130,9 +131,19 @@ def prepare(name: str, out: Path, quick: bool = False, seed: int = SEED) -> dict
         "model_options": ds.model_options,
         "per_class_asked": sizes.__dict__,
         **counts,
+        "fingerprint": fingerprint(out),
     }
     marker.write_text(json.dumps({"want": want, "summary": summary}, indent=1), encoding="utf-8")
     return summary
+
+
+def fingerprint(out: Path) -> str:
+    """sha256 over every written file's path and bytes: two preparations hold the same examples in the
+    same splits exactly when this matches (bench/quality.py --merge keeps earlier rows only then)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in out.rglob("*") if p.is_file() and p.name != MARKER):
+        h.update(f.relative_to(out).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,9 +189,9 @@ def fill(items: list, wants: tuple[int, ...], rng: random.Random, groups: Callab
     """Shuffle one class's items (whole groups at a time when `groups` maps an item to its group, so
     variants of one item never straddle two splits) and deal them into len(wants) splits."""
     by_group: dict = defaultdict(list)
-    for it in items:
-        by_group[groups(it) if groups else id(it)].append(it)
-    keys = sorted(by_group, key=str)
+    for i, it in enumerate(items):  # ungrouped: each item its own group, keyed by its place in the list
+        by_group[groups(it) if groups else i].append(it)
+    keys = sorted(by_group)  # one type of key per call: indices, or the group function's
     rng.shuffle(keys)
     q = quotas(len(items), wants)
     out: list[list] = [[] for _ in wants]
