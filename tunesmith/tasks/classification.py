@@ -143,11 +143,13 @@ class ClassificationTask(TaskDefaults):
 
     # -- training / evaluation -------------------------------------------------------------
     def compute_loss(self, model: TaskModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Cross-entropy in fp32 (logits may come from a bf16 autocast)."""
+        """Cross-entropy in at least fp32 (logits may come from a bf16 autocast; a head solved in
+        float64 keeps its precision)."""
         import torch.nn.functional as F
 
         logits = model(batch)
-        return {"loss": F.cross_entropy(logits.float(), batch["labels"]), "logits": logits}
+        wide = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return {"loss": F.cross_entropy(wide, batch["labels"]), "logits": logits}
 
     def metrics(self, predictions: Sequence[int], references: Sequence[int]) -> dict[str, Any]:
         from ..evaluation.metrics import classification_metrics

@@ -161,7 +161,14 @@ def solve_head(model, task, train_rows, val_rows, train_cfg, keys, reporter, c: 
         c, how = DEFAULT_C, f"C {DEFAULT_C:g} (too few training rows to cross-validate)"
     model.head.load_state_dict(init)
     train_batch = batch_of(train_rows)
-    objective, iters = _solve(model, task, train_batch, 1.0 / (c * n), FINAL_TOLERANCE, FINAL_MAX_ITER)
+    # The final solve runs in float64: in float32 the line search stalls where the objective's
+    # changes fall below its precision, with gradients still ~1e-5 on some machines and not others.
+    dtype = next(model.head.parameters()).dtype
+    model.head.double()
+    wide = {k: v.double() if v.is_floating_point() else v for k, v in train_batch.items()}
+    objective, iters = _solve(model, task, wide, 1.0 / (c * n), FINAL_TOLERANCE, FINAL_MAX_ITER)
+    model.head.to(dtype)
+    del wide
     ev = task.evaluate(model, val_rows, train_cfg.eval_batch_size, contextlib.nullcontext)
     train_loss = _loss(model, task, train_batch)
     record = {"epoch": 1, "step": iters, "train_loss": train_loss, **{m: ev.metrics[m] for m in task.metrics_tracked}}
