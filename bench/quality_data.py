@@ -102,7 +102,8 @@ def prepare(name: str, out: Path, quick: bool = False, seed: int = SEED) -> dict
     returns its summary: counts per split and class, source, licence."""
     ds = SETS[name]
     sizes = ds.quick if quick else ds.full
-    want = {"set": name, "sizes": sizes.__dict__, "seed": seed, "version": 4}  # 4: ungrouped items dealt by index (3 sorted by id(): not reproducible)
+    # version 4: ungrouped items dealt by index (3 sorted them by id(), so no two preparations matched)
+    want = {"set": name, "sizes": sizes.__dict__, "seed": seed, "version": 4}
     marker = out / MARKER
     if marker.is_file():
         done = json.loads(marker.read_text(encoding="utf-8"))

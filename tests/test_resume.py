@@ -136,16 +136,24 @@ def assert_same_run(ref: Path, out: Path) -> None:
             assert torch.equal(w_ref[k], w_res[k]), (name, k)
 
 
+def _slow(task, strategy, extra=()):
+    return pytest.param(task, strategy, extra, marks=pytest.mark.slow)
+
+
+# The default suite resumes every task's full run, the default task's LoRA, a stepped head and a
+# gradual unfreeze killed after one joined; the rest of the matrix runs with -m slow.
 RESUME_CASES = (
-    [(task, s, ()) for task in TASKS.names() for s in ("full", "lora")]
+    [(task, "full", ()) for task in TASKS.names()]
+    + [(DEFAULT_TASK, "lora", ())]
+    + [_slow(task, "lora") for task in TASKS.names() if task != DEFAULT_TASK]
     + [
-        (DEFAULT_TASK, s, ())
+        _slow(DEFAULT_TASK, s)
         for s in STRATEGIES.names()
         if s not in ("full", "lora") and not STRATEGIES.get(s).uses_feature_cache and STRATEGIES.get(s).defaults
     ]
     + [(DEFAULT_TASK, "head-only", ("--set", "strategy.solver=sgd"))]  # a solved head has no steps to resume
-    + [(DEFAULT_TASK, "gradual", ("--set", "strategy.unfreeze_every_steps=2"))]
-)  # killed after one joined
+    + [(DEFAULT_TASK, "gradual", ("--set", "strategy.unfreeze_every_steps=2"))]  # killed after one joined
+)
 
 
 @pytest.mark.parametrize(
