@@ -733,7 +733,8 @@ def merge_sets(old: dict, new: dict, metric: str) -> dict:
     merged = dict(old)
     for name, s in new.items():
         before = old.get(name)
-        same = before is not None and before["info"].get("fingerprint") == s["info"].get("fingerprint") is not None
+        fp = s["info"].get("fingerprint")
+        same = before is not None and fp is not None and before["info"].get("fingerprint") == fp
         if not same:
             if before is not None:
                 print(f"{name}: its data differs from the earlier results' (fingerprint); earlier rows dropped")
