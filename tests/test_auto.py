@@ -4,11 +4,13 @@ validation data, the winner's model kept exactly as the race scored it, every ca
 import json
 
 import pytest
+import yaml
 from conftest import base_config
 
 import tunesmith
 from tunesmith.config import config_from_dict
 from tunesmith.errors import ConfigError, RunFolderError
+from tunesmith.strategies import auto
 from tunesmith.strategies.auto import parse_budget
 
 
@@ -20,7 +22,8 @@ def _auto_config(model, data, out, **strategy):
 
 
 def test_auto_races_candidates_and_keeps_the_winner_as_scored(tiny_bert_mean, sentiment_csv, tmp_path, capsys):
-    res = tunesmith.finetune(_auto_config(tiny_bert_mean, sentiment_csv, tmp_path / "auto"))
+    cfg = _auto_config(tiny_bert_mean, sentiment_csv, tmp_path / "auto", auto_refit=False)
+    res = tunesmith.finetune(cfg)
     err = capsys.readouterr().err
     assert "auto candidate 1/" in err and "auto picked" in err
     m = json.loads((res.out / "metrics.json").read_text())
@@ -38,6 +41,7 @@ def test_auto_races_candidates_and_keeps_the_winner_as_scored(tiny_bert_mean, se
     # the run's model is the winner's, not a retrained one: its validation score is the race's
     assert m["validation"][auto["metric"]] == pytest.approx(winner["value"], abs=1e-6)
     assert auto["reasons"] and auto["race_seconds"] > 0
+    assert auto["refit"] is None and any("no refit (strategy.auto_refit false)" in r for r in auto["reasons"])
     # the candidates' folders are gone; the choice is recorded next to the run
     assert not any(p.name.startswith(".auto.candidates") for p in tmp_path.iterdir())
     assert (res.out / "strategy_choice.json").is_file()
@@ -84,3 +88,65 @@ def test_an_occupied_out_folder_is_refused_before_the_race(tiny_bert_mean, senti
     with pytest.raises(RunFolderError, match="holds no tunesmith run"):
         tunesmith.finetune(_auto_config(tiny_bert_mean, sentiment_csv, out), quiet=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no candidate ran
+
+
+def _only(monkeypatch, *entrants):
+    """The race limited to these candidates (the tiny model's head-only wins every race otherwise)."""
+    monkeypatch.setattr(auto, "candidates", lambda context, pick, memory_ok: ([dict(e) for e in entrants], []))
+
+
+def test_the_winner_trains_again_on_training_and_validation_rows(tiny_bert_mean, sentiment_csv, tmp_path, monkeypatch):
+    monkeypatch.setattr(auto, "FIRST_RUNG", 10)  # no cut: both finish, one wins
+    _only(monkeypatch, {"strategy": "full", "train.lr": 1e-5}, {"strategy": "full", "train.lr": 2e-3})
+    cfg = _auto_config(tiny_bert_mean, sentiment_csv, tmp_path / "auto", auto_budget="1h")
+    cfg["train"]["epochs"] = 4
+    res = tunesmith.finetune(cfg, quiet=True)
+    m = json.loads((res.out / "metrics.json").read_text())
+    choice = m["run"]["choice"]
+    winner = next(c for c in choice["candidates"] if c.get("winner"))
+    assert winner["train.lr"] == 2e-3
+    refit = choice["refit"]
+    # every labelled row trains (144 training + 16 validation), for the epochs at which the winner scored best
+    assert refit["rows"] == 160 and refit["epochs"] == winner["best_epoch"]
+    assert m["train"]["samples"] == 160 * winner["best_epoch"]
+    assert [h["epoch"] for h in m["history"]] == list(range(1, winner["best_epoch"] + 1))
+    assert m["validation"]["macro_f1"] == m["history"][-1]["macro_f1"]  # the last weights, not the best
+    saved = yaml.safe_load((res.out / "run_config.yaml").read_text())["train"]
+    assert saved["epochs"] == winner["best_epoch"] and saved["keep"] == "last"
+    assert saved["early_stopping_patience"] is None and saved["lr"] == 2e-3
+    assert refit["race_validation"] == winner["value"]
+    assert any("in-sample" in w for w in m["warnings"])
+    for page in ("report.html", "README.md"):
+        assert "in-sample" in (res.out / page).read_text()
+    assert not (res.out / "checkpoints").exists()
+    # the folder reloads and its config trains again
+    tunesmith.load(res.out)
+    tunesmith.config.load_config(res.out / "run_config.yaml")
+
+
+def test_a_solved_head_refits_on_every_row_without_epochs(tiny_bert_mean, sentiment_csv, tmp_path, monkeypatch):
+    _only(monkeypatch, {"strategy": "head-only"})
+    cfg = _auto_config(tiny_bert_mean, sentiment_csv, tmp_path / "auto", auto_budget="1h")
+    res = tunesmith.finetune(cfg, quiet=True)
+    m = json.loads((res.out / "metrics.json").read_text())
+    assert m["run"]["choice"]["refit"]["rows"] == 160 and m["run"]["choice"]["refit"]["epochs"] is None
+    assert m["train"]["samples"] == 160 and m["train"]["head_solver"]["C"] > 0
+    tunesmith.config.load_config(res.out / "run_config.yaml")  # no sgd-only keys written for a solved head
+
+
+def test_no_refit_where_the_budget_has_no_room(tiny_bert_mean, sentiment_csv, tmp_path, monkeypatch):
+    _only(monkeypatch, {"strategy": "full", "train.lr": 2e-3})
+    monkeypatch.setattr(auto, "FIRST_RUNG", 10)
+    cfg = _auto_config(tiny_bert_mean, sentiment_csv, tmp_path / "auto", auto_budget="10s")
+    monkeypatch.setattr(auto, "plan_refit", _spy_plan(auto.plan_refit, cap=0.0))
+    res = tunesmith.finetune(cfg, quiet=True)
+    m = json.loads((res.out / "metrics.json").read_text())
+    choice = m["run"]["choice"]
+    assert choice["refit"] is None and any(r.startswith("no refit: the race left") for r in choice["reasons"])
+    assert m["train"]["samples"] < 160 * 4 or m["history"][-1]["epoch"] == choice["candidates"][0]["epochs_run"]
+    assert not any("in-sample" in w for w in m["warnings"])
+
+
+def _spy_plan(plan, cap):
+    """plan_refit as if the budget were spent (`cap` seconds): the race itself is not cut."""
+    return lambda cfg, context, best, _cap, spent: plan(cfg, context, best, cap, spent)

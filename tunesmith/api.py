@@ -215,6 +215,7 @@ def choose_strategy(
             model_dir=model_dir,
             modality=task_cls.modality,
             task=task_cls,
+            validation_size=len(data.splits["validation"]),
             cfg=cfg,
             workdir=out.parent / f".{out.name}.candidates",
             resolve=lambda c: c.resolved(backbone_cls, len(data.train)),
@@ -223,12 +224,22 @@ def choose_strategy(
         choice = STRATEGIES.get(cfg.strategy.name).pick(context)
     if choice.reasons:
         reporter.info(choice.describe())
-    cfg = cfg.model_copy(deep=True)
-    cfg.strategy.name = choice.strategy
-    cfg.strategy.auto_budget = None  # the chooser's own option: spent
-    for key, value in choice.settings.items():  # e.g. the learning rate the winner raced with
-        section, name = key.split(".")
-        setattr(getattr(cfg, section), name, value)
+    if choice.refit:
+        data.preflight.warnings.append(
+            f"{choice.asked} refits {choice.strategy} on training + validation rows together: the validation "
+            "scores of this run are in-sample, not a held-out estimate (the race's out-of-sample figures are in "
+            "the choice's reasons; a test split, where given, stays held out)"
+        )
+    if choice.asked is not None:  # the user's config as it applies to the strategy chosen (search's
+        # with_params: keys it refuses go, e.g. epochs for a solved head), with the choice's settings
+        # (e.g. the learning rate the winner raced with), less the chooser's own options
+        from .search.space import with_params
+
+        tree = with_params(cfg, {"strategy.name": choice.strategy, **choice.settings})
+        for option in STRATEGIES.get(cfg.strategy.name).options:
+            if option not in STRATEGIES.get(choice.strategy).options:
+                tree["strategy"].pop(option, None)
+        cfg = config_from_dict(tree, f"the config {choice.asked} chose")
     return cfg.resolved(backbone_cls, len(data.train)), choice
 
 
@@ -284,10 +295,11 @@ def _load_backbone(cfg: RunConfig, task_cls, backbone_cls, model_dir: Path):
 
 
 # -- 4. rows -------------------------------------------------------------------------------------
-def encode_rows(b: Built, data: RunData, reporter, timings: dict[str, float]) -> tuple[dict, dict]:
+def encode_rows(b: Built, data: RunData, reporter, timings: dict[str, float], refit: bool = False) -> tuple[dict, dict]:
     """Every split preprocessed once (tokenised; images decoded and resized; clips featurised).
     -> (rows, the rows fit trains and scores on: for head-only, the frozen backbone's features, computed
-    once per split or read from the cache)."""
+    once per split or read from the cache). `refit`: the validation rows train too (a choice refit on
+    training + validation; they are still scored, in-sample)."""
     # Training rows carry augmentation only when the backbone trains: cached features are clean.
     augment = not b.strategy.uses_feature_cache
     key = _encoding_key(b)  # once for every split: it stats the data files and the model folder
@@ -295,6 +307,9 @@ def encode_rows(b: Built, data: RunData, reporter, timings: dict[str, float]) ->
         split: _encode(b, key, split, ex, augment and split == "train", reporter) for split, ex in data.splits.items()
     }
     if not b.strategy.uses_feature_cache:
+        if refit:  # validation rows as training rows: augmented where training rows are
+            extra = _encode(b, key, "validation", data.splits["validation"], True, reporter) if augment else None
+            rows = {**rows, "train": rows["train"] + (extra or rows["validation"])}
         return rows, rows
     t0, hits, fit_rows = time.perf_counter(), [], {}
     backbone, tc = b.model.backbone, b.cfg.train
@@ -315,6 +330,8 @@ def encode_rows(b: Built, data: RunData, reporter, timings: dict[str, float]) ->
         )
         hits.append(hit)
         fit_rows[split] = [b.task.feature_row(r, feats[i]) for i, r in enumerate(split_rows)]
+    if refit:  # the features are cached per split: the validation split's train too
+        fit_rows["train"] = fit_rows["train"] + fit_rows["validation"]
     timings["feature_seconds"] = time.perf_counter() - t0
     timings["feature_cache_hit"] = float(all(hits))
     reporter.info(f"features: {'read from cache' if all(hits) else 'computed'} in {timings['feature_seconds']:.1f}s")
@@ -365,7 +382,7 @@ def score_before(b: Built, rows: dict, reporter) -> dict[str, Any]:
 def train(
     b: Built,
     fit_rows: dict,
-    data_train,
+    split_key: list | None,
     out: Path,
     reporter,
     resuming: bool,
@@ -383,7 +400,7 @@ def train(
                 fit_rows["train"],
                 fit_rows["validation"],
                 b.cfg.train,
-                b.task.split_key(data_train),
+                split_key,
                 reporter,
                 b.strategy.head_c,
             )
@@ -413,6 +430,15 @@ def train(
         train_tokens_per_second=result.tokens / seconds if result.tokens else None,
     )
     return result
+
+
+def training_split_key(b: Built, data: RunData, refit: bool) -> list | None:
+    """What a solved head's cross-validation folds stratify on, row for row with the training rows
+    (the validation rows' after them where the run refits on both)."""
+    key = b.task.split_key(data.train)
+    if key is None or not refit:
+        return key
+    return list(key) + list(b.task.split_key(data.splits["validation"]))
 
 
 # -- 6. final evaluation -------------------------------------------------------------------------
@@ -583,9 +609,11 @@ def finetune(
     reporter.info("data: " + ", ".join(f"{len(ex)} {split}" for split, ex in data.splits.items()) + " examples")
     b = build_model(cfg, model_dir, data, reporter)
     timings: dict[str, float] = {}
-    rows, fit_rows = encode_rows(b, data, reporter, timings)
+    rows, fit_rows = encode_rows(b, data, reporter, timings, refit=choice.refit)
     before = score_before(b, rows, reporter)
-    result = train(b, fit_rows, data.train, out, reporter, resuming, timings, on_evaluation)
+    result = train(
+        b, fit_rows, training_split_key(b, data, choice.refit), out, reporter, resuming, timings, on_evaluation
+    )
     evals, extra = final_evaluation(b, data, rows, fit_rows, before, reporter)
     timings["total_seconds"] = time.perf_counter() - t_start
     metrics, files = save_run_folder(b, out, data, result, evals, extra, choice, timings, keep_weights)

@@ -147,6 +147,13 @@ class StrategyConfig(_Section):
         description="auto: what the race over candidate strategies may spend: a time (90s, 10m, 1.5h) or a "
         "multiple of its head-only candidate's time (20x). Default: 3 times its first full-length trained candidate.",
     )
+    auto_refit: bool | None = Field(
+        None,
+        description="auto: after the race picks a winner on validation, train the winner's settings again on "
+        "training + validation rows together (the epochs at which it scored best; a solved head cross-validated "
+        "anew), so the kept model learns from every labelled row. Skipped where the budget has no room for it. "
+        "Validation scores of a refit model are in-sample; the race's are kept beside them. Default: true.",
+    )
 
     @field_validator("auto_budget")
     @classmethod
@@ -235,6 +242,11 @@ class TrainConfig(_Section):
     group_size: int = Field(8, ge=1, le=1000, description="Batches per length-sorting window.")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: all cores).")
     keep_checkpoints: bool = Field(False, description="Keep resumable checkpoints after a run finishes.")
+    keep: Literal["best", "last"] = Field(
+        "best",
+        description="Which weights the run keeps: best, those of the best validation evaluation; last, those of "
+        "the last (a fixed schedule, e.g. auto's refit on training + validation; early stopping never fires).",
+    )
     layer_decay: float | None = Field(
         None,
         gt=0,

@@ -125,7 +125,9 @@ def _training_line(t, solver: dict | None) -> str:
     """How the weights were fitted: a head solved to convergence has no epochs or learning rate."""
     if solver:
         how = f"C {solver['C']:.4g}" + (
-            f", chosen by {solver['folds']}-fold cross-validation on the training split" if solver.get("folds") else ""
+            f", chosen by {solver['folds']}-fold cross-validation on the {solver.get('rows', 'training')} rows it fits"
+            if solver.get("folds")
+            else ""
         )
         return f"- Head solved to convergence (L-BFGS, {solver['iterations']} iterations; {how})"
     return f"- Epochs: {t.epochs}; learning rate: {t.lr}; batch size: {t.batch_size}" + (

@@ -86,7 +86,8 @@ def _table(header: list[str] | None, rows: list[list[str]]) -> str:
 def _fitted(cfg: RunConfig, solver: dict[str, Any] | None) -> tuple[str, str]:
     """How the weights were fitted: a head solved to convergence has no epochs or learning rate."""
     if solver:
-        folds = f", {solver['folds']}-fold CV on the training split" if solver.get("folds") else ""
+        rows = solver.get("rows", "training")
+        folds = f", {solver['folds']}-fold CV on the {rows} rows it fits" if solver.get("folds") else ""
         return ("head solved (L-BFGS)", f"C {solver['C']:.4g}{folds}; {solver['iterations']} iterations")
     return ("epochs / lr / batch size", f"{cfg.train.epochs} / {cfg.train.lr} / {cfg.train.batch_size}")
 

@@ -8,7 +8,7 @@ from . import auto, bitfit, full, gradual, head_only, lora, partial  # noqa: E40
 
 # auto accepts every other strategy's options: they apply if it picks that strategy
 auto.AutoStrategy.options = tuple(
-    sorted({"auto_budget"} | {o for n, cls in STRATEGIES.items() if n != "auto" for o in cls.options})
+    sorted({"auto_budget", "auto_refit"} | {o for n, cls in STRATEGIES.items() if n != "auto" for o in cls.options})
 )
 
 __all__ = ["STRATEGIES"]

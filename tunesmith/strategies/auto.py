@@ -182,7 +182,7 @@ def _with(cfg, settings: dict[str, Any]):
     from ..search.space import with_params
 
     base = cfg.model_copy(deep=True)
-    base.strategy.auto_budget = None  # auto's own option: no candidate takes it
+    base.strategy.auto_budget = base.strategy.auto_refit = None  # auto's own options: no candidate takes them
     values = {"strategy.name": settings.get("strategy", settings.get("strategy.name", cfg.strategy.name))}
     values.update({k: v for k, v in settings.items() if k not in ("strategy", "strategy.name")})
     return config_from_dict(with_params(base, values), "auto candidate")
@@ -297,9 +297,12 @@ def race(context: ChoiceContext, order_hint: Choice, budget_text: str | None, re
         f"halving, {spent():.0f}s" + (f", budget {limit():.0f}s" if limit() is not None else ""),
         *left_out,
     ]
-    # Keep only the winner's checkpoints (the run resumes from them); the candidates' folders go.
+    refit, why_not = plan_refit(cfg, context, best, limit(), spent())
+    reasons.insert(1, why_not or describe_refit(best, refit, metric))
+    # Keep only the winner's checkpoints (the run resumes from them, unless it trains again on
+    # training + validation); the candidates' folders go.
     ckpt, kept = Path(best["run"]) / "checkpoints", None
-    if ckpt.is_dir():
+    if ckpt.is_dir() and refit is None:
         kept = workdir.with_name(workdir.name + ".winner")
         shutil.rmtree(kept, ignore_errors=True)
         kept.mkdir(parents=True)
@@ -313,15 +316,65 @@ def race(context: ChoiceContext, order_hint: Choice, budget_text: str | None, re
         best["strategy"],
         reasons,
         asked="auto",
-        settings=settings,
+        settings={**settings, **(refit["settings"] if refit else {})},
         candidates=table,
         checkpoints=kept,
+        refit=refit is not None,
         record={
             "metric": metric,
             "race_seconds": spent(),
             "budget_seconds": limit(),
             "table_pick": order_hint.strategy,
+            "refit": {k: v for k, v in refit.items() if k != "settings"} if refit else None,
         },
+    )
+
+
+def plan_refit(cfg, context: ChoiceContext, best: dict, cap: float | None, spent: float) -> tuple[dict | None, str]:
+    """Whether the winner trains again on training + validation rows, and for how long: as many
+    epochs as it took to score best in the race (on 1 + n_val/n_train times the rows: the same
+    passes over more data, as a model refit after cross-validation is). The race selected on
+    validation; the rows it held out then add to what the kept model learns from (on a few hundred
+    rows, a fifth more data is worth more than the model the race happened to keep). -> (the plan:
+    settings, rows, epochs, the race's validation value and the estimated seconds; or None and why not)."""
+    n_train, n_val = len(context.labels or ()), context.validation_size or 0
+    if cfg.strategy.auto_refit is False:
+        return None, "no refit (strategy.auto_refit false): the kept model is the race's, fitted on the training split"
+    if not n_train or not n_val:
+        return None, "no refit: no validation rows to add"
+    epochs = int(best.get("best_epoch") or best.get("epochs_run") or 1)
+    run_epochs = max(int(best.get("epochs_run") or epochs), 1)
+    estimate = best["seconds"] * min(epochs / run_epochs, 1.0) * (n_train + n_val) / n_train
+    if cap is not None and spent + estimate > cap:
+        return None, (
+            f"no refit: the race left {max(cap - spent, 0):.0f}s of its {cap:.0f}s budget and refitting "
+            f"{describe_candidate(best)} on training + validation would take about {estimate:.0f}s; the kept "
+            "model is the race's, fitted on the training split"
+        )
+    # a fixed schedule, kept at its end; a strategy that has no epochs (a solved head) drops those keys
+    train = {"epochs": epochs, "early_stopping_patience": None, "keep": "last"}
+    tree = {"strategy": cfg.strategy.model_dump(exclude={"name"}), "train": train}
+    train = STRATEGIES.get(best["strategy"]).adapt(tree)["train"]
+    return {
+        "settings": {f"train.{k}": v for k, v in train.items()},
+        "rows": n_train + n_val,
+        "epochs": train.get("epochs"),
+        "race_validation": best["value"],
+        "estimated_seconds": estimate,
+    }, ""
+
+
+def describe_refit(best: dict, refit: dict, metric: str) -> str:
+    how = (
+        f"for {refit['epochs']} epoch(s), those at which it scored best"
+        if refit["epochs"]
+        else "(its regularisation cross-validated anew)"
+    )
+    return (
+        f"refit: {describe_candidate(best)} trains again on training + validation ({refit['rows']} rows) "
+        f"{how}, about {refit['estimated_seconds']:.0f}s; "
+        f"the kept model's validation scores are therefore in-sample, its out-of-sample validation {metric} is "
+        f"the race's {refit['race_validation']:.4f}"
     )
 
 

@@ -36,6 +36,7 @@ class Choice:
     settings: dict[str, Any] = field(default_factory=dict)  # dotted config keys the choice also sets (train.lr)
     candidates: list[dict[str, Any]] = field(default_factory=list)  # what was measured, for log, metrics, report
     checkpoints: Path | None = None  # a finished candidate's checkpoints: the run resumes from them, not from zero
+    refit: bool = False  # the run trains on training + validation rows (settings fix its schedule)
     record: dict[str, Any] = field(default_factory=dict)  # anything else metrics.json["run"][asked] keeps
 
     def describe(self) -> str:
@@ -51,6 +52,7 @@ class ChoiceContext:
     model_dir: Path
     modality: str
     task: Any  # the task class
+    validation_size: int | None = None  # rows in the validation split
     cfg: Any = None  # the run's config as given (a strategy that races candidates derives theirs from it)
     workdir: Path | None = None  # where a strategy that measures may write candidate runs (deleted after)
     resolve: Any = None  # cfg -> the same cfg with every strategy default filled in, as the run would fill them

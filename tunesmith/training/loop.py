@@ -72,11 +72,14 @@ def make_accelerator(precision: str, grad_accum: int) -> Accelerator:
     return Accelerator(mixed_precision=accelerate_mixed_precision(precision), gradient_accumulation_steps=grad_accum)
 
 
-def record_evaluation(state: FitState, record: dict[str, Any], task, metric: str, patience: int | None) -> bool:
-    """Add an evaluation to the history; True when it is the best so far. Early stopping is
-    decided here: `patience` evaluations in a row without improvement stop the run."""
+def record_evaluation(
+    state: FitState, record: dict[str, Any], task, metric: str, patience: int | None, keep: str = "best"
+) -> bool:
+    """Add an evaluation to the history; True when its weights are the ones to keep so far: the best
+    (keep "best"), or every latest one (keep "last": a fixed schedule, never stopped early). Early
+    stopping is decided here: `patience` evaluations in a row without improvement stop the run."""
     state.history.append(record)
-    improved = task.improved(record, state.best, metric)
+    improved = keep == "last" or task.improved(record, state.best, metric)
     if improved:
         state.best, state.evals_since_best = record, 0
     else:
@@ -157,12 +160,12 @@ def fit(
             "train_loss": float(np.mean(window)) if window else None,
             **{k: ev.metrics[k] for k in task.metrics_tracked},
         }
-        if record_evaluation(state, record, task, tc.metric, tc.early_stopping_patience):
+        if record_evaluation(state, record, task, tc.metric, tc.early_stopping_patience, tc.keep):
             best_weights = strategy.trainable_state(raw_model)
         reporter.info(
             f"  step {record['step']}: "
             + "  ".join(f"val {k} {record[k]:.4f}" for k in task.metrics_tracked)
-            + ("  (best)" if state.evals_since_best == 0 else "")
+            + (f"  ({'kept' if tc.keep == 'last' else 'best'})" if state.evals_since_best == 0 else "")
         )
         if on_evaluation is not None:
             on_evaluation({**record, "final": final or state.stopped_early})

@@ -154,7 +154,7 @@ def solve_head(model, task, train_rows, val_rows, train_cfg, keys, reporter, c: 
         best = int(np.argmin(np.where(np.isfinite(mean), mean, np.inf)))  # ties: the strongest regularisation
         c = float(C_GRID[best])
         cv = [{"C": float(cj), "lambda": 1.0 / (float(cj) * n), "cv_loss": float(m)} for cj, m in zip(C_GRID, mean)]
-        how = f"C {c:g} chosen by {k}-fold cross-validation on the training split (held-out loss {mean[best]:.4f})"
+        how = f"C {c:g} chosen by {k}-fold cross-validation on the {n} rows it fits (held-out loss {mean[best]:.4f})"
     elif c is not None:
         how = f"C {c:g} as set (strategy.head_c)"
     else:
@@ -183,6 +183,7 @@ def solve_head(model, task, train_rows, val_rows, train_cfg, keys, reporter, c: 
         "C": c,
         "lambda": 1.0 / (c * n),
         "folds": k,
+        "rows": n,  # the rows fitted and cross-validated on (training, or training + validation in a refit)
         "cv_criterion": "held-out loss (mean over folds)" if k else None,
         "cv": cv,
         "iterations": iters,
