@@ -572,8 +572,12 @@ def _choice_note(r: dict) -> str:
     if not c:
         return f"ran {r.get('strategy')}" if r.get("strategy") else ""
     picked = c.get("picked") or r.get("strategy")
+    refit = c.get("refit")
+    refit_keys = {"train.epochs", "train.early_stopping_patience", "train.keep"} if refit else set()
     settings = ", ".join(
-        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (c.get("settings") or {}).items()
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in (c.get("settings") or {}).items()
+        if k not in refit_keys
     )
     raced = []
     for x in c.get("candidates") or []:
@@ -585,6 +589,10 @@ def _choice_note(r: dict) -> str:
         v = x.get("value")
         raced.append(f"{name} {v:.3f}" if isinstance(v, (int, float)) else f"{name} {x.get('state', '?')}")
     tried = f"; raced (validation): {', '.join(raced)}" if raced else ""
+    if refit:
+        tried += f"; refit on train + validation ({refit['rows']} rows" + (
+            f", {refit['epochs']} epochs)" if refit.get("epochs") else ", head re-solved)"
+        )
     return f"picked **{picked}**" + (f" ({settings})" if settings else "") + tried
 
 

@@ -96,6 +96,7 @@ def run_trial(
     trial.set_user_attr("seconds", time.perf_counter() - t0)
     trial.set_user_attr("epochs_run", max(epochs, default=0))
     trial.set_user_attr("model_kept", "model" in result.files)
+    trial.set_user_attr("train_seconds", result.timings.get("train_seconds"))  # training alone, not loading or saving
     best = json.loads((Path(out) / METRICS_FILE).read_text(encoding="utf-8")).get("best_evaluation") or {}
     trial.set_user_attr("best_epoch", best.get("epoch"))
     return float(result.metrics[metric])

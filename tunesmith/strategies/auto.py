@@ -270,7 +270,9 @@ def race(context: ChoiceContext, order_hint: Choice, budget_text: str | None, re
             target.tell(trial, state=optuna.trial.TrialState.FAIL)
             row.update(state="failed", why=f"{type(e).__name__}: {e}")
         row["seconds"] = time.perf_counter() - t0
-        row.update({k: trial.user_attrs[k] for k in ("epochs_run", "best_epoch") if k in trial.user_attrs})
+        row.update(
+            {k: trial.user_attrs[k] for k in ("epochs_run", "best_epoch", "train_seconds") if k in trial.user_attrs}
+        )
         row["run"] = str(workdir / f"{i:02d}")
         table.append(row)
         if not is_measured and unit_seconds is None and row["state"] == "complete":
@@ -344,11 +346,13 @@ def plan_refit(cfg, context: ChoiceContext, best: dict, cap: float | None, spent
         return None, "no refit: no validation rows to add"
     epochs = int(best.get("best_epoch") or best.get("epochs_run") or 1)
     run_epochs = max(int(best.get("epochs_run") or epochs), 1)
-    estimate = best["seconds"] * min(epochs / run_epochs, 1.0) * (n_train + n_val) / n_train
+    # what the refit adds: its training (the run loads, encodes, scores and saves its model either way)
+    trained = best.get("train_seconds") or best["seconds"]
+    estimate = trained * min(epochs / run_epochs, 1.0) * (n_train + n_val) / n_train
     if cap is not None and spent + estimate > cap:
         return None, (
             f"no refit: the race left {max(cap - spent, 0):.0f}s of its {cap:.0f}s budget and refitting "
-            f"{describe_candidate(best)} on training + validation would take about {estimate:.0f}s; the kept "
+            f"{describe_candidate(best)} on training + validation would train for about {estimate:.0f}s; the kept "
             "model is the race's, fitted on the training split"
         )
     # a fixed schedule, kept at its end; a strategy that has no epochs (a solved head) drops those keys
@@ -372,7 +376,7 @@ def describe_refit(best: dict, refit: dict, metric: str) -> str:
     )
     return (
         f"refit: {describe_candidate(best)} trains again on training + validation ({refit['rows']} rows) "
-        f"{how}, about {refit['estimated_seconds']:.0f}s; "
+        f"{how}, about {refit['estimated_seconds']:.0f}s of training; "
         f"the kept model's validation scores are therefore in-sample, its out-of-sample validation {metric} is "
         f"the race's {refit['race_validation']:.4f}"
     )

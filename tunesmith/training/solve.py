@@ -1,6 +1,7 @@
 """A head on frozen features, solved rather than trained: a convex problem (multinomial logistic
 regression for a linear classifier), fitted to convergence by full-batch L-BFGS, with its L2
-strength chosen by k-fold cross-validation on the training split alone.
+strength chosen by k-fold cross-validation on the rows it fits alone (the training split; training +
+validation where auto refits its winner on both).
 
 Generic: the loss is the task's own `compute_loss` on a batch of every row, the final score is the
 task's `evaluate`; nothing here knows what the head predicts.
