@@ -336,8 +336,10 @@ def plan_refit(cfg, context: ChoiceContext, best: dict, cap: float | None, spent
     """Whether the winner trains again on training + validation rows, and for how long: as many
     epochs as it took to score best in the race (on 1 + n_val/n_train times the rows: the same
     passes over more data, as a model refit after cross-validation is). The race selected on
-    validation; the rows it held out then add to what the kept model learns from (on a few hundred
-    rows, a fifth more data is worth more than the model the race happened to keep). -> (the plan:
+    validation; the rows it held out then add to what the kept model learns from, as the baselines'
+    regressions always had them (bench/quality.py, held out: digits 0.959 refit against 0.940 for full
+    on the training split, mnist-5k 0.919 against 0.897, newsgroups-fewshot's solved head 0.690 against
+    0.677; on tuxpaint-stamps, 39 validation images, the refit full scored 0.743). -> (the plan:
     settings, rows, epochs, the race's validation value and the estimated seconds; or None and why not)."""
     n_train, n_val = len(context.labels or ()), context.validation_size or 0
     if cfg.strategy.auto_refit is False:
