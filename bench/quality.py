@@ -55,6 +55,9 @@ Results: stdout and bench/results/quality.{json,md} (--quick: quality_quick.*).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import io
 import json
 import math
 import sys
@@ -79,6 +82,7 @@ from child_runs import (  # noqa: E402
     pin_threads,
     spawn,
     write_child_result,
+    write_results,
 )
 from quality_data import SETS, paths, prepare  # noqa: E402
 
@@ -837,13 +841,29 @@ def main(argv=None) -> int:
         for r in rows.values():
             r["command"] = command
         res["sets"][name] = {"info": info, "rows": rows, "bars": bars(rows, args.bar_metric), "commands": [command]}
+        if name != sets[-1]:  # the sets finished so far, written now: a run stopped later keeps them
+            partial = {**res, "sets": merged(args, res["sets"], quiet=True)}
+            md, partial["ratios"] = build_report(partial)
+            write_results("quality", args.quick, partial, md, argv)
     res["total_seconds"] = time.perf_counter() - t_all
-    if args.merge:  # what earlier invocations scored stays; this run's rows replace theirs
-        earlier = RESULTS / ("quality_quick.json" if args.quick else "quality.json")
-        if earlier.is_file():
-            old = json.loads(earlier.read_text(encoding="utf-8"))["sets"]
-            res["sets"] = merge_sets(old, res["sets"], args.bar_metric)
+    res["sets"] = merged(args, res["sets"])
     return finish("quality", args, res, build_report, argv, root)
+
+
+def merged(args, sets: dict, quiet: bool = False) -> dict:
+    """With --merge, what earlier invocations scored stays and this run's rows replace theirs; else `sets`.
+    The earlier results are read from before this run's first write (EARLIER, kept on the first call)."""
+    if not args.merge:
+        return sets
+    global EARLIER
+    if EARLIER is None:
+        earlier = RESULTS / ("quality_quick.json" if args.quick else "quality.json")
+        EARLIER = json.loads(earlier.read_text(encoding="utf-8"))["sets"] if earlier.is_file() else {}
+    with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        return merge_sets(copy.deepcopy(EARLIER), sets, args.bar_metric)
+
+
+EARLIER: dict | None = None  # the results file as it was before this run wrote to it (--merge)
 
 
 if __name__ == "__main__":
