@@ -802,6 +802,7 @@ def main(argv=None) -> int:
         "env": env_versions(),
     }
     t_all = time.perf_counter()
+    earlier = earlier_sets(args)  # read before this run's first write
     command = "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for name in sets:
         ds = SETS[name]
@@ -842,28 +843,28 @@ def main(argv=None) -> int:
             r["command"] = command
         res["sets"][name] = {"info": info, "rows": rows, "bars": bars(rows, args.bar_metric), "commands": [command]}
         if name != sets[-1]:  # the sets finished so far, written now: a run stopped later keeps them
-            partial = {**res, "sets": merged(args, res["sets"], quiet=True)}
+            partial = {**res, "sets": merged(earlier, res["sets"], args.bar_metric, quiet=True)}
             md, partial["ratios"] = build_report(partial)
             write_results("quality", args.quick, partial, md, argv)
     res["total_seconds"] = time.perf_counter() - t_all
-    res["sets"] = merged(args, res["sets"])
+    res["sets"] = merged(earlier, res["sets"], args.bar_metric)
     return finish("quality", args, res, build_report, argv, root)
 
 
-def merged(args, sets: dict, quiet: bool = False) -> dict:
-    """With --merge, what earlier invocations scored stays and this run's rows replace theirs; else `sets`.
-    The earlier results are read from before this run's first write (EARLIER, kept on the first call)."""
+def earlier_sets(args) -> dict | None:
+    """With --merge, the sets the results file holds before this run writes to it; else None."""
     if not args.merge:
+        return None
+    earlier = RESULTS / ("quality_quick.json" if args.quick else "quality.json")
+    return json.loads(earlier.read_text(encoding="utf-8"))["sets"] if earlier.is_file() else {}
+
+
+def merged(earlier: dict | None, sets: dict, metric: str, quiet: bool = False) -> dict:
+    """What earlier invocations scored (None: nothing to merge) with this run's rows over theirs."""
+    if earlier is None:
         return sets
-    global EARLIER
-    if EARLIER is None:
-        earlier = RESULTS / ("quality_quick.json" if args.quick else "quality.json")
-        EARLIER = json.loads(earlier.read_text(encoding="utf-8"))["sets"] if earlier.is_file() else {}
     with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
-        return merge_sets(copy.deepcopy(EARLIER), sets, args.bar_metric)
-
-
-EARLIER: dict | None = None  # the results file as it was before this run wrote to it (--merge)
+        return merge_sets(copy.deepcopy(earlier), sets, metric)
 
 
 if __name__ == "__main__":
