@@ -148,6 +148,27 @@ def test_no_refit_where_the_budget_has_no_room(tiny_bert_mean, sentiment_csv, tm
     assert not any("in-sample" in w for w in m["warnings"])
 
 
+@pytest.mark.parametrize("share", [0.0, 1e6])
+def test_successive_halving_spares_a_candidate_cheap_to_finish(
+    share, tiny_bert_mean, sentiment_csv, tmp_path, monkeypatch
+):
+    """A candidate behind at its rung is cut, unless finishing it costs under CHEAP_SHARE of the first
+    full-length run: then it runs to its end and its score counts."""
+    monkeypatch.setattr(auto, "FIRST_RUNG", 1)
+    monkeypatch.setattr(auto, "CHEAP_SHARE", share)
+    _only(monkeypatch, {"strategy": "full", "train.lr": 2e-3}, {"strategy": "full", "train.lr": 1e-7})
+    cfg = _auto_config(tiny_bert_mean, sentiment_csv, tmp_path / "auto", auto_budget="1h", auto_refit=False)
+    cfg["train"]["epochs"] = 4
+    res = tunesmith.finetune(cfg, quiet=True)
+    first, slow = json.loads((res.out / "metrics.json").read_text())["run"]["choice"]["candidates"]
+    assert first["state"] == "complete" and first.get("winner")
+    if share == 0.0:
+        assert slow["state"] == "pruned" and slow["epochs_run"] == 1 and "spared" not in slow
+    else:
+        assert slow["state"] == "complete" and slow["epochs_run"] == 4 and "value" in slow
+        assert slow["spared"].startswith("cut by successive halving at epoch 1, finished")
+
+
 def _spy_plan(plan, cap):
     """plan_refit as if the budget were spent (`cap` seconds): the race itself is not cut."""
     return lambda cfg, context, best, _cap, spent: plan(cfg, context, best, cap, spent)
