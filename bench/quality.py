@@ -591,6 +591,8 @@ def _choice_note(r: dict) -> str:
         if x.get("train.lr") is not None:
             name += f" lr {x['train.lr']:.2g}"
         v = x.get("value")
+        if x.get("spared"):  # cut at a rung, but cheap enough to finish
+            name += " (spared)"
         raced.append(f"{name} {v:.3f}" if isinstance(v, (int, float)) else f"{name} {x.get('state', '?')}")
     tried = f"; raced (validation): {', '.join(raced)}" if raced else ""
     if refit:

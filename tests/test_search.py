@@ -280,3 +280,23 @@ def test_a_pruner_never_cuts_a_runs_final_evaluation(
         with pytest.raises(optuna.TrialPruned, match="pruned at epoch 1"):
             run_trial(trial, cfg, tmp_path / "t")
         assert trial.user_attrs["epochs_run"] == 1
+
+
+def test_median_pruning_waits_for_a_trials_second_evaluation():
+    """The default pruner never cuts on a first evaluation (mostly learning-rate warmup, where a small
+    learning rate that ends best still trails), and cuts a trial below the median from its second."""
+    import optuna
+
+    from tunesmith.search.study import PRUNERS
+
+    study = optuna.create_study(direction="maximize", pruner=PRUNERS["median"]())
+    for _ in range(3):
+        t = study.ask()
+        for epoch in range(1, 5):
+            t.report(0.9, step=epoch)
+        study.tell(t, 0.9)
+    late = study.ask()
+    late.report(0.1, step=1)
+    assert not late.should_prune()
+    late.report(0.1, step=2)
+    assert late.should_prune()
