@@ -169,6 +169,19 @@ def test_successive_halving_spares_a_candidate_cheap_to_finish(
         assert slow["spared"].startswith("cut by successive halving at epoch 1, finished")
 
 
+def test_a_refit_that_costs_little_runs_even_where_the_race_spent_the_budget(
+    tiny_bert_mean, sentiment_csv, tmp_path, monkeypatch
+):
+    """A solved head's refit takes about a second: where the race used its whole budget, it still runs
+    (under SMALL_REFIT_SHARE of the budget), where a trained winner's would not."""
+    _only(monkeypatch, {"strategy": "head-only"})
+    plan = auto.plan_refit
+    monkeypatch.setattr(auto, "plan_refit", lambda cfg, context, best, cap, spent: plan(cfg, context, best, 1e3, 1e3))
+    cfg = _auto_config(tiny_bert_mean, sentiment_csv, tmp_path / "auto", auto_budget="1h")
+    m = json.loads((tunesmith.finetune(cfg, quiet=True).out / "metrics.json").read_text())
+    assert m["run"]["choice"]["refit"]["rows"] == 160 and m["train"]["samples"] == 160
+
+
 def _spy_plan(plan, cap):
     """plan_refit as if the budget were spent (`cap` seconds): the race itself is not cut."""
     return lambda cfg, context, best, _cap, spent: plan(cfg, context, best, cap, spent)
