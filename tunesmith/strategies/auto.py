@@ -295,7 +295,11 @@ def race(context: ChoiceContext, order_hint: Choice, budget_text: str | None, re
                 f"{CHEAP_SHARE:.0%} of the first full-length run"
             )
         row.update(
-            {k: trial.user_attrs[k] for k in ("epochs_run", "best_epoch", "train_seconds") if k in trial.user_attrs}
+            {
+                k: trial.user_attrs[k]
+                for k in ("epochs_run", "best_epoch", "best_train_loss", "train_seconds")
+                if k in trial.user_attrs
+            }
         )
         row["run"] = str(workdir / f"{i:02d}")
         table.append(row)
@@ -418,6 +422,7 @@ def plan_refit(cfg, context: ChoiceContext, best: dict, cap: float | None, spent
         "rows": n_train + n_val,
         "epochs": train.get("epochs"),
         "race_validation": best["value"],
+        "race_train_loss": best.get("best_train_loss"),  # at that epoch: api.refit_warnings compares the refit's
         "estimated_seconds": estimate,
     }, ""
 
