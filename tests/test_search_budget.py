@@ -89,7 +89,7 @@ def test_a_budget_below_what_the_study_holds_is_refused_before_any_trial(tmp_pat
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"train.lr": {"low": 1e-3, "high": 1e-2, "log": True}}))
     base = config_from_dict({"data": {"train": str(tmp_path / "unused.csv")}})
-    study, _ = st._open(base, load_space(space, base), tmp_path, None, "tunesmith", "tpe", "median", 1, 0)
+    study, _ = st._open(base, load_space(space, base), tmp_path, None, "tunesmith", "tpe", "median", 1, 0, 2)
     lr = {"train.lr": optuna.distributions.FloatDistribution(1e-3, 1e-2, log=True)}
     for v in (0.5, 0.6):  # a study that already ran two trials
         study.add_trial(optuna.create_trial(value=v, params={"train.lr": 2e-3}, distributions=lr))
