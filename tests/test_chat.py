@@ -168,3 +168,20 @@ def test_the_chat_command_streams_replies_keeps_the_conversation_and_resets(
         [[system, ask, {"role": "assistant", "content": first}, {"role": "user", "content": "And the grass?"}]]
     )
     assert replies[1].strip() == second[0]["text"]  # the second turn sees the first
+
+
+def test_packing_gives_the_loss_of_one_conversation_per_row(tiny_lm, chat_data):
+    from tunesmith.modalities.conversations import read_conversations
+    from tunesmith.testing import task_and_model
+
+    train = read_conversations(chat_data[0])
+    task, model = task_and_model("chat", tiny_lm, train, model={"max_length": 96}, chat={"packing": True})
+    model.eval()
+    rows = task.encode(train.subset(range(8)))
+    packed = task.collate(rows)
+    assert packed["input_ids"].shape[0] < len(rows) and "attention_mask" not in packed
+    task.options["packing"] = False
+    padded = task.collate(rows)
+    with torch.no_grad():
+        a, b = task.compute_loss(model, packed)["loss"], task.compute_loss(model, padded)["loss"]
+    assert torch.allclose(a, b, atol=1e-5)

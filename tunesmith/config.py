@@ -325,6 +325,12 @@ class ChatConfig(_TaskOptions):
         description="Chat: which tokens carry the loss: every assistant reply with the token that ends its turn "
         "(assistant), only the last reply (last), or the whole rendered conversation (all).",
     )
+    packing: bool = Field(
+        False,
+        description="Chat: pack several conversations into each row (up to model.max_length tokens), positions "
+        "restarting per conversation and attention never crossing one (transformers' packed-sequence masking): no "
+        "padding computed. Same loss and gradients as one conversation per row.",
+    )
     max_new_tokens: int = Field(
         128,
         ge=1,

@@ -30,6 +30,7 @@ from ..modalities.conversations import (
     IGNORE,
     ConversationExamples,
     TemplateProblem,
+    collate_packed,
     collate_padded,
     encode_conversation,
     next_token_loss,
@@ -254,6 +255,9 @@ class ChatTask(TaskDefaults):
         return rows
 
     def collate(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """One conversation per row, padded; or, with chat.packing, several per row without padding."""
+        if self.options.get("packing"):
+            return collate_packed(rows, int(self.tokenizer.pad_token_id), self.max_length)
         return collate_padded(rows, int(self.tokenizer.pad_token_id))
 
     def feature_row(self, row: dict, features: torch.Tensor) -> dict:
