@@ -115,7 +115,9 @@ def test_the_winner_trains_again_on_training_and_validation_rows(tiny_bert_mean,
     assert saved["epochs"] == winner["best_epoch"] and saved["keep"] == "last"
     assert saved["early_stopping_patience"] is None and saved["lr"] == 2e-3
     assert refit["race_validation"] == winner["value"]
+    assert refit["race_train_loss"] == winner["best_train_loss"] > 0
     assert any("in-sample" in w for w in m["warnings"])
+    assert not any("REFIT TRAINED WORSE" in w for w in m["warnings"])
     for page in ("report.html", "README.md"):
         assert "in-sample" in (res.out / page).read_text()
     assert not (res.out / "checkpoints").exists()
@@ -167,6 +169,43 @@ def test_successive_halving_spares_a_candidate_cheap_to_finish(
     else:
         assert slow["state"] == "complete" and slow["epochs_run"] == 4 and "value" in slow
         assert slow["spared"].startswith("cut by successive halving at epoch 1, finished")
+
+
+def test_a_refit_that_costs_little_runs_even_where_the_race_spent_the_budget(
+    tiny_bert_mean, sentiment_csv, tmp_path, monkeypatch
+):
+    """A solved head's refit takes about a second: where the race used its whole budget, it still runs
+    (under SMALL_REFIT_SHARE of the budget), where a trained winner's would not."""
+    _only(monkeypatch, {"strategy": "head-only"})
+    plan = auto.plan_refit
+    monkeypatch.setattr(auto, "plan_refit", lambda cfg, context, best, cap, spent: plan(cfg, context, best, 1e3, 1e3))
+    cfg = _auto_config(tiny_bert_mean, sentiment_csv, tmp_path / "auto", auto_budget="1h")
+    m = json.loads((tunesmith.finetune(cfg, quiet=True).out / "metrics.json").read_text())
+    assert m["run"]["choice"]["refit"]["rows"] == 160 and m["train"]["samples"] == 160
+
+
+def test_a_refit_that_trains_worse_than_the_race_says_so(tiny_bert_mean, sentiment_csv, tmp_path, monkeypatch):
+    """The refit has no out-of-sample score to check it: a training loss that ends far above the race's
+    at the same epoch (here: the race's recorded as 0) is a loud warning on every page."""
+    _only(monkeypatch, {"strategy": "full", "train.lr": 2e-3})
+    monkeypatch.setattr(auto, "FIRST_RUNG", 10)
+    plan = auto.plan_refit
+
+    def as_if_the_race_fitted_perfectly(*args):
+        refit, why = plan(*args)
+        return {**refit, "race_train_loss": 0.0}, why
+
+    monkeypatch.setattr(auto, "plan_refit", as_if_the_race_fitted_perfectly)
+    cfg = _auto_config(tiny_bert_mean, sentiment_csv, tmp_path / "auto", auto_budget="1h")
+    cfg["train"]["epochs"] = 2
+    res = tunesmith.finetune(cfg, quiet=True)
+    m = json.loads((res.out / "metrics.json").read_text())
+    last = m["history"][-1]["train_loss"]
+    assert last > 0.1
+    (warning,) = [w for w in m["warnings"] if w.startswith("REFIT TRAINED WORSE")]
+    assert f"{last:.4f}" in warning and "strategy.auto_refit=false" in warning
+    for page in ("report.html", "README.md"):
+        assert "REFIT TRAINED WORSE" in (res.out / page).read_text()
 
 
 def _spy_plan(plan, cap):

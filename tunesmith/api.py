@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import platform
 import shutil
@@ -482,6 +483,29 @@ def no_better_than_trivial(b: Built, data: RunData, evals: dict) -> list[str]:
     return out
 
 
+# a refit's final training loss above both of these says it did not train as the choice did
+REFIT_LOSS_FACTOR, REFIT_LOSS_SLACK = 2.0, 0.1
+
+
+def refit_warnings(choice: Choice, history: list[dict]) -> list[str]:
+    """A refit (a chosen configuration trained again on training + validation rows, where no
+    out-of-sample score can check it) whose training loss ended far above what the same settings
+    reached at the same epoch when they were chosen says so: the refit did not train as the choice did."""
+    plan = (choice.record.get("refit") or {}) if choice.refit else {}
+    race = plan.get("race_train_loss") if plan.get("epochs") else None  # a solved head cannot diverge
+    last = next((h["train_loss"] for h in reversed(history) if h.get("train_loss") is not None), None)
+    if race is None or last is None:
+        return []
+    if math.isfinite(last) and last <= max(REFIT_LOSS_FACTOR * race, race + REFIT_LOSS_SLACK):
+        return []
+    return [
+        f"REFIT TRAINED WORSE THAN THE CHOICE: its training loss ended at {last:.4f}, against {race:.4f} for the "
+        f"same settings at the same epoch when {choice.asked} chose them; the model may have diverged and its "
+        f"validation scores are in-sample. Rerun with --set strategy.{choice.asked}_refit=false to keep the "
+        "model as chosen"
+    ]
+
+
 # -- 7. save -------------------------------------------------------------------------------------
 def model_meta(b: Built) -> dict[str, Any]:
     """What tunesmith.json records about the run, beyond what the task and the layout write."""
@@ -615,6 +639,9 @@ def finetune(
         b, fit_rows, training_split_key(b, data, choice.refit), out, reporter, resuming, timings, on_evaluation
     )
     evals, extra = final_evaluation(b, data, rows, fit_rows, before, reporter)
+    for w in refit_warnings(choice, result.history):
+        data.preflight.warnings.append(w)
+        reporter.warn(w)
     timings["total_seconds"] = time.perf_counter() - t_start
     metrics, files = save_run_folder(b, out, data, result, evals, extra, choice, timings, keep_weights)
     dropped = metrics["run"].get("weights_not_kept")

@@ -99,4 +99,5 @@ def run_trial(
     trial.set_user_attr("train_seconds", result.timings.get("train_seconds"))  # training alone, not loading or saving
     best = json.loads((Path(out) / METRICS_FILE).read_text(encoding="utf-8")).get("best_evaluation") or {}
     trial.set_user_attr("best_epoch", best.get("epoch"))
+    trial.set_user_attr("best_train_loss", best.get("train_loss"))  # what a refit of it should come near
     return float(result.metrics[metric])
