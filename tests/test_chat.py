@@ -92,10 +92,12 @@ def test_full_fine_tuning_saves_a_folder_transformers_generates_from(tiny_lm, ch
     res = tunesmith.finetune(_config(tiny_lm, chat_data, tmp_path / "full", strategy={"name": "full"}), quiet=True)
     tok = AutoTokenizer.from_pretrained(res.out)
     lm = AutoModelForCausalLM.from_pretrained(res.out)
-    prompt = tok.apply_chat_template(
-        [{"role": "user", "content": "What colour is the snow?"}], add_generation_prompt=True
-    )
-    ids = torch.tensor([prompt["input_ids"] if isinstance(prompt, dict) else prompt])
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What colour is the snow?"}],
+        add_generation_prompt=True,
+        return_dict=True,
+        return_tensors="pt",
+    )["input_ids"]
     out = lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids))
     text = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
     assert text == tunesmith.load(res.out).predict("What colour is the snow?")[0]["text"]
@@ -155,19 +157,24 @@ def test_the_chat_command_streams_replies_keeps_the_conversation_and_resets(
     res = tunesmith.finetune(_config(tiny_lm, chat_data, tmp_path / "run", train={"epochs": 1}), quiet=True)
     turns = "What colour is the sky?\nAnd the grass?\n/reset\nWhat colour is the sky?\n/exit\nnever read\n"
     monkeypatch.setattr("sys.stdin", io.StringIO(turns))
+    capsys.readouterr()  # what training printed
     assert main(["chat", str(res.out), "--system", "Answer briefly."]) == 0
     out = capsys.readouterr()
-    replies = out.out.split("\n")[:-1]
-    assert len(replies) == 3 and "(conversation reset)" in out.err
+    assert "(conversation reset)" in out.err
     system = {"role": "system", "content": "Answer briefly."}
     ask = {"role": "user", "content": "What colour is the sky?"}
     predictor = tunesmith.load(res.out)
     first = predictor.predict([[system, ask]])[0]["text"]
-    assert replies[0].strip() == replies[2].strip() == first  # after /reset the conversation starts over
-    second = predictor.predict(
-        [[system, ask, {"role": "assistant", "content": first}, {"role": "user", "content": "And the grass?"}]]
-    )
-    assert replies[1].strip() == second[0]["text"]  # the second turn sees the first
+    so_far = [system, ask, {"role": "assistant", "content": first}] if first else [system]  # an empty reply is dropped
+    second = predictor.predict([[*so_far, {"role": "user", "content": "And the grass?"}]])[0]["text"]
+
+    # the streamed replies, in order: the second turn sees the first; after /reset the conversation starts over
+    # (compared without spacing, and without the replacement characters a random model's broken UTF-8 byte
+    # tokens decode to, which depend on where a stream splits them)
+    def same(text):
+        return "".join(text.replace("\ufffd", "").split())
+
+    assert same(out.out) == same(first + second + first)
 
 
 def test_packing_gives_the_loss_of_one_conversation_per_row(tiny_lm, chat_data):

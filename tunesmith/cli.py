@@ -247,7 +247,12 @@ def _chat(args) -> int:
             reply.append(piece)
             print(piece, end="", flush=True)
         print(flush=True)
-        messages.append({"role": "assistant", "content": "".join(reply).strip()})
+        said = "".join(reply).strip()
+        if said:
+            messages.append({"role": "assistant", "content": said})
+        else:  # nothing to keep: the unanswered turn leaves the conversation too
+            messages.pop()
+            print("(no reply: the model ended its turn at once)", file=sys.stderr)
     return 0
 
 

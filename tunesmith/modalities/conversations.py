@@ -64,6 +64,7 @@ class ConversationExamples:
     format: str
     labels: list[str] | None = None  # conversations have no classes
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    to_answer: bool = False  # conversations so far, each ending with the user's turn (predict's inputs)
 
     def __len__(self) -> int:
         return len(self.conversations)
@@ -74,6 +75,7 @@ class ConversationExamples:
             [self.conversations[i] for i in idx],
             [self.refs[i] for i in idx],
             self.format,
+            to_answer=self.to_answer,
         )
 
     def dedup_keys(self) -> list[str]:
@@ -476,7 +478,8 @@ class ConversationsModality:
         if pairs is not None:
             raise DataError("chat models take messages, not text pairs")
         convs = [input_conversation(x, i) for i, x in enumerate(inputs)]
-        return ConversationExamples("input", convs, [f"input {i + 1}" for i in range(len(convs))], "messages")
+        refs = [f"input {i + 1}" for i in range(len(convs))]
+        return ConversationExamples("input", convs, refs, "messages", to_answer=True)
 
     def predict_inputs(self, examples: ConversationExamples) -> tuple[list, list | None]:
         """`predict --file` rows: each conversation up to its last reply (the reply is what is generated)."""

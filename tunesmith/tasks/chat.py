@@ -119,6 +119,7 @@ class ChatTask(TaskDefaults):
         """The model's tokenizer with the chat template it will train and answer with: its own, or
         chat.template (ChatML's markers added as special tokens, the embeddings grown, where missing)."""
         spec = cfg.chat.template
+        vocab = backbone.encoder.get_input_embeddings().weight.shape[0]
         if spec is None and not tokenizer.chat_template:
             raise ConfigError(
                 f"{cfg.model.name}: the model has no chat template (a base model?), so there is no way to render "
@@ -143,6 +144,9 @@ class ChatTask(TaskDefaults):
             )
         except TemplateProblem as e:
             raise ConfigError(f"{cfg.model.name}: {e}") from None
+        if len(tokenizer) > vocab:
+            # the grown embeddings are part of the model now: adapters alone over the base would not load
+            task.merge_adapters_on_save = True
         return task
 
     @classmethod
@@ -220,7 +224,7 @@ class ChatTask(TaskDefaults):
         cut = dropped = 0
         for i, conv in enumerate(examples.conversations):
             ref = examples.refs[i] if i < len(examples.refs) else f"conversation {i + 1}"
-            if not any(m["role"] == "assistant" for m in conv):
+            if examples.to_answer:
                 ids = self._prompt_ids(conv, ref)
                 rows.append({"prompt_ids": ids, "length": len(ids)})
                 continue
@@ -373,11 +377,14 @@ class ChatTask(TaskDefaults):
 
     # -- extra evaluations, what people read -------------------------------------------------------
     def describe_evaluation(self, examples, ev: EvalOutput) -> dict[str, Any]:
-        return {"samples": self._samples(examples, ev.predictions)}
+        return {"samples": self._samples(examples, ev)}
 
-    def _samples(self, examples, predictions: Sequence[str]) -> list[dict[str, str]]:
+    def _samples(self, examples, ev: EvalOutput) -> list[dict[str, str]]:
+        """The first generated replies beside the conversations' own (rows without one generated are
+        not shown)."""
         out = []
-        for i, text in enumerate(predictions[:SAMPLES_SHOWN]):
+        shown = min(SAMPLES_SHOWN, int(ev.metrics.get("generated", len(ev.predictions))))
+        for i, text in enumerate(ev.predictions[:shown]):
             if i >= len(examples.conversations):
                 break
             conv = examples.conversations[i]
@@ -391,7 +398,7 @@ class ChatTask(TaskDefaults):
         extra: dict[str, Any] = {"before_finetuning": before, "length_cuts": dict(self.cut)}
         ev = evals.get("validation")
         if ev is not None:
-            extra["samples"] = self._samples(examples["validation"], ev.predictions)
+            extra["samples"] = self._samples(examples["validation"], ev)
         warnings = []
         b = (before or {}).get("validation")
         if b and ev is not None and ev.metrics["loss"] >= b["loss"]:
