@@ -192,3 +192,37 @@ def test_packing_gives_the_loss_of_one_conversation_per_row(tiny_lm, chat_data):
     with torch.no_grad():
         a, b = task.compute_loss(model, packed)["loss"], task.compute_loss(model, padded)["loss"]
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_lora_run_exports_merged_weights_transformers_generates_the_same_from(tiny_lm, chat_data, tmp_path):
+    from tunesmith.export.merge import export_merged
+    from tunesmith.formats import pipeline_outputs
+
+    res = tunesmith.finetune(_config(tiny_lm, chat_data, tmp_path / "run"), quiet=True)
+    r = export_merged(res.out, tmp_path / "merged")
+    assert r["pipeline_loads"] and max(r["max_abs_logit_diff"].values()) == 0  # not one reply differs
+    predictor = tunesmith.load(tmp_path / "merged")
+    asks = ["What colour is the lemon?", [{"role": "user", "content": "Which colour has the rose?"}]]
+    theirs = pipeline_outputs(tmp_path / "merged", predictor.task, predictor.modality, asks)
+    assert theirs == predictor.task.parity_view(tunesmith.load(res.out).outputs(asks))
+
+
+def test_a_model_that_is_not_a_causal_lm_is_refused_naming_what_applies(tiny_bert, chat_data, tmp_path):
+    from tunesmith.errors import ModelError
+
+    with pytest.raises(ModelError, match="not a model tunesmith can use for this task.*causal language model"):
+        tunesmith.finetune(_config(tiny_bert, chat_data, tmp_path / "r"), quiet=True)
+
+
+def test_a_guard_set_is_scored_before_and_after_and_forgetting_warns(tiny_lm, chat_data, tmp_path):
+    guard = write_jsonl(tmp_path / "guard.jsonl", chat_rows(6, seed=7, ask="Do you know the colour of the {}?"))
+    cfg = _config(tiny_lm, chat_data, tmp_path / "run", data={"guard": str(guard)}, train={"epochs": 1})
+    res = tunesmith.finetune(cfg, quiet=True)
+    m = json.loads((res.out / "metrics.json").read_text())
+    g = m["guard"]
+    assert g["loss_before"] == pytest.approx(m["before_finetuning"]["guard"]["loss"]) and g["source"] == str(guard)
+    assert g["loss_increase"] == pytest.approx(g["loss_after"] - g["loss_before"])
+    assert "Guard set" in (res.out / "report.html").read_text() and "Guard set" in (res.out / "README.md").read_text()
+    summary, warning = tunesmith.load(res.out).task.guard_check("g.jsonl", {"loss": 1.0}, {"loss": 1.3})
+    assert summary["forgetting"] and "forgetting general conversation" in warning
+    assert tunesmith.load(res.out).task.guard_check("g.jsonl", {"loss": 1.0}, {"loss": 1.05})[1] is None

@@ -71,7 +71,8 @@ class DataConfig(_Section):
         None,
         json_schema_extra=_TASK_OPTION,
         description="Speech recognition: a guard set (table of clips + transcripts, same columns) of general "
-        "speech the model must not forget; scored before and after fine-tuning (report, metrics.json, model card).",
+        "speech the model must not forget; chat: general conversations (same formats) the model must not forget. "
+        "Scored before and after fine-tuning (report, metrics.json, model card).",
     )
     format: Literal["messages", "sharegpt", "prompt-completion", "alpaca"] | None = Field(
         None,
@@ -330,6 +331,12 @@ class ChatConfig(_TaskOptions):
         description="Chat: pack several conversations into each row (up to model.max_length tokens), positions "
         "restarting per conversation and attention never crossing one (transformers' packed-sequence masking): no "
         "padding computed. Same loss and gradients as one conversation per row.",
+    )
+    guard_max_loss_increase: float = Field(
+        0.1,
+        ge=0,
+        description="Chat: warn when the loss per assistant token on the guard set (data.guard) rises by more than "
+        "this (absolute, in nats) from before to after fine-tuning: the model is forgetting general conversation.",
     )
     max_new_tokens: int = Field(
         128,

@@ -66,6 +66,19 @@ def report_sections(metrics: dict[str, Any]) -> tuple[list[str], list[str]]:
             "their turn before the token limit; distinct-2 = distinct word bigrams / all (1: no repetition); chrF "
             "against the reference reply (sacrebleu).</p>"
         )
+    g = metrics.get("guard")
+    if g:
+        cls = "warn" if g["forgetting"] else "muted"
+        what = "the model is forgetting general conversation" if g["forgetting"] else "within the allowed increase"
+        results.append(
+            f'<p class="{cls}">Guard set {_e(g["source"])}: loss {g["loss_before"]:.4f} before, {g["loss_after"]:.4f} '
+            f"after ({g['loss_increase']:+.4f}; allowed increase {g['max_loss_increase']:g}): {_e(what)}.</p>"
+        )
+    else:
+        results.append(
+            '<p class="muted">No guard set: give --guard-data (general conversations the model must not forget) to '
+            "check that fine-tuning did not make the model worse elsewhere.</p>"
+        )
     note = _cut_note(metrics)
     if note:
         results.append(f'<p class="warn">{_e(note)}</p>')
@@ -98,6 +111,14 @@ def card_sections(out: Path, cfg, metrics: dict[str, Any]):
             f"Greedy replies to {val['generated']} validation conversations: stop rate {fmt(val['stop_rate'], 2)}, "
             f"{fmt(val['reply_tokens'], 1)} tokens on average, distinct-2 {fmt(val['distinct_2'], 3)}, "
             f"chrF {fmt(val['chrf'], 1)}.",
+        ]
+    g = metrics.get("guard")
+    if g:
+        lines += [
+            "",
+            f"Guard set (`{cell(g['source'])}`, general conversations the model must not forget): loss "
+            f"{fmt(g['loss_before'])} before, {fmt(g['loss_after'])} after ({g['loss_increase']:+.4f}; allowed "
+            f"increase {g['max_loss_increase']:g})" + (": **the model is forgetting**." if g["forgetting"] else "."),
         ]
     samples = metrics.get("samples") or []
     if samples:

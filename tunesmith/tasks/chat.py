@@ -81,7 +81,8 @@ class ChatTask(TaskDefaults):
     default_strategy = "lora"
     interactive = True
     pooled_features = False  # a language model's head is its whole decoder: no head-only, no auto
-    config_sections = frozenset({"chat", "data.format"})
+    extra_splits = ("guard",)  # general conversations scored before and after: the forgetting check
+    config_sections = frozenset({"chat", "data.format", "data.guard"})
     compares_with_base = True  # `evaluate` scores the untouched model too
     labels: list[str] = []
     pipeline_kwargs: dict[str, Any] = {}
@@ -400,6 +401,9 @@ class ChatTask(TaskDefaults):
         if ev is not None:
             extra["samples"] = self._samples(examples["validation"], ev)
         warnings = []
+        if evals.get("guard") is not None and (before or {}).get("guard"):
+            extra["guard"], msg = self.guard_check(cfg.data.guard, before["guard"], evals["guard"].metrics)
+            warnings += [msg] if msg else []
         b = (before or {}).get("validation")
         if b and ev is not None and ev.metrics["loss"] >= b["loss"]:
             warnings.append(
@@ -408,14 +412,38 @@ class ChatTask(TaskDefaults):
             )
         return extra, warnings
 
+    def guard_check(self, source: str, before: dict, after: dict) -> tuple[dict[str, Any], str | None]:
+        """Forgetting on the guard set: (summary for metrics.json, warning or None)."""
+        limit = float(self.options.get("guard_max_loss_increase", 0.1))
+        rise = after["loss"] - before["loss"]
+        summary = {
+            "source": source,
+            "loss_before": before["loss"],
+            "loss_after": after["loss"],
+            "loss_increase": rise,
+            "max_loss_increase": limit,
+            "forgetting": rise > limit,
+            "before": before,
+            "after": after,
+        }
+        if rise <= limit:
+            return summary, None
+        return summary, (
+            f"guard set {source}: loss per assistant token rose from {before['loss']:.4f} to {after['loss']:.4f} "
+            f"(+{rise:.4f}, more than chat.guard_max_loss_increase={limit:g}): the model is forgetting general "
+            "conversation. Lower train.lr, train fewer epochs, keep strategy lora, or mix general conversations "
+            "into the training data."
+        )
+
     def headline(self, metrics: dict[str, Any]) -> str:
-        val, test = metrics["validation"], metrics.get("test")
+        val, test, guard = metrics["validation"], metrics.get("test"), metrics.get("guard")
         before = (metrics.get("before_finetuning") or {}).get("validation")
         gen = f", stop rate {val['stop_rate']:.2f}, chrF {val['chrf']:.1f}" if "chrf" in val else ""
         return (
             (f"validation loss {before['loss']:.4f} -> " if before else "validation loss ")
             + f"{val['loss']:.4f} (perplexity {val['perplexity']:.2f}){gen}"
             + (f"; test loss {test['loss']:.4f}" if test else "")
+            + (f"; guard loss {guard['loss_before']:.4f} -> {guard['loss_after']:.4f}" if guard else "")
         )
 
     @classmethod
