@@ -226,3 +226,13 @@ def test_a_guard_set_is_scored_before_and_after_and_forgetting_warns(tiny_lm, ch
     summary, warning = tunesmith.load(res.out).task.guard_check("g.jsonl", {"loss": 1.0}, {"loss": 1.3})
     assert summary["forgetting"] and "forgetting general conversation" in warning
     assert tunesmith.load(res.out).task.guard_check("g.jsonl", {"loss": 1.0}, {"loss": 1.05})[1] is None
+
+
+def test_the_chat_command_refuses_a_run_that_does_not_converse(tiny_bert, sentiment_csv, tmp_path, capsys):
+    from conftest import base_config
+
+    from tunesmith.cli import main
+
+    res = tunesmith.finetune(base_config(tiny_bert, sentiment_csv, tmp_path / "cls", epochs=1), quiet=True)
+    assert main(["chat", str(res.out)]) == 2
+    assert "text-classification run: it does not answer conversations" in capsys.readouterr().err
