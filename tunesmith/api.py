@@ -491,8 +491,7 @@ def refit_warnings(choice: Choice, history: list[dict]) -> list[str]:
     """A refit (a chosen configuration trained again on training + validation rows, where no
     out-of-sample score can check it) whose training loss ended far above what the same settings
     reached at the same epoch when they were chosen says so: the refit did not train as the choice did."""
-    plan = (choice.record.get("refit") or {}) if choice.refit else {}
-    race = plan.get("race_train_loss") if plan.get("epochs") else None  # a solved head cannot diverge
+    race = choice.refit_train_loss if choice.refit else None  # None: a solved head, which cannot diverge
     last = next((h["train_loss"] for h in reversed(history) if h.get("train_loss") is not None), None)
     if race is None or last is None:
         return []

@@ -158,7 +158,8 @@ class StrategyConfig(_Section):
         None,
         description="auto: after the race picks a winner on validation, train the winner's settings again on "
         "training + validation rows together (the epochs at which it scored best; a solved head cross-validated "
-        "anew), so the kept model learns from every labelled row. Skipped where the budget has no room for it. "
+        "anew), so the kept model learns from every labelled row. Skipped where the budget has no room for it (one "
+        "under 5% of the budget always runs). "
         "Validation scores of a refit model are in-sample; the race's are kept beside them. Default: true.",
     )
 

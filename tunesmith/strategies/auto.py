@@ -350,6 +350,7 @@ def race(context: ChoiceContext, order_hint: Choice, budget_text: str | None, re
         candidates=table,
         checkpoints=kept,
         refit=refit is not None,
+        refit_train_loss=refit.get("race_train_loss") if refit and refit.get("epochs") else None,
         record={
             "metric": metric,
             "race_seconds": spent(),
@@ -422,7 +423,7 @@ def plan_refit(cfg, context: ChoiceContext, best: dict, cap: float | None, spent
         "rows": n_train + n_val,
         "epochs": train.get("epochs"),
         "race_validation": best["value"],
-        "race_train_loss": best.get("best_train_loss"),  # at that epoch: api.refit_warnings compares the refit's
+        "race_train_loss": best.get("best_train_loss"),  # at that epoch (Choice.refit_train_loss)
         "estimated_seconds": estimate,
     }, ""
 

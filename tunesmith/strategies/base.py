@@ -37,6 +37,9 @@ class Choice:
     candidates: list[dict[str, Any]] = field(default_factory=list)  # what was measured, for log, metrics, report
     checkpoints: Path | None = None  # a finished candidate's checkpoints: the run resumes from them, not from zero
     refit: bool = False  # the run trains on training + validation rows (settings fix its schedule)
+    # with a refit that trains for epochs: the training loss its settings reached at its last epoch when chosen
+    # (the run warns when its own ends far above it)
+    refit_train_loss: float | None = None
     record: dict[str, Any] = field(default_factory=dict)  # anything else metrics.json["run"][asked] keeps
 
     def describe(self) -> str:
