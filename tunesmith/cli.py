@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import TunesmithError
+from .errors import ConfigError, TunesmithError
 
 # flag -> dotted config key; the help text comes from the config field itself (one source).
 TRAIN_FLAGS = {
@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--image-column", help="image runs: column of --file holding image paths (default: the run's)")
     pr.add_argument("--audio-column", help="audio runs: column of --file holding clip paths (default: the run's)")
     pr.add_argument("--json", action="store_true", help="one JSON object per input")
+
+    ch = sub.add_parser(
+        "chat", help="talk to a run that answers conversations: streamed replies, multi-turn; /reset, /exit"
+    )
+    ch.add_argument("run", help="run folder (--out of `tunesmith train`)")
+    ch.add_argument("--system", help="a system message that starts the conversation (and every /reset)")
+    ch.add_argument("--max-new-tokens", type=int, help="longest reply (default: the run's)")
 
     ex = sub.add_parser("export", help="write a run as plain weights others can load")
     ex.add_argument("run", help="run folder (--out of `tunesmith train`)")
@@ -207,6 +214,48 @@ def _predict(args) -> int:
     return 0
 
 
+def _chat(args) -> int:
+    """A conversation on the terminal: each line is the user's turn, the reply streams as it is
+    generated; /reset starts over, /exit (or end of input) stops."""
+    from .serve.predictor import load
+
+    predictor = load(args.run)
+    task = predictor.task
+    if not task.interactive:
+        raise ConfigError(f"{args.run} is a {task.name} run: it does not answer conversations; use `tunesmith predict`")
+    start = [{"role": "system", "content": args.system}] if args.system else []
+    messages = list(start)
+    interactive = sys.stdin.isatty()
+    print("chat with the model: /reset starts over, /exit stops", file=sys.stderr)
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except EOFError:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            break
+        if text == "/reset":
+            messages = list(start)
+            print("(conversation reset)", file=sys.stderr)
+            continue
+        messages.append({"role": "user", "content": text})
+        reply = []
+        for piece in task.stream(predictor.model, messages, args.max_new_tokens):
+            reply.append(piece)
+            print(piece, end="", flush=True)
+        print(flush=True)
+        said = "".join(reply).strip()
+        if said:
+            messages.append({"role": "assistant", "content": said})
+        else:  # nothing to keep: the unanswered turn leaves the conversation too
+            messages.pop()
+            print("(no reply: the model ended its turn at once)", file=sys.stderr)
+    return 0
+
+
 def _export(args) -> int:
     from .export.merge import PARITY_TOLERANCE, export_merged
 
@@ -271,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         "train": _train,
         "evaluate": _evaluate,
         "predict": _predict,
+        "chat": _chat,
         "export": _export,
         "models": _models,
         "search": _search,

@@ -71,7 +71,14 @@ class DataConfig(_Section):
         None,
         json_schema_extra=_TASK_OPTION,
         description="Speech recognition: a guard set (table of clips + transcripts, same columns) of general "
-        "speech the model must not forget; scored before and after fine-tuning (report, metrics.json, model card).",
+        "speech the model must not forget; chat: general conversations (same formats) the model must not forget. "
+        "Scored before and after fine-tuning (report, metrics.json, model card).",
+    )
+    format: Literal["messages", "sharegpt", "prompt-completion", "alpaca"] | None = Field(
+        None,
+        json_schema_extra=_TASK_OPTION,
+        description="Chat: the conversation format (messages: OpenAI {role, content} lists; sharegpt: "
+        "conversations of {from, value}; prompt-completion or alpaca columns). Default: detected from the fields.",
     )
     validation_split: float = Field(
         0.1, gt=0.0, lt=0.9, description="Fraction held out for validation when no validation file is given."
@@ -309,11 +316,49 @@ class SpeechConfig(_TaskOptions):
     mask_feature_length: int = Field(10, ge=1, description="SpecAugment: width of each feature mask, in channels.")
 
 
+class ChatConfig(_TaskOptions):
+    template: str | None = Field(
+        None,
+        description="Chat: the chat template, for a model without one or to replace its own: chatml (built in; "
+        "adds <|im_start|> / <|im_end|> to the tokenizer where missing) or a Jinja file.",
+    )
+    train_on: Literal["assistant", "all", "last"] = Field(
+        "assistant",
+        description="Chat: which tokens carry the loss: every assistant reply with the token that ends its turn "
+        "(assistant), only the last reply (last), or the whole rendered conversation (all).",
+    )
+    packing: bool = Field(
+        False,
+        description="Chat: pack several conversations into each row (up to model.max_length tokens), positions "
+        "restarting per conversation and attention never crossing one (transformers' packed-sequence masking): no "
+        "padding computed. Same loss and gradients as one conversation per row.",
+    )
+    guard_max_loss_increase: float = Field(
+        0.1,
+        ge=0,
+        description="Chat: warn when the loss per assistant token on the guard set (data.guard) rises by more than "
+        "this (absolute, in nats) from before to after fine-tuning: the model is forgetting general conversation.",
+    )
+    max_new_tokens: int = Field(
+        128,
+        ge=1,
+        le=8192,
+        description="Chat: longest reply generated when evaluating, predicting and chatting (greedy decoding; "
+        "saved in generation_config.json so pipeline() generates the same).",
+    )
+    eval_generations: int = Field(
+        8,
+        ge=0,
+        description="Chat: validation conversations whose last reply is generated at each evaluation, for the "
+        "stop rate, reply length, repetition and chrF against the reference (the loss uses them all).",
+    )
+
+
 class RunConfig(_Section):
     task: str = Field(
         "text-classification",
         description="What the model learns: text-classification, image-classification, "
-        "audio-classification or speech-recognition.",
+        "audio-classification, speech-recognition or chat.",
     )
     out: str | None = Field(None, description="Run folder: model, report, metrics and checkpoints go here.")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -322,6 +367,7 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     speech: SpeechConfig = Field(default_factory=SpeechConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
 
     @field_validator("task")
     @classmethod
@@ -342,6 +388,8 @@ class RunConfig(_Section):
         from .tasks import TASKS
 
         task_cls = TASKS.get(self.task)
+        if "name" not in self.strategy.model_fields_set and self.strategy.name != task_cls.default_strategy:
+            self.strategy.name = task_cls.default_strategy  # e.g. adapters for a language model
         for key in self._task_options_set():
             if key not in task_cls.config_sections:
                 owners = [n for n in TASKS.names() if key in TASKS.get(n).config_sections]

@@ -421,3 +421,90 @@ def task_and_model(task_name: str, model_dir: Path, train_examples, **config):
     task = task_cls.from_data(backbone, preprocessor, train_examples, cfg, None)
     torch.manual_seed(0)
     return task, TaskModel(backbone, task.build_head(backbone))
+
+
+# -- chat: a tiny causal LM with a real byte-level BPE tokenizer and a chat template --------------
+CHAT_SUBJECTS = ["sky", "grass", "snow", "sun", "sea", "night", "coal", "milk", "rose", "lemon"]
+CHAT_COLOURS = ["blue", "green", "white", "yellow", "blue", "black", "black", "white", "red", "yellow"]
+
+
+def chat_rows(n: int, seed: int = 0, ask: str = "What colour is the {}?") -> list[dict]:
+    """Conversations in the OpenAI messages shape a tiny model learns in a few steps: a question
+    (`ask`) about a thing's colour, answered in one short sentence; every third one has a system
+    message and a second exchange."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        k = rng.randrange(len(CHAT_SUBJECTS))
+        subject, colour = CHAT_SUBJECTS[k], CHAT_COLOURS[k]
+        msgs = [
+            {"role": "user", "content": ask.format(subject)},
+            {"role": "assistant", "content": f"The {subject} is {colour}."},
+        ]
+        if i % 3 == 0:
+            j = rng.randrange(len(CHAT_SUBJECTS))
+            msgs = [{"role": "system", "content": "Answer in one sentence."}, *msgs]
+            msgs += [
+                {"role": "user", "content": f"And the {CHAT_SUBJECTS[j]}?"},
+                {"role": "assistant", "content": f"The {CHAT_SUBJECTS[j]} is {CHAT_COLOURS[j]}."},
+            ]
+        rows.append({"messages": msgs})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def make_tiny_causal_lm(folder: Path, family: str = "llama", seed: int = 0, template: bool = True) -> Path:
+    """A 2-layer random causal LM (Llama or GPT-2) with a byte-level BPE tokenizer trained here,
+    ChatML markers as special tokens and pad == eos == <|im_end|> (as SmolLM2-Instruct declares);
+    `template`: with ChatML as its chat template (False: a base model without one)."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from .modalities.conversations import CHATML
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [m["content"] for r in chat_rows(60, seed=99) for m in r["messages"]] + ["user assistant system"] * 10
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] if template else ["<|endoftext|>"]
+    bpe.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=320, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    eos = "<|im_end|>" if template else "<|endoftext|>"
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token=eos, pad_token=eos)
+    if template:
+        tok.chat_template = CHATML
+    tok.save_pretrained(folder)
+    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    if family == "llama":
+        cfg = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            tie_word_embeddings=True,
+            **ids,
+        )
+        model = LlamaForCausalLM(cfg)
+    elif family == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=256, **ids))
+    else:
+        raise ValueError(f"family {family!r}: llama or gpt2")
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(folder)
+    return folder

@@ -82,7 +82,7 @@ class LoraAdapterFormat:
         if set(state) != expected:
             raise RunFolderError(
                 f"{folder}/{ADAPTER_FILE} does not match the adapters of its base model "
-                f"(missing {sorted(expected - set(state))[:5]})"
+                f"(missing {sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]})"
             )
         model.load_state_dict(state, strict=False)
         return model

@@ -71,6 +71,6 @@ def file_inputs(inputs, file_kind: str, expected: str) -> list:
     return items
 
 
-from . import audio, image, speech, text  # noqa: E402,F401  (register themselves)
+from . import audio, conversations, image, speech, text  # noqa: E402,F401  (register themselves)
 
 __all__ = ["MODALITIES", "Modality", "Examples", "file_inputs"]

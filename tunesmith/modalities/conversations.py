@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from . import MODALITIES
 
 FORMATS = ("messages", "sharegpt", "prompt-completion", "alpaca")
 ROLES = ("system", "user", "assistant")
@@ -63,6 +64,7 @@ class ConversationExamples:
     format: str
     labels: list[str] | None = None  # conversations have no classes
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    to_answer: bool = False  # conversations so far, each ending with the user's turn (predict's inputs)
 
     def __len__(self) -> int:
         return len(self.conversations)
@@ -73,6 +75,7 @@ class ConversationExamples:
             [self.conversations[i] for i in idx],
             [self.refs[i] for i in idx],
             self.format,
+            to_answer=self.to_answer,
         )
 
     def dedup_keys(self) -> list[str]:
@@ -418,3 +421,74 @@ def next_token_loss(logits, labels):
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(), shifted.reshape(-1), ignore_index=IGNORE, reduction="sum"
     ) / (shifted != IGNORE).sum().clamp(min=1)
+
+
+# ---- the modality: what `train` reads and what `predict` accepts ----
+
+FALLBACK_PROMPTS = [
+    "Hello! Who are you?",
+    "What is the capital of France?",
+    "Give me one tip for writing clear emails.",
+    "How do I reset my password?",
+    "Say thank you in Spanish.",
+    "What is 2 + 2?",
+    "Name a fruit that is yellow.",
+    "Can you summarise what you do in one sentence?",
+]
+
+
+def prompt_of(conv: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The conversation up to its last assistant reply: what the model is asked to continue."""
+    last = max((i for i, m in enumerate(conv) if m["role"] == "assistant"), default=len(conv))
+    return conv[:last]
+
+
+def input_conversation(x: Any, i: int) -> list[dict[str, str]]:
+    """One `predict` input -> messages ending with a user turn: a text is one user message; a list of
+    {role, content} messages (a conversation so far) is checked as training data is."""
+    ref = f"input {i + 1}"
+    if isinstance(x, str):
+        if not x.strip():
+            raise DataError(f"{ref} is empty; give a message to reply to")
+        return [{"role": "user", "content": x}]
+    if isinstance(x, dict) and "messages" in x:
+        x = x["messages"]
+    if not isinstance(x, list) or not x:
+        raise DataError(
+            f'{ref}: expected a message (text) or a list of {{"role", "content"}} messages, got {type(x).__name__}'
+        )
+    conv = _messages({"messages": x}, "messages", ref)
+    for j, m in enumerate(conv, start=1):
+        if not m["content"].strip():
+            raise DataError(f"{ref}: message {j} ({m['role']}) is empty; remove it or give it content")
+    if conv[-1]["role"] != "user":
+        raise DataError(f"{ref}: the last message is {conv[-1]['role']!r}; end with the user message to reply to")
+    return conv
+
+
+@MODALITIES.register("conversations")
+class ConversationsModality:
+    name = "conversations"
+    example_input = "How do I reset my password?"
+
+    def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> ConversationExamples:
+        return read_conversations(path, getattr(data_cfg, "format", None), role)
+
+    def examples_from_inputs(self, inputs: Sequence[Any], pairs: Sequence[str] | None = None) -> ConversationExamples:
+        if pairs is not None:
+            raise DataError("chat models take messages, not text pairs")
+        convs = [input_conversation(x, i) for i, x in enumerate(inputs)]
+        refs = [f"input {i + 1}" for i in range(len(convs))]
+        return ConversationExamples("input", convs, refs, "messages", to_answer=True)
+
+    def predict_inputs(self, examples: ConversationExamples) -> tuple[list, list | None]:
+        """`predict --file` rows: each conversation up to its last reply (the reply is what is generated)."""
+        return [prompt_of(c) or c for c in examples.conversations], None
+
+    def probe_inputs(self, examples: ConversationExamples | None, n: int) -> list:
+        if examples is None:
+            return list(FALLBACK_PROMPTS[:n])
+        return [prompt_of(c) for c in examples.conversations[:n]]
+
+    def pipeline_inputs(self, inputs: list, preprocessor) -> list:
+        return [input_conversation(x, i) for i, x in enumerate(inputs)]

@@ -16,7 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from . import audio_backbone, efficientnet_lite, speech_backbone, text_backbone, vision_backbone  # noqa: E402,F401,I001
+from . import audio_backbone, causal_lm_backbone, efficientnet_lite, speech_backbone, text_backbone, vision_backbone  # noqa: E402,F401,I001
 from .backbone import BACKBONES, Backbone, BackboneDefaults, NativeLayout, read_config, select_backbone  # noqa: E402
 from .catalogue import CATALOGUE, CatalogueEntry, resolve_model  # noqa: E402
 

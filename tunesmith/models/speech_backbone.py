@@ -12,7 +12,7 @@ head alone), so every speech model needs a head with weights:
 - CTC: the new linear layer over characters (`lm_head` in transformers' *ForCTC).
 - Whisper: there is no new layer (its output projection is tied to the token embeddings), so the
   head is the decoder's final layer norm, the last thing before the projection. It is held by the
-  TaskModel (`head.*` names) and Whisper's own slot for it calls it through `_HeadSlot`, so
+  TaskModel (`head.*` names) and Whisper's own slot for it calls it through `HeadSlot`, so
   `generate()` and training run Whisper's own code with the head's weights in place.
 
 Both declare their transformers-native layout (WhisperForConditionalGeneration, *ForCTC), so run
@@ -22,7 +22,6 @@ model=OUT)` loads them (formats/native.py).
 
 from __future__ import annotations
 
-import copy
 import json
 import warnings
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError
-from .backbone import BACKBONES, BackboneDefaults, NativeLayout, hf_config
+from .backbone import BACKBONES, BackboneDefaults, HeadSlot, NativeLayout, hf_config
 
 CTC_MODEL_TYPES = {
     "wav2vec2",
@@ -64,22 +63,6 @@ def speech_kind(folder: Path) -> str:
         "Use a Whisper folder (encoder-decoder) or a wav2vec2/HuBERT/WavLM-style encoder (CTC), e.g. "
         "--model whisper-tiny.en"
     )
-
-
-class _HeadSlot(nn.Module):
-    """Stands in Whisper's decoder for its final layer norm and calls the task head, which the
-    TaskModel owns. The head is kept in a plain list so it is not registered twice (its parameters
-    are `head.*`, never also `backbone.*`)."""
-
-    def __init__(self, head: nn.Module):
-        super().__init__()
-        self._head = [head]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._head[0](x)
-
-    def __deepcopy__(self, memo):
-        return _HeadSlot(copy.deepcopy(self._head[0], memo))
 
 
 @BACKBONES.register("whisper-asr")
@@ -147,9 +130,9 @@ class WhisperBackbone(BackboneDefaults, nn.Module):
     def take_head(self) -> nn.Module:
         """Move the decoder's final layer norm out into the task head (once) and leave the slot calling it."""
         decoder = self.encoder.model.decoder
-        if not isinstance(decoder.layer_norm, _HeadSlot):
-            decoder.layer_norm = _HeadSlot(decoder.layer_norm)
-        return decoder.layer_norm._head[0]
+        if not isinstance(decoder.layer_norm, HeadSlot):
+            decoder.layer_norm = HeadSlot(decoder.layer_norm)
+        return decoder.layer_norm.head
 
     def forward_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.encoder.model.encoder(batch["input_features"]).last_hidden_state

@@ -91,6 +91,8 @@ class LoraStrategy(StrategyDefaults):
         self.peft_config: dict[str, Any] | None = None
 
     def prepare(self, model: nn.Module) -> ParamCounts:
+        # the backbone family's own choice where the config names none; recorded, so a reload adapts the same
+        self.lora["target_modules"] = self.lora.get("target_modules") or model.backbone.lora_targets()
         self.peft_config = inject_lora(model.backbone.encoder, self.lora)
         for n, p in model.named_parameters():
             p.requires_grad_("lora_" in n or n.startswith("head."))

@@ -5,6 +5,6 @@ from ..registry import Registry
 TASKS: Registry = Registry("task")
 
 # each task module registers itself (a new task: one file, plus its import here)
-from . import audio_classification, image_classification, speech_recognition, text_classification  # noqa: E402,F401
+from . import audio_classification, chat, image_classification, speech_recognition, text_classification  # noqa: E402,F401
 
 __all__ = ["TASKS"]

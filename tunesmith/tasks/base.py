@@ -77,6 +77,8 @@ class Task(Protocol):
     metrics_tracked: ClassVar[tuple[str, ...]]  # what every evaluation records; train.metric picks one
     default_metric: ClassVar[str]
     lower_is_better: ClassVar[frozenset[str]]
+    default_strategy: ClassVar[str]  # strategy.name when the config leaves it unset
+    interactive: ClassVar[bool]  # answers conversations turn by turn (`tunesmith chat`, through `stream`)
     pooled_features: ClassVar[bool]  # a head on one vector per example (head-only and auto apply)
     extra_splits: ClassVar[tuple[str, ...]]  # data.<name> files scored besides validation and test
     config_sections: ClassVar[frozenset[str]]  # task options it reads ("augment", "model.window_seconds", ...)
@@ -165,6 +167,8 @@ class TaskDefaults:
     """What most tasks share; a task class overrides what differs."""
 
     output: ClassVar[str] = "labels"
+    default_strategy: ClassVar[str] = "full"  # strategy.name when the config leaves it unset
+    interactive: ClassVar[bool] = False  # `tunesmith chat` talks to it (its `stream` answers a conversation)
     pooled_features: ClassVar[bool] = True
     extra_splits: ClassVar[tuple[str, ...]] = ()
     config_sections: ClassVar[frozenset[str]] = frozenset()
