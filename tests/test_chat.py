@@ -28,8 +28,8 @@ def tiny_lm(request, tmp_path_factory):
     return make_tiny_causal_lm(tmp_path_factory.mktemp(request.param) / request.param, family=request.param)
 
 
-def _config(model, data, out, **extra):
-    train, val = data
+def _config(model, splits, out, **extra):
+    train, val = splits
     cfg = {
         "task": "chat",
         "out": str(out),
