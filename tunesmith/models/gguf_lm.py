@@ -57,6 +57,11 @@ def _convert(src: Path, dst: Path, source: GgufSource, provenance: dict) -> Path
         src.parent, gguf_file=src.name, local_files_only=True, dtype=torch.float32
     )
     checks = verify(model, tokenizer, source)
+    # The weights are plain float32 tensors now; what remains of the GGUF reader is a marker that refuses to
+    # save ("quantized with gguf"): drop it, so the folder is an ordinary safetensors checkpoint.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
