@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
-from .whisper_ct2 import _module_dir, cache_root
+from .whisper_ct2 import _PROVENANCE_FILE, _module_dir, cache_root, converted_already
 
 _CONVERTER_VERSION = 1  # bump whenever the written folder changes, so caches re-convert
-_PROVENANCE_FILE = "tunesmith_conversion.json"
 
 
 @dataclass(frozen=True)
@@ -142,11 +141,6 @@ def load_catalogue_gguf(name: str) -> Path:
         "converter_version": _CONVERTER_VERSION,
     }
     dst = built_at(name)
-    marker = dst / _PROVENANCE_FILE
-    if marker.is_file() and (dst / "model.safetensors").is_file():
-        try:
-            if json.loads(marker.read_text(encoding="utf-8")).get("source") == provenance:
-                return dst
-        except json.JSONDecodeError:
-            pass
+    if converted_already(dst, provenance):
+        return dst
     return _convert(src, dst, source, provenance)

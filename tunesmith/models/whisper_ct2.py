@@ -573,6 +573,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("TUNESMITH_CACHE") or Path.home() / ".cache" / "tunesmith").expanduser()
 
 
+def converted_already(dst: Path, provenance: dict) -> bool:
+    """Does `dst` hold a model converted from exactly this source (its provenance file says so)?"""
+    marker = dst / _PROVENANCE_FILE
+    if not (marker.is_file() and (dst / "model.safetensors").is_file()):
+        return False
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("source") == provenance
+    except json.JSONDecodeError:
+        return False
+
+
 def load_catalogue_whisper(name: str) -> Path:
     """Folder of a transformers-format Whisper model converted from its pip package, converting on first use.
 
@@ -604,13 +615,8 @@ def load_catalogue_whisper(name: str) -> Path:
     }
 
     dst = cache_root() / "models" / key
-    marker = dst / _PROVENANCE_FILE
-    if marker.is_file() and (dst / "model.safetensors").is_file():
-        try:
-            if json.loads(marker.read_text(encoding="utf-8")).get("source") == provenance:
-                return dst
-        except json.JSONDecodeError:
-            pass
+    if converted_already(dst, provenance):
+        return dst
     return convert_ct2_whisper(src, dst, model_parts=parts, overwrite=True, provenance=provenance)
 
 
