@@ -134,17 +134,23 @@ def check_train_validation(train, val, report: Preflight) -> None:
                 f"Training labels: {', '.join(repr(c) for c in sorted(counts))}. Fix the spelling, add training "
                 "examples of that class, or drop those rows."
             )
-        train_keys = set(train.dedup_keys())
-        dup = [i for i, k in enumerate(val.dedup_keys()) if k in train_keys]
-        if dup:
-            report.warnings.append(
-                f"{len(dup)} of {len(val)} validation examples also appear in the training data "
-                f"({val.source} {_rows(dup)}): validation scores will be optimistic."
-            )
+        warn_of_leaks(train, val, report, "examples", "scores")
     most, least = counts.most_common()[0], counts.most_common()[-1]
     if most[1] >= 10 * least[1]:
         dist = ", ".join(f"{k}: {v}" for k, v in counts.most_common())
         report.warnings.append(
             f"heavy class imbalance in {train.source} ({dist}): {least[0]!r} has {most[1] / least[1]:.0f}x "
             f"fewer examples than {most[0]!r}; watch per-class recall and macro-F1, not accuracy."
+        )
+
+
+def warn_of_leaks(train, val, report, items: str, scores: str) -> None:
+    """Validation examples that also appear in the training data (equal dedup keys) make validation
+    `scores` optimistic: a warning naming them (`items`: examples, clips, conversations)."""
+    train_keys = set(train.dedup_keys())
+    dup = [i for i, k in enumerate(val.dedup_keys()) if k in train_keys]
+    if dup:
+        report.warnings.append(
+            f"{len(dup)} of {len(val)} validation {items} also appear in the training data "
+            f"({val.source} {_rows(dup)}): validation {scores} will be optimistic."
         )

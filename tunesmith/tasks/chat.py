@@ -175,13 +175,9 @@ class ChatTask(TaskDefaults):
 
     @classmethod
     def check_splits(cls, train, validation, test, preflight) -> None:
-        seen = set(train.dedup_keys())
-        dup = [i for i, k in enumerate(validation.dedup_keys()) if k in seen]
-        if dup:
-            preflight.warnings.append(
-                f"{len(dup)} of {len(validation)} validation conversations also appear in the training data "
-                f"({validation.source}): validation loss will be optimistic."
-            )
+        from ..data.preflight import warn_of_leaks
+
+        warn_of_leaks(train, validation, preflight, "conversations", "loss")
 
     def build_head(self, backbone: nn.Module) -> nn.Module:
         """The decoder's final norm, moved out into the head; this run's decoding settings go on the model

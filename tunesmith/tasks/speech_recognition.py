@@ -639,12 +639,6 @@ class SpeechRecognitionTask(TaskDefaults):
 def check_speech_splits(train, val, report) -> None:
     """Speech counterpart of the classification cross-set checks: the same clip in training and
     validation makes validation WER optimistic."""
-    from ..data.preflight import _rows
+    from ..data.preflight import warn_of_leaks
 
-    train_keys = set(train.dedup_keys())
-    dup = [i for i, k in enumerate(val.dedup_keys()) if k in train_keys]
-    if dup:
-        report.warnings.append(
-            f"{len(dup)} of {len(val)} validation clips also appear in the training data "
-            f"({val.source} {_rows(dup)}): validation WER will be optimistic."
-        )
+    warn_of_leaks(train, val, report, "clips", "WER")
