@@ -53,7 +53,14 @@ def test_lora_by_default_lowers_the_held_out_loss_and_answers(tiny_lm, chat_data
     before, after = m["before_finetuning"]["validation"], m["validation"]
     assert after["loss"] < before["loss"] and after["perplexity"] == pytest.approx(torch.tensor(after["loss"]).exp())
     assert {"stop_rate", "chrf", "distinct_2", "reply_tokens"} <= set(after) and after["generated"] == 4
-    assert len(m["samples"]) == 4 and {"prompt", "reference", "reply"} == set(m["samples"][0])
+    # sample replies before and after fine-tuning, side by side
+    assert len(m["samples"]) == 4 and {"prompt", "reference", "before", "reply"} == set(m["samples"][0])
+    assert [s["before"] for s in m["samples"]] == before["sample_replies"][:4]
+    assert [s["reply"] for s in m["samples"]] == after["sample_replies"][:4]
+    held_out = tunesmith.evaluate(res.out, chat_data[1])  # `tunesmith evaluate`: the base model scored beside it
+    assert held_out["loss"] == pytest.approx(after["loss"], rel=1e-4)
+    assert held_out["base_model"]["loss"] == pytest.approx(before["loss"], rel=1e-4)
+    assert [s["before"] for s in held_out["samples"]] == [s["before"] for s in m["samples"]]
     predictor = tunesmith.load(res.out)
     one = predictor.predict("What colour is the sky?")
     conv = [
@@ -65,7 +72,7 @@ def test_lora_by_default_lowers_the_held_out_loss_and_answers(tiny_lm, chat_data
     assert set(one[0]) == {"input", "text"} and both[0]["text"] == one[0]["text"]
     for page in ("report.html", "README.md"):
         text = (res.out / page).read_text()
-        assert "perplexity" in text and "The sky is" in text or "reference" in text
+        assert "perplexity" in text and "before fine-tuning" in text and m["samples"][0]["prompt"] in text
 
 
 def test_the_loss_covers_assistant_tokens_only(tiny_lm, chat_data):

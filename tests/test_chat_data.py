@@ -270,13 +270,20 @@ def test_detect_format_prefers_explicit_conversation_fields():
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_packed_batch_has_the_loss_and_gradients_of_the_same_conversations_padded(family, attn):
+@pytest.mark.parametrize("kept", [False, True])
+def test_packed_batch_has_the_loss_and_gradients_of_the_same_conversations_padded(family, attn, kept):
     """Several conversations per row, positions restarting, no attention across a boundary: the loss
-    and every gradient equal those of one conversation per padded row (fp32, 1e-5)."""
+    and every gradient equal those of one conversation per padded row (fp32, 1e-5). `kept`: the packed
+    batch's logits are computed only where a labelled token follows, as training does."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    from tunesmith.modalities.conversations import collate_packed, collate_padded, next_token_loss
+    from tunesmith.modalities.conversations import (
+        collate_packed,
+        collate_padded,
+        next_token_loss,
+        positions_to_keep,
+    )
 
     torch.manual_seed(0)
     if family == "llama":
@@ -301,16 +308,21 @@ def test_packed_batch_has_the_loss_and_gradients_of_the_same_conversations_padde
         mask = torch.rand(n, generator=g) < 0.6
         examples.append({"input_ids": ids, "labels": [i if m else IGNORE for i, m in zip(ids, mask.tolist())]})
 
-    def loss_and_grads(batch):
+    def loss_and_grads(batch, keep=False):
         model.zero_grad()
         labels = batch.pop("labels")
-        loss = next_token_loss(model(**batch, use_cache=False).logits, labels)
+        if keep:
+            batch["logits_to_keep"] = positions_to_keep(labels)
+        logits = model(**batch, use_cache=False).logits
+        if keep:  # one row of logits per labelled token predicted, nothing for the rest
+            assert logits.shape == (int((labels[:, 1:] != IGNORE).sum()), 64)
+        loss = next_token_loss(logits, labels)
         loss.backward()
         return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
     packed = collate_packed(examples, pad_id=0, max_tokens=20)
     assert packed["input_ids"].shape[0] == 2  # four conversations in two rows
-    lp, gp = loss_and_grads(packed)
+    lp, gp = loss_and_grads(packed, keep=kept)
     lu, gu = loss_and_grads(collate_padded(examples, pad_id=0))
     assert torch.allclose(lp, lu, atol=1e-5, rtol=1e-5)
     assert gp.keys() == gu.keys()

@@ -701,16 +701,16 @@ def evaluate(
     task.check_evaluation_data(ex, str(data))
     rows = task.encode(ex)
     ev = task.evaluate(predictor.model, rows, predictor.batch_size, contextlib.nullcontext)
-    metrics = {**ev.metrics, **task.describe_evaluation(ex, ev)}
+    base_metrics = None
     if compare_base and task.compares_with_base:
         meta = predictor.meta
         base_dir = resolve_model(meta.get("catalogue_name") or meta["base_model_path"])
         base = task.before_model(None, base_dir, model_options(meta))  # None: nothing to compare (a new head)
-        metrics["base_model"] = (
-            task.evaluate(base, rows, predictor.batch_size, contextlib.nullcontext).metrics
-            if base is not None
-            else None
-        )
+        if base is not None:
+            base_metrics = task.evaluate(base, rows, predictor.batch_size, contextlib.nullcontext).metrics
+    metrics = {**ev.metrics, **task.describe_evaluation(ex, ev, base_metrics)}
+    if compare_base and task.compares_with_base:
+        metrics["base_model"] = base_metrics
     return metrics
 
 

@@ -346,6 +346,15 @@ class ChatConfig(_TaskOptions):
         description="Chat: longest reply generated when evaluating, predicting and chatting (greedy decoding; "
         "saved in generation_config.json so pipeline() generates the same).",
     )
+    repetition_penalty: float = Field(
+        1.1,
+        ge=1.0,
+        le=2.0,
+        description="Chat: greedy decoding's penalty on tokens already in the conversation (transformers' "
+        "repetition_penalty; 1: none), saved in generation_config.json. Plain greedy replies of small models repeat "
+        "themselves: on 30 held-out Chit Chat conversations, SmolLM2-135M after LoRA, 1.1 raised chrF from 11.6 "
+        "to 14.5, distinct-2 from 0.53 to 0.83 and the stop rate from 0.77 to 0.83 (bench/chat_decoding.py).",
+    )
     eval_generations: int = Field(
         8,
         ge=0,

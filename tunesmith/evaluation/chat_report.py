@@ -17,6 +17,12 @@ GENERATION_NAMES = {
     "chrf": "chrF",
 }
 
+SAMPLE_NAMES = {"prompt": "prompt", "reference": "reference", "before": "before fine-tuning", "reply": "after"}
+
+
+def _sample_columns(samples: list[dict]) -> list[str]:
+    return [k for k in SAMPLE_NAMES if k != "before" or any("before" in s for s in samples)]
+
 
 def _rows(metrics: dict[str, Any]) -> list[tuple[str, dict, dict]]:
     """(split, before, after) for the scored splits."""
@@ -85,11 +91,12 @@ def report_sections(metrics: dict[str, Any]) -> tuple[list[str], list[str]]:
     details = []
     samples = metrics.get("samples") or []
     if samples:
+        keys = _sample_columns(samples)
         details += [
-            "<h2>Sample replies (validation)</h2>",
+            "<h2>Sample replies (validation), before and after fine-tuning</h2>",
             _table(
-                ["prompt", "reference", "reply"],
-                [[f'<td class="text">{_e(s[k])}</td>' for k in ("prompt", "reference", "reply")] for s in samples],
+                [SAMPLE_NAMES[k] for k in keys],
+                [[f'<td class="text">{_e(s.get(k, ""))}</td>' for k in keys] for s in samples],
             ),
         ]
     return results, details
@@ -122,8 +129,9 @@ def card_sections(out: Path, cfg, metrics: dict[str, Any]):
         ]
     samples = metrics.get("samples") or []
     if samples:
-        lines += ["", "| prompt | reference | reply |", "|---|---|---|"]
-        lines += [f"| {cell(s['prompt'])} | {cell(s['reference'])} | {cell(s['reply'])} |" for s in samples]
+        keys = _sample_columns(samples)
+        lines += ["", "| " + " | ".join(SAMPLE_NAMES[k] for k in keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(cell(s.get(k, "")) for k in keys) + " |" for s in samples]
     note = _cut_note(metrics)
     return CardSections(
         title="A chat model fine-tuned with tunesmith.",

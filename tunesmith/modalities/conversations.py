@@ -414,13 +414,27 @@ def collate_padded(examples: Sequence[dict], pad_id: int) -> dict:
 
 def next_token_loss(logits, labels):
     """Mean cross-entropy of each labelled token given the ones before it, over every labelled token
-    of the batch (so a packed batch and the same conversations padded give the same loss)."""
+    of the batch (so a packed batch and the same conversations padded give the same loss). `logits`
+    are for every position (rows x positions x vocabulary), or flattened (kept x vocabulary) for the
+    positions `positions_to_keep(labels)` marks, in its order."""
     import torch.nn.functional as F
 
     shifted = labels[:, 1:]
+    if logits.ndim == 2:
+        target = shifted[positions_to_keep(labels)[:, :-1]]
+        return F.cross_entropy(logits.float(), target, reduction="sum") / max(target.numel(), 1)
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(), shifted.reshape(-1), ignore_index=IGNORE, reduction="sum"
     ) / (shifted != IGNORE).sum().clamp(min=1)
+
+
+def positions_to_keep(labels):
+    """The positions whose logits the loss reads: those followed by a labelled token."""
+    import torch
+
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE
+    return keep
 
 
 # ---- the modality: what `train` reads and what `predict` accepts ----

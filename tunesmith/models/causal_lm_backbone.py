@@ -10,6 +10,7 @@ trains it and the saved folder is the plain `*ForCausalLM` checkpoint (`native_l
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,9 @@ class CausalLMBackbone(BackboneDefaults, nn.Module):
         self.encoder = model
         self.feature_dim = int(model.config.get_text_config().hidden_size)
         self._norm_name = _final_norm_name(model)
+        # whether it computes logits at chosen positions only (transformers' `logits_to_keep`, which most
+        # causal LMs take; a boolean mask needs transformers >= 5)
+        self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.apply_batch_norm_policy()
 
     @classmethod
@@ -116,9 +120,15 @@ class CausalLMBackbone(BackboneDefaults, nn.Module):
         raise ModelError("a causal language model generates text: it gives no pooled features")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Next-token logits for every position (padded rows with an attention mask, or packed rows with
-        positions restarting per conversation and no mask)."""
+        """Next-token logits (padded rows with an attention mask, or packed rows with positions restarting
+        per conversation and no mask): for every position, or, where the batch has a boolean
+        `logits_to_keep` (rows x positions) and the model takes one, for those positions only, flattened
+        to (kept, vocabulary). The output projection over a large vocabulary is a good part of a small
+        model's compute and most of its activation memory; positions without a label need none of it."""
         kwargs = {k: batch[k] for k in ("attention_mask", "position_ids") if k in batch}
+        keep = batch.get("logits_to_keep")
+        if keep is not None and self.keeps_logits:
+            kwargs["logits_to_keep"] = keep
         return self.encoder(input_ids=batch["input_ids"], use_cache=False, **kwargs).logits
 
     def layer_groups(self) -> list[tuple[str, list[str]]]:

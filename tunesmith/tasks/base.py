@@ -142,7 +142,8 @@ class Task(Protocol):
 
     def summarise(self, examples: dict, evals: dict, before: dict, cfg) -> tuple[dict[str, Any], list[str]]: ...
 
-    def describe_evaluation(self, examples, ev: EvalOutput) -> dict[str, Any]: ...
+    # what `evaluate` adds to its scores; `before`: the untouched model's scores on the same rows, or None
+    def describe_evaluation(self, examples, ev: EvalOutput, before: dict | None = None) -> dict[str, Any]: ...
 
     # (what the trivial predictor is, its score on `examples`) for metric, or None: a run no better
     # than it learned nothing, and says so loudly
@@ -198,7 +199,7 @@ class TaskDefaults:
     def summarise(self, examples: dict, evals: dict, before: dict, cfg) -> tuple[dict[str, Any], list[str]]:
         return {}, []
 
-    def describe_evaluation(self, examples, ev: EvalOutput) -> dict[str, Any]:
+    def describe_evaluation(self, examples, ev: EvalOutput, before: dict | None = None) -> dict[str, Any]:
         return {}
 
     def trivial_score(self, train, examples, metric: str) -> tuple[str, float] | None:

@@ -34,6 +34,7 @@ from ..modalities.conversations import (
     collate_padded,
     encode_conversation,
     next_token_loss,
+    positions_to_keep,
     prompt_of,
 )
 from . import TASKS
@@ -101,7 +102,8 @@ class ChatTask(TaskDefaults):
         self.cut: dict[str, dict[str, int]] = {}  # per data source: conversations cut at a turn, or dropped
 
     def _generation(self, base):
-        """Greedy decoding up to chat.max_new_tokens, stopping at the end of the assistant's turn (or eos)."""
+        """Greedy decoding up to chat.max_new_tokens, stopping at the end of the assistant's turn (or eos),
+        with chat.repetition_penalty."""
         from transformers import GenerationConfig
 
         gc = copy.deepcopy(base) if base is not None else GenerationConfig()
@@ -112,6 +114,7 @@ class ChatTask(TaskDefaults):
         gc.temperature = gc.top_p = gc.top_k = None
         gc.max_length = None
         gc.max_new_tokens = int(self.options.get("max_new_tokens") or 128)
+        gc.repetition_penalty = float(self.options.get("repetition_penalty", 1.0))  # runs saved before it: none
         return gc
 
     # -- construction --------------------------------------------------------------------------
@@ -269,7 +272,9 @@ class ChatTask(TaskDefaults):
 
     # -- training / evaluation -------------------------------------------------------------------
     def compute_loss(self, model, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits = model(batch)
+        """The loss from logits at the positions that predict a labelled token only (where the model
+        computes them so; all of them otherwise)."""
+        logits = model({**batch, "logits_to_keep": positions_to_keep(batch["labels"])})
         return {"loss": next_token_loss(logits, batch["labels"]), "logits": logits}
 
     @torch.no_grad()
@@ -355,6 +360,7 @@ class ChatTask(TaskDefaults):
         }
         if gens:
             metrics.update(self.generation_scores(gens, [r["reference"] for r in rows[:k]]))
+            metrics["sample_replies"] = [g[0] for g in gens[:SAMPLES_SHOWN]]  # to set beside another model's
         return EvalOutput(metrics, [g[0] for g in gens] + [""] * (len(rows) - k))
 
     def generation_scores(self, gens: Sequence[tuple[str, int, bool]], references: Sequence[str]) -> dict[str, Any]:
@@ -373,14 +379,15 @@ class ChatTask(TaskDefaults):
         return [{"text": t} for t in ev.predictions]
 
     # -- extra evaluations, what people read -------------------------------------------------------
-    def describe_evaluation(self, examples, ev: EvalOutput) -> dict[str, Any]:
-        return {"samples": self._samples(examples, ev)}
+    def describe_evaluation(self, examples, ev: EvalOutput, before: dict | None = None) -> dict[str, Any]:
+        return {"samples": self._samples(examples, ev, before)}
 
-    def _samples(self, examples, ev: EvalOutput) -> list[dict[str, str]]:
-        """The first generated replies beside the conversations' own (rows without one generated are
-        not shown)."""
+    def _samples(self, examples, ev: EvalOutput, before: dict | None) -> list[dict[str, str]]:
+        """The first generated replies beside the conversations' own and, where the untouched model was
+        scored on the same rows, its reply (rows without a reply generated are not shown)."""
         out = []
         shown = min(SAMPLES_SHOWN, int(ev.metrics.get("generated", len(ev.predictions))))
+        earlier = (before or {}).get("sample_replies") or []
         for i, text in enumerate(ev.predictions[:shown]):
             if i >= len(examples.conversations):
                 break
@@ -388,14 +395,17 @@ class ChatTask(TaskDefaults):
             prompt = prompt_of(conv)
             ask = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
             ref = conv[len(prompt)]["content"] if len(prompt) < len(conv) else ""
-            out.append({"prompt": ask, "reference": ref, "reply": text})
+            sample = {"prompt": ask, "reference": ref, "reply": text}
+            if i < len(earlier):
+                sample["before"] = earlier[i]
+            out.append(sample)
         return out
 
     def summarise(self, examples: dict, evals: dict, before: dict, cfg) -> tuple[dict[str, Any], list[str]]:
         extra: dict[str, Any] = {"before_finetuning": before, "length_cuts": dict(self.cut)}
         ev = evals.get("validation")
         if ev is not None:
-            extra["samples"] = self._samples(examples["validation"], ev)
+            extra["samples"] = self._samples(examples["validation"], ev, (before or {}).get("validation"))
         warnings = []
         if evals.get("guard") is not None and (before or {}).get("guard"):
             extra["guard"], msg = self.guard_check(cfg.data.guard, before["guard"], evals["guard"].metrics)
@@ -458,7 +468,10 @@ class ChatTask(TaskDefaults):
                 f"perplexity {base['perplexity']:.2f}"
             )
         for s in m.get("samples") or []:
-            lines.append(f"  > {s['prompt']}\n    reference: {s['reference']}\n    reply:     {s['reply']}")
+            lines.append(f"  > {s['prompt']}\n    reference: {s['reference']}")
+            if "before" in s:
+                lines.append(f"    before:    {s['before']}")
+            lines.append(f"    reply:     {s['reply']}")
         return lines
 
     def format_prediction(self, r: dict[str, Any]) -> str:

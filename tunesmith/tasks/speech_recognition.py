@@ -553,7 +553,7 @@ class SpeechRecognitionTask(TaskDefaults):
         return 0  # audio frames, not tokens: utterances/s is the figure here
 
     # -- extra evaluations: before/after, the guard set, worst utterances ----------------------
-    def describe_evaluation(self, examples, ev: EvalOutput) -> dict[str, Any]:
+    def describe_evaluation(self, examples, ev: EvalOutput, before: dict | None = None) -> dict[str, Any]:
         from ..evaluation.speech_metrics import worst_utterances
 
         return {"worst_utterances": worst_utterances(examples.names, examples.texts, ev.predictions, ev.details)}
