@@ -70,6 +70,13 @@ def test_lora_by_default_lowers_the_held_out_loss_and_answers(tiny_lm, chat_data
     ]
     both = predictor.predict(["What colour is the sky?", conv])
     assert set(one[0]) == {"input", "text"} and both[0]["text"] == one[0]["text"]
+    # the adapters are folded in once, at load: each generated token costs what the plain model's does
+    from peft.tuners.lora import LoraLayer
+
+    assert not any(isinstance(x, LoraLayer) for x in predictor.model.modules())
+    unmerged = tunesmith.load(res.out, merge_adapters=False)
+    assert any(isinstance(x, LoraLayer) for x in unmerged.model.modules())
+    assert unmerged.predict(["What colour is the sky?", conv]) == both
     for page in ("report.html", "README.md"):
         text = (res.out / page).read_text()
         assert "perplexity" in text and "before fine-tuning" in text and m["samples"][0]["prompt"] in text

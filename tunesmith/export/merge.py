@@ -65,7 +65,7 @@ def export_merged(run: str | Path, out: str | Path, overwrite: bool = False) -> 
         if not overwrite or not (out / "tunesmith.json").is_file():
             raise RunFolderError(f"--out {out} is not empty; choose a new folder (or --overwrite a previous export)")
         shutil.rmtree(out)
-    predictor = load(run)
+    predictor = load(run, merge_adapters=False)
     probes = probe_inputs(run, predictor)
     task = predictor.task
     before = task.parity_view(predictor.outputs(probes))

@@ -15,9 +15,17 @@ from ..tasks.base import EvalOutput
 
 
 class Predictor:
-    def __init__(self, folder: str | Path, device: str = "cpu", batch_size: int = 64):
+    """`merge_adapters`: a LoRA run's adapters are folded into its weights once, at load, so each forward
+    pass (each generated token) costs what the plain model's does; `export --merge` loads without, to
+    check the merged weights against the adapters."""
+
+    def __init__(self, folder: str | Path, device: str = "cpu", batch_size: int = 64, merge_adapters: bool = True):
         self.folder = Path(folder)
         self.model, self.task, self.meta = load_run(self.folder, device)
+        if merge_adapters:
+            from ..strategies.lora import merge_lora
+
+            merge_lora(self.model.backbone.encoder)  # nothing to do without adapters
         self.modality = MODALITIES.get(self.task.modality)()
         self.batch_size = batch_size
         self.device = torch.device(device)
@@ -59,6 +67,6 @@ class Predictor:
         return [{"input": s, **d} for s, d in zip(shown, decoded)]
 
 
-def load(folder: str | Path, device: str = "cpu") -> Predictor:
+def load(folder: str | Path, device: str = "cpu", merge_adapters: bool = True) -> Predictor:
     """tunesmith.load(out) -> a Predictor for a finished run folder."""
-    return Predictor(folder, device)
+    return Predictor(folder, device, merge_adapters=merge_adapters)
