@@ -3,6 +3,7 @@ tokenizer and a ChatML template): LoRA by default, the loss on assistant tokens 
 scores, replies from `predict` (texts or message lists), and the errors a user meets first. The
 task's contract, every strategy, resume and pipeline parity run in test_contracts.py / test_resume.py."""
 
+import contextlib
 import json
 
 import pytest
@@ -98,6 +99,11 @@ def test_the_loss_covers_assistant_tokens_only(tiny_lm, chat_data):
     batch = task.collate(rows)
     assert set(batch) == {"input_ids", "attention_mask", "labels"}
     assert torch.isfinite(task.compute_loss(model, batch)["loss"])
+    # training's per-epoch check reads the loss alone: no replies generated there (they cost the most)
+    full = task.evaluate(model, rows, 4, contextlib.nullcontext)
+    check = task.evaluate(model, rows, 4, contextlib.nullcontext, tracked_only=True)
+    assert "chrf" in full.metrics and "chrf" not in check.metrics and set(check.predictions) == {""}
+    assert check.metrics["loss"] == pytest.approx(full.metrics["loss"])
 
 
 def test_full_fine_tuning_saves_a_folder_transformers_generates_from(tiny_lm, chat_data, tmp_path):

@@ -358,8 +358,9 @@ class ChatConfig(_TaskOptions):
     eval_generations: int = Field(
         8,
         ge=0,
-        description="Chat: validation conversations whose last reply is generated at each evaluation, for the "
-        "stop rate, reply length, repetition and chrF against the reference (the loss uses them all).",
+        description="Chat: validation conversations whose last reply is generated before and after training "
+        "(not at each epoch's check, which reads the loss), for the stop rate, reply length, repetition and chrF "
+        "against the reference (the loss uses them all).",
     )
 
 

@@ -325,9 +325,10 @@ class ChatTask(TaskDefaults):
         worker.join()
 
     @torch.no_grad()
-    def evaluate(self, model, rows: Sequence[dict], batch_size: int, autocast) -> EvalOutput:
-        """Where rows carry replies: the loss per loss-bearing token, its perplexity, and the generation
-        scores of the first chat.eval_generations rows (predictions: their replies, "" for the rest).
+    def evaluate(self, model, rows: Sequence[dict], batch_size: int, autocast, tracked_only: bool = False) -> EvalOutput:
+        """Where rows carry replies: the loss per loss-bearing token, its perplexity, and (unless
+        `tracked_only`) the generation scores of the first chat.eval_generations rows (predictions: their
+        replies, "" for the rest).
         Rows to answer: every reply generated."""
         from ..data.batching import eval_batches
 
@@ -347,7 +348,8 @@ class ChatTask(TaskDefaults):
             n = int((batch["labels"][:, 1:] != IGNORE).sum())
             loss_sum += float(loss) * n
             tokens += n
-        k = min(int(self.options.get("eval_generations", 8)), len(rows))
+        # training's per-epoch check reads the loss alone: replies are generated before and after training
+        k = 0 if tracked_only else min(int(self.options.get("eval_generations", 8)), len(rows))
         with autocast():
             gens = self.generate(model, [r["prompt_ids"] for r in rows[:k]]) if k else []
         model.train(was_training)

@@ -157,7 +157,9 @@ class ClassificationTask(TaskDefaults):
         return classification_metrics(np.asarray(predictions), np.asarray(references), list(self.labels))
 
     @torch.no_grad()
-    def evaluate(self, model, rows: Sequence[dict], batch_size: int, autocast: Callable) -> EvalOutput:
+    def evaluate(
+        self, model, rows: Sequence[dict], batch_size: int, autocast: Callable, tracked_only: bool = False
+    ) -> EvalOutput:
         """Logits for every row (batched by length, returned in input order); loss and scores where
         the rows carry labels."""
         was_training = model.training

@@ -152,7 +152,7 @@ def fit(
         """Evaluate after `epoch` (1-based: the epoch in progress, or just finished); `final`: the
         run's last step is done."""
         nonlocal best_weights
-        ev = task.evaluate(model, val_rows, tc.eval_batch_size, accelerator.autocast)
+        ev = task.evaluate(model, val_rows, tc.eval_batch_size, accelerator.autocast, tracked_only=True)
         window, state.loss_window = state.loss_window, []
         record = {
             "epoch": epoch,
