@@ -325,7 +325,9 @@ class ChatTask(TaskDefaults):
         worker.join()
 
     @torch.no_grad()
-    def evaluate(self, model, rows: Sequence[dict], batch_size: int, autocast, tracked_only: bool = False) -> EvalOutput:
+    def evaluate(
+        self, model, rows: Sequence[dict], batch_size: int, autocast, tracked_only: bool = False
+    ) -> EvalOutput:
         """Where rows carry replies: the loss per loss-bearing token, its perplexity, and (unless
         `tracked_only`) the generation scores of the first chat.eval_generations rows (predictions: their
         replies, "" for the rest).

@@ -485,7 +485,9 @@ class SpeechRecognitionTask(TaskDefaults):
         return [self.tokenizer.decode(best[i, : int(n)].tolist()).strip() for i, n in enumerate(lengths)]
 
     @torch.no_grad()
-    def evaluate(self, model, rows: Sequence[dict], batch_size: int, autocast, tracked_only: bool = False) -> EvalOutput:
+    def evaluate(
+        self, model, rows: Sequence[dict], batch_size: int, autocast, tracked_only: bool = False
+    ) -> EvalOutput:
         """Transcripts in input order by batched greedy decoding (beam search with speech.num_beams);
         where rows carry transcripts, the teacher-forced loss, WER/CER after normalisation and the
         per-utterance scores."""
