@@ -211,3 +211,18 @@ def test_a_refit_that_trains_worse_than_the_race_says_so(tiny_bert_mean, sentime
 def _spy_plan(plan, cap):
     """plan_refit as if the budget were spent (`cap` seconds): the race itself is not cut."""
     return lambda cfg, context, best, _cap, spent: plan(cfg, context, best, cap, spent)
+
+
+def test_a_tie_on_the_validation_score_goes_to_the_lower_validation_loss():
+    """On a small validation split two candidates often score the same accuracy; the one whose
+    validation loss is lower (surer where it is right) wins, not whichever ran first."""
+    rows = [
+        {"name": "head-only", "value": 0.983, "best_validation_loss": 0.40},
+        {"name": "full", "value": 0.983, "best_validation_loss": 0.12},
+        {"name": "partial", "value": 0.950, "best_validation_loss": 0.01},  # a lower loss never beats a higher score
+        {"name": "lora", "value": 0.983},  # no loss on record: last of those tied
+    ]
+    assert [r["name"] for r in auto.rank_candidates(rows, lower=False)] == ["full", "head-only", "lora", "partial"]
+    assert [r["name"] for r in auto.rank_candidates(rows[:2], lower=True)] == ["full", "head-only"]
+    unknown = [{"name": "first", "value": 0.9}, {"name": "second", "value": 0.9}]  # no losses: the running order
+    assert [r["name"] for r in auto.rank_candidates(unknown, lower=False)] == ["first", "second"]

@@ -100,4 +100,5 @@ def run_trial(
     best = json.loads((Path(out) / METRICS_FILE).read_text(encoding="utf-8")).get("best_evaluation") or {}
     trial.set_user_attr("best_epoch", best.get("epoch"))
     trial.set_user_attr("best_train_loss", best.get("train_loss"))  # what a refit of it should come near
+    trial.set_user_attr("best_validation_loss", best.get("loss"))  # breaks a tie in the metric (auto's race)
     return float(result.metrics[metric])

@@ -297,7 +297,7 @@ def race(context: ChoiceContext, order_hint: Choice, budget_text: str | None, re
         row.update(
             {
                 k: trial.user_attrs[k]
-                for k in ("epochs_run", "best_epoch", "best_train_loss", "train_seconds")
+                for k in ("epochs_run", "best_epoch", "best_train_loss", "best_validation_loss", "train_seconds")
                 if k in trial.user_attrs
             }
         )
@@ -317,12 +317,20 @@ def race(context: ChoiceContext, order_hint: Choice, budget_text: str | None, re
             "strategy auto: no candidate finished: "
             + "; ".join(f"{describe_candidate(r)}: {r.get('why')}" for r in table)
         )
-    best = (min if lower else max)(done, key=lambda r: r["value"])
+    ranked = rank_candidates(done, lower)
+    best, runner_up = ranked[0], ranked[1:2]
     best["winner"] = True
-    runner_up = sorted(done, key=lambda r: r["value"], reverse=not lower)[1:2]
+    tied = bool(runner_up) and runner_up[0]["value"] == best["value"]
     reasons = [
         f"best validation {metric} {best['value']:.4f} of {len(done)} finished candidates"
-        + (f" (next: {describe_candidate(runner_up[0])} {runner_up[0]['value']:.4f})" if runner_up else ""),
+        + (f" (next: {describe_candidate(runner_up[0])} {runner_up[0]['value']:.4f})" if runner_up else "")
+        + (
+            f"; tied on {metric}, so the lower validation loss decided ({best['best_validation_loss']:.4f} against "
+            f"{runner_up[0]['best_validation_loss']:.4f})"
+            if tied and best.get("best_validation_loss") is not None
+            and runner_up[0].get("best_validation_loss") is not None
+            else ""
+        ),
         f"race: {len(table)} candidates, {sum(r['state'] == 'pruned' for r in table)} stopped by successive "
         f"halving, {spent():.0f}s" + (f", budget {limit():.0f}s" if limit() is not None else ""),
         *left_out,
@@ -387,6 +395,20 @@ class SparingCheapFinishes:
             return True
         self.spared.append(step)
         return False
+
+
+def rank_candidates(done: list[dict], lower: bool) -> list[dict]:
+    """Finished candidates, best first: by validation score; a tie (on a small validation split, accuracy
+    or F1 ties often: a handful of examples apart) goes to the lower validation loss at the same epoch,
+    which moves with every example's confidence (speech recognition breaks WER ties between epochs so);
+    a candidate without one ranks last among those tied; then the order they ran in."""
+
+    def key(r: dict) -> tuple[float, float]:
+        loss = r.get("best_validation_loss")
+        loss = float("inf") if loss is None else float(loss)
+        return (r["value"], loss) if lower else (-r["value"], loss)
+
+    return sorted(done, key=key)  # stable: a full tie keeps the running order
 
 
 def plan_refit(cfg, context: ChoiceContext, best: dict, cap: float | None, spent: float) -> tuple[dict | None, str]:
