@@ -701,15 +701,15 @@ def evaluate(
     task.check_evaluation_data(ex, str(data))
     rows = task.encode(ex)
     ev = task.evaluate(predictor.model, rows, predictor.batch_size, contextlib.nullcontext)
-    base_metrics = None
-    if compare_base and task.compares_with_base:
+    base_metrics, compare = None, compare_base and task.compares_with_base
+    if compare:
         meta = predictor.meta
         base_dir = resolve_model(meta.get("catalogue_name") or meta["base_model_path"])
         base = task.before_model(None, base_dir, model_options(meta))  # None: nothing to compare (a new head)
         if base is not None:
             base_metrics = task.evaluate(base, rows, predictor.batch_size, contextlib.nullcontext).metrics
     metrics = {**ev.metrics, **task.describe_evaluation(ex, ev, base_metrics)}
-    if compare_base and task.compares_with_base:
+    if compare:
         metrics["base_model"] = base_metrics
     return metrics
 
