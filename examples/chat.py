@@ -2,7 +2,7 @@
 `smollm2-135m-instruct`, dequantised once from its pip package's GGUF) over Chit Chat Challenge
 conversations (the pip package `chitchat-dataset`, MIT; examples/prepare_chat.py makes the splits),
 then a before/after table on held-out conversations (perplexity, stop rate, chrF) and five sample
-replies beside the human ones.
+replies, the untouched model's and the fine-tuned one's, beside the human ones.
 
     python examples/chat.py --train 200 --val 30 --test 30 --epochs 1 --out runs/chat
 
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:24}{before[key]:>10.3f}{after[key]:>10.3f}")
     print("\nsample replies (held-out test):")
     for s in test["samples"]:
-        print(f"  user:      {s['prompt']}\n  human:     {s['reference']}\n  model:     {s['reply']}\n")
+        print(f"  user:      {s['prompt']}\n  human:     {s['reference']}")
+        print(f"  before:    {s.get('before', '')}\n  after:     {s['reply']}\n")
     print(f"done in {time.perf_counter() - t0:.0f} s; run folder {res.out}")
     (Path(res.out) / "example_test.json").write_text(json.dumps(test, indent=2), encoding="utf-8")
     return 0
