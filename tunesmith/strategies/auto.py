@@ -327,7 +327,8 @@ def race(context: ChoiceContext, order_hint: Choice, budget_text: str | None, re
         + (
             f"; tied on {metric}, so the lower validation loss decided ({best['best_validation_loss']:.4f} against "
             f"{runner_up[0]['best_validation_loss']:.4f})"
-            if tied and best.get("best_validation_loss") is not None
+            if tied
+            and best.get("best_validation_loss") is not None
             and runner_up[0].get("best_validation_loss") is not None
             else ""
         ),
