@@ -97,6 +97,16 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--system", help="a system message that starts the conversation (and every /reset)")
     ch.add_argument("--max-new-tokens", type=int, help="longest reply (default: the run's)")
 
+    sv = sub.add_parser("serve", help="serve a run over HTTP: a page to try it, /v1/predict, /docs, /metrics")
+    sv.add_argument("run", help="run folder (--out of `tunesmith train`)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-inputs", type=int, default=64, help="inputs per request (more: 413)")
+    sv.add_argument("--max-text-chars", type=int, default=10_000, help="characters per text or message")
+    sv.add_argument("--max-file-mb", type=float, default=10.0, help="megabytes per uploaded file, decoded")
+    sv.add_argument("--max-waiting", type=int, default=32, help="requests waiting for the model (more: 429)")
+    sv.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take (more: 503)")
+
     ex = sub.add_parser("export", help="write a run as plain weights others can load")
     ex.add_argument("run", help="run folder (--out of `tunesmith train`)")
     ex.add_argument(
@@ -214,6 +224,23 @@ def _predict(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from .serve.app import Limits, serve
+
+    for name in ("max_inputs", "max_text_chars", "max_file_mb", "max_waiting", "timeout", "port"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    limits = Limits(
+        max_inputs=args.max_inputs,
+        max_text_chars=args.max_text_chars,
+        max_file_bytes=int(args.max_file_mb * 2**20),
+        max_waiting=args.max_waiting,
+        timeout_seconds=args.timeout,
+    )
+    serve(args.run, args.host, args.port, limits)
+    return 0
+
+
 def _chat(args) -> int:
     """A conversation on the terminal: each line is the user's turn, the reply streams as it is
     generated; /reset starts over, /exit (or end of input) stops."""
@@ -321,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": _evaluate,
         "predict": _predict,
         "chat": _chat,
+        "serve": _serve,
         "export": _export,
         "models": _models,
         "search": _search,

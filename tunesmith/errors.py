@@ -19,3 +19,11 @@ class ModelError(TunesmithError):
 
 class RunFolderError(TunesmithError):
     """The output folder is not in a state this command can use."""
+
+
+class RequestError(TunesmithError):
+    """A request the server refuses (HTTP 4xx): `field` names the part of the request that is wrong."""
+
+    def __init__(self, field: str, message: str, status: int = 422):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message, self.status = field, message, status

@@ -46,6 +46,12 @@ class Modality(Protocol):
     # predict's inputs as transformers.pipeline takes them (texts, decoded images, decoded clips)
     def pipeline_inputs(self, inputs: list, preprocessor) -> list: ...
 
+    # the server's JSON "inputs" -> what `predict` takes, each checked against `limits` (serve/app.py:
+    # Limits); a bad one raises RequestError naming it. Never a path: a request reads no server file.
+    def from_request(self, values: list, limits) -> list: ...
+
+    request_kind: ClassVar[str]  # what one JSON input is, for the API docs and the web page: string, file, messages
+
 
 MODALITIES: Registry = Registry("modality")
 
@@ -71,6 +77,45 @@ def file_inputs(inputs, file_kind: str, expected: str) -> list:
     return items
 
 
+def request_texts(values: list, limits, what: str = "a non-empty string") -> list[str]:
+    """JSON inputs that must each be text no longer than limits.max_text_chars."""
+    from ..errors import RequestError
+
+    for i, v in enumerate(values):
+        if not isinstance(v, str) or not v.strip():
+            raise RequestError(f"inputs[{i}]", f"expected {what}, got {type(v).__name__ if v else repr(v)}")
+        if len(v) > limits.max_text_chars:
+            raise RequestError(
+                f"inputs[{i}]", f"{len(v)} characters, more than the server allows ({limits.max_text_chars})", 413
+            )
+    return list(values)
+
+
+def request_files(values: list, limits, kind: str) -> list[bytes]:
+    """JSON inputs that must each be a base64-encoded file (an image, a clip) of at most
+    limits.max_file_bytes once decoded: bytes, never a path."""
+    import base64
+    import binascii
+
+    from ..errors import RequestError
+
+    out = []
+    for i, v in enumerate(values):
+        if not isinstance(v, str) or not v:
+            raise RequestError(f"inputs[{i}]", f"expected a base64-encoded {kind} file as a string")
+        if len(v) * 3 // 4 > limits.max_file_bytes:
+            too_big = f"the {kind} is larger than the server allows ({limits.max_file_bytes} bytes)"
+            raise RequestError(f"inputs[{i}]", too_big, 413)
+        try:
+            data = base64.b64decode(v.split(",", 1)[1] if v.startswith("data:") else v, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(f"inputs[{i}]", f"not valid base64 (expected a base64-encoded {kind} file)") from None
+        if not data:
+            raise RequestError(f"inputs[{i}]", f"an empty {kind} file")
+        out.append(data)
+    return out
+
+
 from . import audio, conversations, image, speech, text  # noqa: E402,F401  (register themselves)
 
-__all__ = ["MODALITIES", "Modality", "Examples", "file_inputs"]
+__all__ = ["MODALITIES", "Modality", "Examples", "file_inputs", "request_texts", "request_files"]

@@ -62,6 +62,12 @@ def split_mel(mel: np.ndarray, samples: int, hop_length: int) -> tuple[torch.Ten
 class AudioModality:
     name = "audio"
     example_input = "clip.wav"
+    request_kind = "file"
+
+    def from_request(self, values: list, limits) -> list:
+        from . import request_files
+
+        return request_files(values, limits, "audio")
 
     def read(
         self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None, text_column: str | None = None

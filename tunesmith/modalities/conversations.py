@@ -484,6 +484,36 @@ def input_conversation(x: Any, i: int) -> list[dict[str, str]]:
 class ConversationsModality:
     name = "conversations"
     example_input = "How do I reset my password?"
+    request_kind = "messages"
+
+    def from_request(self, values: list, limits) -> list:
+        """A user message (text), or a conversation: a list of {"role", "content"} ending with the user's
+        turn; every message's text within limits.max_text_chars."""
+        from ..errors import RequestError
+        from . import request_texts
+
+        out: list = []
+        for i, v in enumerate(values):
+            if isinstance(v, str):
+                out += request_texts([v], limits)
+                continue
+            if not isinstance(v, list) or not v or not all(isinstance(m, dict) for m in v):
+                expected = 'expected a message (text) or a list of {"role", "content"} messages'
+                raise RequestError(f"inputs[{i}]", expected)
+            for j, m in enumerate(v):
+                content = m.get("content")
+                if not isinstance(content, str) or len(content) > limits.max_text_chars:
+                    raise RequestError(
+                        f"inputs[{i}][{j}].content",
+                        f"expected text of at most {limits.max_text_chars} characters",
+                        413 if isinstance(content, str) else 422,
+                    )
+            try:
+                input_conversation(v, i)
+            except DataError as e:
+                raise RequestError(f"inputs[{i}]", str(e)) from None
+            out.append(v)
+        return out
 
     def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> ConversationExamples:
         return read_conversations(path, getattr(data_cfg, "format", None), role)

@@ -29,6 +29,12 @@ def processor_fingerprint(processor) -> str:
 class ImageModality:
     name = "image"
     example_input = "image.png"
+    request_kind = "file"
+
+    def from_request(self, values: list, limits) -> list:
+        from . import request_files
+
+        return request_files(values, limits, "image")
 
     def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> ImageExamples:
         return image_examples(

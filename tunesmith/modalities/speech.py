@@ -18,6 +18,12 @@ from .audio import AudioModality
 class SpeechModality:
     name = "speech"
     example_input = "clip.wav"
+    request_kind = "file"
+
+    def from_request(self, values: list, limits) -> list:
+        from . import request_files
+
+        return request_files(values, limits, "audio")
 
     def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> AudioExamples:
         """require_labels here means "require transcripts" (data.text_column)."""

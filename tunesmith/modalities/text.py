@@ -27,6 +27,12 @@ FALLBACK_PROBES = [
 class TextModality:
     name = "text"
     example_input = "an example text"
+    request_kind = "string"
+
+    def from_request(self, values: list, limits) -> list:
+        from . import request_texts
+
+        return request_texts(values, limits)
 
     def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> TextExamples:
         return text_examples(

@@ -302,9 +302,12 @@ class ChatTask(TaskDefaults):
                 out[i] = (text, len(kept), end is not None)
         return out  # type: ignore[return-value]
 
-    def stream(self, model, messages: list[dict[str, str]], max_new_tokens: int | None = None):
+    def stream(
+        self, model, messages: list[dict[str, str]], max_new_tokens: int | None = None, temperature: float | None = None
+    ):
         """The reply to `messages` (ending with the user's turn), yielded piece by piece as it is
-        generated (greedy, as `predict`): `tunesmith chat`."""
+        generated: greedy, as `predict`, or sampled at `temperature` (> 0): `tunesmith chat`, the server's
+        chat completions."""
         from threading import Thread
 
         from transformers import TextIteratorStreamer
@@ -316,6 +319,8 @@ class ChatTask(TaskDefaults):
         gc = copy.deepcopy(self.generation_config)
         if max_new_tokens:
             gc.max_new_tokens = int(max_new_tokens)
+        if temperature:
+            gc.do_sample, gc.temperature = True, float(temperature)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         lm = unwrap(model).backbone.encoder
         kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gc, streamer=streamer)

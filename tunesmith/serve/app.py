@@ -1,0 +1,210 @@
+"""`tunesmith serve RUN`: a finished run behind HTTP (FastAPI + uvicorn), bound to 127.0.0.1 unless told.
+
+    GET  /             a page to try the model (served by the app itself: no CDN, works offline)
+    POST /v1/predict   {"inputs": [...], "pairs": [...]?} -> {"predictions": [what `predict --json` prints]}
+    POST /v1/chat/completions   runs that answer conversations: OpenAI-compatible, streamed over SSE or whole
+    GET  /v1/info      task, labels, base model, what an input is, the limits, the run's scores, the card
+    GET  /healthz      the process answers;  GET /readyz  the model is loaded
+    GET  /metrics      Prometheus: requests by endpoint and status, latency, inputs per model call
+    GET  /docs         OpenAPI (FastAPI)
+
+What one input is comes from the run's modality (`Modality.from_request`): text, a base64-encoded file,
+or chat messages; never a path (a request reads no file on the server). Every request is bounded
+(inputs per request, text length, file and body bytes, requests waiting for the model, seconds per
+request) and every bad one is a 4xx JSON error naming the field: {"error": {"field", "message"}}.
+The model is loaded once, at start-up, and called by one request at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request  # module level: the endpoints' annotations are resolved by name
+
+from ..errors import DataError, RequestError, TunesmithError
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_inputs: int = 64  # inputs per request
+    max_text_chars: int = 10_000  # characters per text (or chat message)
+    max_file_bytes: int = 10 * 2**20  # bytes per decoded file
+    max_body_bytes: int = 32 * 2**20  # bytes per request body
+    max_waiting: int = 32  # requests waiting for the model; more: 429
+    timeout_seconds: float = 60.0  # a request still waiting or running after this: 503
+
+
+def _error(status: int, field: str, message: str):
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": {"field": field, "message": message}}, status_code=status)
+
+
+def _summary(folder: Path) -> dict[str, Any]:
+    """The run's headline scores (metrics.json: validation and test, numbers only)."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {
+        split: {k: v for k, v in metrics[split].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for split in ("validation", "test")
+        if isinstance(metrics.get(split), dict)
+    }
+
+
+def create_app(predictor, limits: Limits | None = None):
+    """The FastAPI app serving `predictor` (a loaded run: serve/predictor.py)."""
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse, PlainTextResponse
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+    limits = limits or Limits()
+    task, modality = predictor.task, predictor.modality
+    registry = CollectorRegistry()
+    requests = Counter("tunesmith_requests", "HTTP requests", ["endpoint", "status"], registry=registry)
+    latency = Histogram("tunesmith_request_seconds", "Request latency", ["endpoint"], registry=registry)
+    batch = Histogram(
+        "tunesmith_batch_inputs", "Inputs per model call", buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=registry
+    )
+    model_lock = threading.Lock()
+    state = {"waiting": 0}
+    card = predictor.folder / "README.md"
+    info = {
+        "task": task.name,
+        "output": task.output,
+        "labels": list(task.labels),
+        "base_model": predictor.meta.get("catalogue_name") or predictor.meta.get("base_model"),
+        "input": modality.request_kind,
+        "example_input": modality.example_input,
+        "limits": asdict(limits),
+        "scores": _summary(predictor.folder),
+        "card": card.read_text(encoding="utf-8") if card.is_file() else None,
+    }
+
+    app = FastAPI(
+        title=f"tunesmith: {predictor.folder.name}",
+        description=f"A fine-tuned {task.name} model ({info['base_model']}).",
+    )
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        t0 = time.perf_counter()
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > limits.max_body_bytes):
+            response = _error(413, "body", f"larger than the server allows ({limits.max_body_bytes} bytes)")
+        else:
+            response = await call_next(request)
+        endpoint = request.url.path if request.url.path in KNOWN else "other"
+        requests.labels(endpoint, str(response.status_code)).inc()
+        latency.labels(endpoint).observe(time.perf_counter() - t0)
+        return response
+
+    def run_model(inputs: list, pairs: list | None) -> list[dict]:
+        with model_lock:
+            batch.observe(len(inputs))
+            return predictor.predict(inputs, pairs)
+
+    @app.post("/v1/predict")
+    async def predict(request: Request):
+        """{"inputs": [input, ...], "pairs": [text, ...]?} -> {"predictions": [...]}, in input order. An input
+        is what GET /v1/info's "input" says: text, a base64-encoded file, or chat messages."""
+        body = await request.body()
+        if len(body) > limits.max_body_bytes:
+            return _error(413, "body", f"larger than the server allows ({limits.max_body_bytes} bytes)")
+        try:
+            inputs, pairs = _parse(body, limits, modality)
+        except RequestError as e:
+            return _error(e.status, e.field, e.message)
+        if state["waiting"] >= limits.max_waiting:
+            return _error(429, "server", f"{state['waiting']} requests already wait for the model; try again shortly")
+        state["waiting"] += 1
+        try:
+            future = asyncio.get_running_loop().run_in_executor(None, run_model, inputs, pairs)
+            results = await asyncio.wait_for(asyncio.shield(future), limits.timeout_seconds)
+        except asyncio.TimeoutError:
+            return _error(503, "server", f"no answer within {limits.timeout_seconds:g} s; send fewer inputs")
+        except (DataError, TunesmithError) as e:
+            return _error(422, "inputs", str(e))
+        finally:
+            state["waiting"] -= 1
+        return {"predictions": results}
+
+    if task.interactive:  # a run that answers conversations: OpenAI's chat completions, streamed or whole
+        from .chat_completions import add_chat_completions
+
+        add_chat_completions(app, predictor, limits, model_lock, state, info["base_model"])
+
+    @app.get("/v1/info")
+    async def get_info():
+        return info
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        return {"ready": True, "task": task.name}  # the model loads before the app exists
+
+    @app.get("/metrics")
+    async def metrics():
+        return PlainTextResponse(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        from .page import render
+
+        return render(info)
+
+    return app
+
+
+KNOWN = {"/v1/predict", "/v1/chat/completions", "/v1/info", "/healthz", "/readyz", "/metrics", "/"}
+
+
+def _parse(body: bytes, limits: Limits, modality) -> tuple[list, list | None]:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError("body", 'not JSON; send {"inputs": [...]}') from None
+    if not isinstance(data, dict):
+        raise RequestError("body", 'expected a JSON object {"inputs": [...]}')
+    unknown = sorted(set(data) - {"inputs", "pairs"})
+    if unknown:
+        raise RequestError(unknown[0], 'unknown field; a request has "inputs" (and "pairs" for text-pair models)')
+    inputs = data.get("inputs")
+    if inputs is None:
+        raise RequestError("inputs", "missing; send a list of inputs")
+    if not isinstance(inputs, list):
+        inputs = [inputs]
+    if not inputs:
+        raise RequestError("inputs", "empty; send at least one input")
+    if len(inputs) > limits.max_inputs:
+        raise RequestError("inputs", f"{len(inputs)} inputs, more than the server allows ({limits.max_inputs})", 413)
+    pairs = data.get("pairs")
+    if pairs is not None:
+        if not isinstance(pairs, list) or len(pairs) != len(inputs):
+            raise RequestError("pairs", "expected a list of texts, one per input")
+        from ..modalities import request_texts
+
+        try:
+            pairs = request_texts(pairs, limits)
+        except RequestError as e:
+            raise RequestError(e.field.replace("inputs", "pairs"), e.message, e.status) from None
+    return modality.from_request(inputs, limits), pairs
+
+
+def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
+    import uvicorn
+
+    from .predictor import load
+
+    predictor = load(folder)
+    uvicorn.run(create_app(predictor, limits), host=host, port=port, log_level="info")
