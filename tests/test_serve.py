@@ -196,3 +196,27 @@ def test_every_modality_says_what_a_request_input_is_and_the_page_has_a_form_for
         with pytest.raises(Exception) as e:  # a number is never an input, whatever the modality
             modality.from_request([3], Limits())
         assert type(e.value).__name__ == "RequestError" and e.value.field.startswith("inputs[0]"), name
+
+
+def test_concurrent_requests_share_a_model_call_and_get_their_own_answers(text_run, image_run, image_folders):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"text number {i} was {'great' if i % 2 else 'awful'}" for i in range(12)]
+    alone = tunesmith.load(text_run).predict(texts)
+    client = _client(text_run, max_batch=32, batch_wait_ms=300)
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda t: client.post("/v1/predict", json={"inputs": [t]}).json(), texts))
+    for got, want in zip(answers, alone):
+        assert got["predictions"][0]["label"] == want["label"]
+        assert got["predictions"][0]["scores"] == pytest.approx(want["scores"], abs=1e-5)
+    metrics = client.get("/metrics").text
+    calls = float(next(x for x in metrics.splitlines() if x.startswith("tunesmith_batch_inputs_count")).split()[-1])
+    assert calls < len(texts)  # gathered: fewer model calls than requests
+    # one request's bad file fails that request only
+    train, _ = image_folders
+    good = base64.b64encode(next(p for p in sorted(Path(train).rglob("*")) if p.is_file()).read_bytes()).decode()
+    bad = base64.b64encode(b"not an image").decode()
+    client = _client(image_run, batch_wait_ms=300)
+    with ThreadPoolExecutor(2) as pool:
+        ok, refused = pool.map(lambda x: client.post("/v1/predict", json={"inputs": [x]}), [good, bad])
+    assert ok.status_code == 200 and refused.status_code == 422

@@ -106,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-file-mb", type=float, default=10.0, help="megabytes per uploaded file, decoded")
     sv.add_argument("--max-waiting", type=int, default=32, help="requests waiting for the model (more: 429)")
     sv.add_argument("--timeout", type=float, default=60.0, help="seconds a request may take (more: 503)")
+    sv.add_argument("--max-batch", type=int, default=32, help="inputs one model call gathers from concurrent requests")
+    sv.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a model call waits for others to join")
 
     ex = sub.add_parser("export", help="write a run as plain weights others can load")
     ex.add_argument("run", help="run folder (--out of `tunesmith train`)")
@@ -227,7 +229,7 @@ def _predict(args) -> int:
 def _serve(args) -> int:
     from .serve.app import Limits, serve
 
-    for name in ("max_inputs", "max_text_chars", "max_file_mb", "max_waiting", "timeout", "port"):
+    for name in ("max_inputs", "max_text_chars", "max_file_mb", "max_waiting", "timeout", "port", "max_batch"):
         if getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
     limits = Limits(
@@ -236,6 +238,8 @@ def _serve(args) -> int:
         max_file_bytes=int(args.max_file_mb * 2**20),
         max_waiting=args.max_waiting,
         timeout_seconds=args.timeout,
+        max_batch=args.max_batch,
+        batch_wait_ms=max(args.batch_wait_ms, 0.0),
     )
     serve(args.run, args.host, args.port, limits)
     return 0

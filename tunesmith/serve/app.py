@@ -12,7 +12,9 @@ What one input is comes from the run's modality (`Modality.from_request`): text,
 or chat messages; never a path (a request reads no file on the server). Every request is bounded
 (inputs per request, text length, file and body bytes, requests waiting for the model, seconds per
 request) and every bad one is a 4xx JSON error naming the field: {"error": {"field", "message"}}.
-The model is loaded once, at start-up, and called by one request at a time.
+The model is loaded once, at start-up, and called by one model call at a time; concurrent
+/v1/predict requests are gathered into one call (MicroBatcher: up to `max_batch` inputs, waiting
+`batch_wait_ms` for others to join).
 """
 
 from __future__ import annotations
@@ -38,6 +40,79 @@ class Limits:
     max_body_bytes: int = 32 * 2**20  # bytes per request body
     max_waiting: int = 32  # requests waiting for the model; more: 429
     timeout_seconds: float = 60.0  # a request still waiting or running after this: 503
+    max_batch: int = 32  # inputs one model call may gather from concurrent requests (1: no micro-batching)
+    batch_wait_ms: float = 5.0  # how long the first request of a call waits for others to join it
+
+
+class MicroBatcher:
+    """Dynamic micro-batching: requests that arrive together share one model call. A worker thread takes
+    the first waiting request, gathers the ones arriving within `wait_ms` up to `max_batch` inputs
+    (requests with text pairs and without never mix), calls `predict` once and hands each request its
+    own answers, in order. Where a gathered call fails (one request's undecodable file), each request
+    is answered alone, so a bad request never fails the others."""
+
+    def __init__(self, predict, lock: threading.Lock, max_batch: int, wait_ms: float, on_call=None):
+        import queue
+
+        self.predict, self.lock, self.max_batch, self.wait = predict, lock, max_batch, wait_ms / 1000
+        self.on_call = on_call
+        self.queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._loop, daemon=True, name="tunesmith-batcher").start()
+
+    def submit(self, inputs: list, pairs: list | None):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        self.queue.put((inputs, pairs, future))
+        return future
+
+    def _gather(self) -> list:
+        import queue
+
+        first = self.queue.get()
+        items, n = [first], len(first[0])
+        deadline = time.monotonic() + self.wait
+        while n < self.max_batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                item = self.queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if (item[1] is None) != (first[1] is None) or n + len(item[0]) > self.max_batch:
+                self.queue.put(item)  # the next call takes it
+                break
+            items.append(item)
+            n += len(item[0])
+        return items
+
+    def _call(self, inputs: list, pairs: list | None) -> list:
+        with self.lock:
+            if self.on_call is not None:
+                self.on_call(len(inputs))
+            return self.predict(inputs, pairs)
+
+    def _loop(self) -> None:
+        while True:
+            items = self._gather()
+            inputs = [x for it in items for x in it[0]]
+            pairs = None if items[0][1] is None else [x for it in items for x in it[1]]
+            try:
+                results = self._call(inputs, pairs)
+            except Exception:
+                results = None
+            if results is not None:
+                at = 0
+                for it_inputs, _, future in items:
+                    future.set_result(results[at : at + len(it_inputs)])
+                    at += len(it_inputs)
+                continue
+            for it_inputs, it_pairs, future in items:  # answered alone: the error is that request's own
+                try:
+                    future.set_result(self._call(it_inputs, it_pairs))
+                except Exception as e:
+                    future.set_exception(e)
 
 
 def _error(status: int, field: str, message: str):
@@ -106,10 +181,7 @@ def create_app(predictor, limits: Limits | None = None):
         latency.labels(endpoint).observe(time.perf_counter() - t0)
         return response
 
-    def run_model(inputs: list, pairs: list | None) -> list[dict]:
-        with model_lock:
-            batch.observe(len(inputs))
-            return predictor.predict(inputs, pairs)
+    batcher = MicroBatcher(predictor.predict, model_lock, limits.max_batch, limits.batch_wait_ms, batch.observe)
 
     @app.post("/v1/predict")
     async def predict(request: Request):
@@ -126,7 +198,7 @@ def create_app(predictor, limits: Limits | None = None):
             return _error(429, "server", f"{state['waiting']} requests already wait for the model; try again shortly")
         state["waiting"] += 1
         try:
-            future = asyncio.get_running_loop().run_in_executor(None, run_model, inputs, pairs)
+            future = asyncio.wrap_future(batcher.submit(inputs, pairs))
             results = await asyncio.wait_for(asyncio.shield(future), limits.timeout_seconds)
         except asyncio.TimeoutError:
             return _error(503, "server", f"no answer within {limits.timeout_seconds:g} s; send fewer inputs")
