@@ -168,18 +168,7 @@ def create_app(predictor, limits: Limits | None = None):
         description=f"A fine-tuned {task.name} model ({info['base_model']}).",
     )
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        t0 = time.perf_counter()
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > limits.max_body_bytes):
-            response = _error(413, "body", f"larger than the server allows ({limits.max_body_bytes} bytes)")
-        else:
-            response = await call_next(request)
-        endpoint = request.url.path if request.url.path in KNOWN else "other"
-        requests.labels(endpoint, str(response.status_code)).inc()
-        latency.labels(endpoint).observe(time.perf_counter() - t0)
-        return response
+    app.add_middleware(Bounded, limits=limits, requests=requests, latency=latency)
 
     batcher = MicroBatcher(predictor.predict, model_lock, limits.max_batch, limits.batch_wait_ms, batch.observe)
 
@@ -236,6 +225,36 @@ def create_app(predictor, limits: Limits | None = None):
         return render(info)
 
     return app
+
+
+class Bounded:
+    """Pure ASGI middleware (no per-request task, as starlette's BaseHTTPMiddleware adds): refuses a body
+    whose Content-Length is over the limit before it is read, and counts every request by endpoint and
+    status, with its latency."""
+
+    def __init__(self, app, limits: Limits, requests, latency):
+        self.app, self.limits, self.requests, self.latency = app, limits, requests, latency
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), [500]
+        size = dict(scope["headers"]).get(b"content-length")
+        if size is not None and (not size.isdigit() or int(size) > self.limits.max_body_bytes):
+            status[0] = 413
+            too_big = f"larger than the server allows ({self.limits.max_body_bytes} bytes)"
+            await _error(413, "body", too_big)(scope, receive, send)
+        else:
+
+            async def sending(message):
+                if message["type"] == "http.response.start":
+                    status[0] = message["status"]
+                await send(message)
+
+            await self.app(scope, receive, sending)
+        endpoint = scope["path"] if scope["path"] in KNOWN else "other"
+        self.requests.labels(endpoint, str(status[0])).inc()
+        self.latency.labels(endpoint).observe(time.perf_counter() - t0)
 
 
 KNOWN = {"/v1/predict", "/v1/chat/completions", "/v1/info", "/healthz", "/readyz", "/metrics", "/"}
