@@ -121,6 +121,18 @@ def _error(status: int, field: str, message: str):
     return JSONResponse({"error": {"field": field, "message": message}}, status_code=status)
 
 
+def too_big(limits: Limits):
+    """413 for a body over limits.max_body_bytes (by its Content-Length, or as read where none was sent)."""
+    return _error(413, "body", f"larger than the server allows ({limits.max_body_bytes} bytes)")
+
+
+def busy(limits: Limits, state: dict):
+    """429 where limits.max_waiting requests already wait for the model; else None."""
+    if state["waiting"] < limits.max_waiting:
+        return None
+    return _error(429, "server", f"{state['waiting']} requests already wait for the model; try again shortly")
+
+
 def _summary(folder: Path) -> dict[str, Any]:
     """The run's headline scores (metrics.json: validation and test, numbers only)."""
     try:
@@ -178,13 +190,13 @@ def create_app(predictor, limits: Limits | None = None):
         is what GET /v1/info's "input" says: text, a base64-encoded file, or chat messages."""
         body = await request.body()
         if len(body) > limits.max_body_bytes:
-            return _error(413, "body", f"larger than the server allows ({limits.max_body_bytes} bytes)")
+            return too_big(limits)
         try:
             inputs, pairs = _parse(body, limits, modality)
         except RequestError as e:
             return _error(e.status, e.field, e.message)
-        if state["waiting"] >= limits.max_waiting:
-            return _error(429, "server", f"{state['waiting']} requests already wait for the model; try again shortly")
+        if (refused := busy(limits, state)) is not None:
+            return refused
         state["waiting"] += 1
         try:
             future = asyncio.wrap_future(batcher.submit(inputs, pairs))
@@ -242,8 +254,7 @@ class Bounded:
         size = dict(scope["headers"]).get(b"content-length")
         if size is not None and (not size.isdigit() or int(size) > self.limits.max_body_bytes):
             status[0] = 413
-            too_big = f"larger than the server allows ({self.limits.max_body_bytes} bytes)"
-            await _error(413, "body", too_big)(scope, receive, send)
+            await too_big(self.limits)(scope, receive, send)
         else:
 
             async def sending(message):

@@ -81,7 +81,7 @@ def parse_request(body: bytes, limits, modality) -> dict[str, Any]:
 def add_chat_completions(app, predictor, limits, model_lock, state: dict, model_name: str | None) -> None:
     from fastapi.responses import JSONResponse, StreamingResponse
 
-    from .app import _error
+    from .app import _error, busy, too_big
 
     task = predictor.task
 
@@ -99,13 +99,13 @@ def add_chat_completions(app, predictor, limits, model_lock, state: dict, model_
         "temperature"?, "stream"?}."""
         body = await request.body()
         if len(body) > limits.max_body_bytes:
-            return _error(413, "body", f"larger than the server allows ({limits.max_body_bytes} bytes)")
+            return too_big(limits)
         try:
             req = parse_request(body, limits, predictor.modality)
         except RequestError as e:
             return _error(e.status, e.field, e.message)
-        if state["waiting"] >= limits.max_waiting:
-            return _error(429, "server", f"{state['waiting']} requests already wait for the model; try again shortly")
+        if (refused := busy(limits, state)) is not None:
+            return refused
         ident, created, name = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), req["model"] or model_name
         head = {"id": ident, "created": created, "model": name}
         if req["stream"]:
