@@ -21,6 +21,10 @@ class RunFolderError(TunesmithError):
     """The output folder is not in a state this command can use."""
 
 
+class ExportError(TunesmithError):
+    """A run cannot be exported as asked, or the export disagrees with the run (nothing is written)."""
+
+
 class RequestError(TunesmithError):
     """A request the server refuses (HTTP 4xx): `field` names the part of the request that is wrong."""
 

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import RunFolderError
 from ..formats import format_of, pipeline_outputs, read_meta, save_run
 from ..serve.predictor import load
+from . import check_out, publish
 
 PARITY_TOLERANCE = 1e-4
 # what a merged folder's tunesmith.json does not carry over: the adapters, and what save_run writes anew
@@ -61,10 +62,7 @@ def export_merged(run: str | Path, out: str | Path, overwrite: bool = False) -> 
             f"{run} was trained with strategy {meta.get('strategy')!r}: its weights are already "
             "plain, nothing to merge (--merge is for lora runs)"
         )
-    if out.exists() and any(out.iterdir()):
-        if not overwrite or not (out / "tunesmith.json").is_file():
-            raise RunFolderError(f"--out {out} is not empty; choose a new folder (or --overwrite a previous export)")
-        shutil.rmtree(out)
+    check_out(out, overwrite)
     predictor = load(run, merge_adapters=False)
     probes = probe_inputs(run, predictor)
     task = predictor.task
@@ -95,7 +93,7 @@ def export_merged(run: str | Path, out: str | Path, overwrite: bool = False) -> 
                 f"merged weights disagree with the adapters: max difference {worst:.2e} > "
                 f"{PARITY_TOLERANCE:g} ({diffs}); nothing was written"
             )
-        tmp.rename(out)
+        publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {

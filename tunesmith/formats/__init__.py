@@ -260,7 +260,7 @@ def pipeline_outputs(folder: Path, task, modality, inputs: list, batch_size: int
     return task.from_pipeline(outputs)
 
 
-from . import lora_adapter, native, xlm_mean, tunesmith_own  # noqa: E402,F401,I001  (register, in priority order)
+from . import lora_adapter, native, xlm_mean, tunesmith_own, onnx_graphs  # noqa: E402,F401,I001  (register, in priority order)
 
 __all__ = [
     "FORMATS",

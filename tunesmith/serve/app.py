@@ -9,7 +9,10 @@
     GET  /docs         OpenAPI (FastAPI)
 
 What one input is comes from the run's modality (`Modality.from_request`): text, a base64-encoded file,
-or chat messages; never a path (a request reads no file on the server). Every request is bounded
+or chat messages; never a path (a request reads no file on the server). /v1/predict also takes
+multipart/form-data, one part named "inputs" per input (`curl -F inputs=@cat.png -F inputs=@dog.png`):
+a file part is the file itself, a text field what the JSON string would be; both forms meet the same
+checks (`_checked`, then the modality's `from_request`). Every request is bounded
 (inputs per request, text length, file and body bytes, requests waiting for the model, seconds per
 request) and every bad one is a 4xx JSON error naming the field: {"error": {"field", "message"}}.
 The model is loaded once, at start-up, and called by one model call at a time; concurrent
@@ -20,6 +23,7 @@ The model is loaded once, at start-up, and called by one model call at a time; c
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -170,6 +174,7 @@ def create_app(predictor, limits: Limits | None = None):
         "base_model": predictor.meta.get("catalogue_name") or predictor.meta.get("base_model"),
         "input": modality.request_kind,
         "example_input": modality.example_input,
+        "media_types": media_types(modality),
         "limits": asdict(limits),
         "scores": _summary(predictor.folder),
         "card": card.read_text(encoding="utf-8") if card.is_file() else None,
@@ -187,12 +192,14 @@ def create_app(predictor, limits: Limits | None = None):
     @app.post("/v1/predict")
     async def predict(request: Request):
         """{"inputs": [input, ...], "pairs": [text, ...]?} -> {"predictions": [...]}, in input order. An input
-        is what GET /v1/info's "input" says: text, a base64-encoded file, or chat messages."""
+        is what GET /v1/info's "input" says: text, a base64-encoded file, or chat messages. Or
+        multipart/form-data with one part named "inputs" per input: a file (of a type in GET /v1/info's
+        "media_types"; else 415 naming `inputs[i]`) or a text field, as its JSON string would be."""
         body = await request.body()
         if len(body) > limits.max_body_bytes:
             return too_big(limits)
         try:
-            inputs, pairs = _parse(body, limits, modality)
+            inputs, pairs = await _parse(request, limits, modality)
         except RequestError as e:
             return _error(e.status, e.field, e.message)
         if (refused := busy(limits, state)) is not None:
@@ -271,13 +278,91 @@ class Bounded:
 KNOWN = {"/v1/predict", "/v1/chat/completions", "/v1/info", "/healthz", "/readyz", "/metrics", "/"}
 
 
-def _parse(body: bytes, limits: Limits, modality) -> tuple[list, list | None]:
+# What /v1/predict reads as JSON. Besides application/json: no Content-Type at all, and what `curl -d` sends
+# (form-urlencoded) and fetch() sends for a string body (text/plain), as the server always has.
+JSON_TYPES = {"", "application/json", "application/x-www-form-urlencoded", "text/plain"}
+# What a client sends when it cannot tell a file's type (curl -F for .wav, .webp, .dcm; browsers for an unknown
+# extension): accepted for every file run; the modality's decoder then judges the bytes (undecodable: 422).
+UNKNOWN_TYPE = "application/octet-stream"
+
+
+def media_types(modality) -> list[str]:
+    """The content types a file part may have: the family of the modality's own example input
+    (`Modality.example_input`: "image.png" -> image/*, "clip.wav" -> audio/*), and UNKNOWN_TYPE.
+    Empty for runs whose inputs are not files."""
+    import mimetypes
+
+    if modality.request_kind != "file":
+        return []
+    guessed = mimetypes.guess_type(modality.example_input)[0]
+    return ([f"{guessed.split('/')[0]}/*"] if guessed else []) + [UNKNOWN_TYPE]
+
+
+async def _parse(request: Request, limits: Limits, modality) -> tuple[list, list | None]:
+    """The request's inputs (and text pairs), checked, by its Content-Type: JSON or multipart/form-data;
+    anything else is a 415."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        data = await _form(request, limits, modality)
+    elif kind in JSON_TYPES or kind.endswith("+json"):
+        data = _json(await request.body())
+    else:
+        raise RequestError("content-type", f"{kind}: send application/json or multipart/form-data", 415)
+    return _checked(data, limits, modality)
+
+
+def _json(body: bytes) -> dict:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise RequestError("body", 'not JSON; send {"inputs": [...]}') from None
     if not isinstance(data, dict):
         raise RequestError("body", 'expected a JSON object {"inputs": [...]}')
+    return data
+
+
+async def _form(request: Request, limits: Limits, modality) -> dict[str, list]:
+    """multipart/form-data -> the JSON object it stands for: each part appended to the list named by its field
+    name. A text field is taken as it is; a file part (of an accepted type, on a run whose inputs are files)
+    becomes a base64 data: URL, so the modality's `from_request` checks it exactly as a JSON input (size,
+    emptiness). At most one byte over limits.max_file_bytes is ever read: enough for it to refuse the file."""
+    from starlette.exceptions import HTTPException
+
+    accepted = media_types(modality)
+    try:  # the body is bounded already; the parts are counted as they are parsed
+        form = await request.form(
+            max_files=limits.max_inputs, max_fields=2 * limits.max_inputs, max_part_size=limits.max_body_bytes
+        )
+    except HTTPException as e:  # starlette's parser refuses a malformed body, or too many parts, with a 400
+        if "too many" in str(e.detail).lower():
+            raise RequestError(
+                "inputs", f"more parts than the server allows ({limits.max_inputs} inputs)", 413
+            ) from None
+        raise RequestError("body", f"not valid multipart/form-data: {e.detail}") from None
+    data: dict[str, list] = {}
+    try:
+        for name, value in form.multi_items():
+            values = data.setdefault(name, [])
+            if isinstance(value, str):
+                values.append(value)
+                continue
+            field = f"{name}[{len(values)}]"
+            if not accepted or name != "inputs":
+                what = f"this run takes {modality.request_kind} inputs" if name == "inputs" else "only inputs are files"
+                raise RequestError(field, f"a file part, but {what}: send it as a text field or as JSON", 415)
+            kind = (value.content_type or UNKNOWN_TYPE).split(";")[0].strip().lower()
+            if kind != UNKNOWN_TYPE and f"{kind.split('/')[0]}/*" not in accepted:
+                raise RequestError(field, f"a {kind} file; this run takes {' or '.join(accepted)}", 415)
+            content = await value.read(limits.max_file_bytes + 1)
+            values.append("data:;base64," + base64.b64encode(content).decode())
+    finally:
+        await form.close()
+    return data
+
+
+def _checked(data: dict, limits: Limits, modality) -> tuple[list, list | None]:
+    """A request's fields (from JSON or multipart) -> (inputs, pairs), each checked; the modality checks
+    each input (`from_request`). A bad one raises RequestError naming it."""
     unknown = sorted(set(data) - {"inputs", "pairs"})
     if unknown:
         raise RequestError(unknown[0], 'unknown field; a request has "inputs" (and "pairs" for text-pair models)')

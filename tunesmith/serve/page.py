@@ -16,11 +16,13 @@ PAGE = """<!doctype html>
 body{font:15px/1.45 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
 h1{font-size:1.3rem} .muted{color:#666;font-size:.9rem} textarea{width:100%;min-height:5rem;font:inherit}
 button{font:inherit;padding:.35rem 1rem;margin:.5rem 0} #answer{margin-top:1rem}
-.bar{display:flex;align-items:center;gap:.5rem;margin:.15rem 0}.bar span{width:10rem;overflow:hidden}
-.bar div{background:#3b7dd8;height:.9rem} .label{font-size:1.2rem;font-weight:600}
+label{display:block;font-weight:600;margin:.5rem 0 .25rem}
+.bar{display:flex;align-items:center;gap:.5rem;margin:.15rem 0}.bar .name{width:10rem;overflow:hidden}
+.bar .fill{background:#3b7dd8;height:.9rem} .label{font-size:1.2rem;font-weight:600}
 .msg{margin:.3rem 0;padding:.4rem .6rem;border-radius:.4rem;white-space:pre-wrap}
 .user{background:#eef} .assistant{background:#efe} .error{color:#b00020}
-img#preview{max-width:16rem;max-height:16rem;display:none;margin:.5rem 0} pre{white-space:pre-wrap}
+#preview{max-width:16rem;max-height:16rem;display:none;margin:.5rem 0;image-rendering:pixelated;min-width:8rem}
+#listen{display:none;margin:.5rem 0} pre{white-space:pre-wrap}
 </style></head><body>
 <h1>__TITLE__</h1>
 <p class="muted">__DESCRIPTION__ &middot; <a href="/docs">API</a> &middot; <a href="/v1/info">info</a></p>
@@ -38,8 +40,8 @@ function render(p) {
     let out = '<div class="label" id="label">' + esc(p.label) + "</div>";
     const scores = Object.entries(p.scores || {}).sort((a, b) => b[1] - a[1]);
     for (const [k, v] of scores)
-      out += '<div class="bar"><span>' + esc(k) + '</span><div style="width:' + (v * 20).toFixed(2)
-        + 'rem"></div>' + v.toFixed(3) + "</div>";
+      out += '<div class="bar"><span class="name">' + esc(k) + '</span><div class="fill" style="width:'
+        + (v * 20).toFixed(2) + 'rem"></div><span class="value">' + v.toFixed(3) + "</span></div>";
     return out;
   }
   return '<div class="label" id="label">' + esc(p.text ?? p.transcript ?? JSON.stringify(p)) + "</div>";
@@ -57,11 +59,18 @@ function readFile(file) {
 }
 const file = document.getElementById("file");
 if (file) file.addEventListener("change", async () => {
-  const img = document.getElementById("preview");
-  if (img && file.files[0]) { img.src = await readFile(file.files[0]); img.style.display = "block"; }
+  // a preview the browser can show: an image, or a player for a clip (by the chosen file's own type)
+  const chosen = file.files[0], img = document.getElementById("preview"), clip = document.getElementById("listen");
+  img.style.display = clip.style.display = "none"; show("");
+  if (!chosen) return;
+  const url = await readFile(chosen), type = chosen.type.split("/")[0];
+  if (type === "image") { img.src = url; img.style.display = "block"; }
+  if (type === "audio") { clip.src = url; clip.style.display = "block"; }
 });
+const button = document.getElementById("submit");
 form.addEventListener("submit", async (e) => {
   e.preventDefault();
+  button.disabled = true;  // one request at a time from this page
   try {
     if (INFO.input === "file") {
       if (!file.files[0]) return show('<p class="error">Choose a file first.</p>');
@@ -101,14 +110,27 @@ form.addEventListener("submit", async (e) => {
       show("…"); show(render(await ask(text)));
     }
   } catch (err) { show('<p class="error">' + esc(err.message) + "</p>"); }
+  finally { button.disabled = false; }
 });
 </script></body></html>
 """
 
+# one form per request_kind; ids (#box, #file, #preview, #submit, #answer, #label) and labels are what
+# tests/test_serve_browser.py selects by
 FORMS = {
-    "string": ('<textarea id="box" name="input" placeholder="__EXAMPLE__"></textarea>', "Predict"),
-    "file": ('<input type="file" id="file" name="file"><img id="preview" alt="preview">', "Predict"),
-    "messages": ('<textarea id="box" name="input" placeholder="__EXAMPLE__"></textarea>', "Send"),
+    "string": (
+        '<label for="box">Input text</label><textarea id="box" name="inputs" placeholder="__EXAMPLE__"></textarea>',
+        "Predict",
+    ),
+    "file": (
+        '<label for="file">Input file</label><input type="file" id="file" name="inputs" accept="__ACCEPT__">'
+        '<img id="preview" alt="preview of the chosen file"><audio id="listen" controls></audio>',
+        "Predict",
+    ),
+    "messages": (
+        '<label for="box">Message</label><textarea id="box" name="inputs" placeholder="__EXAMPLE__"></textarea>',
+        "Send",
+    ),
 }
 
 
@@ -119,7 +141,12 @@ def render(info: dict[str, Any]) -> str:
     card = info.get("card") or "(no model card in the run folder)"
     slim = {k: v for k, v in info.items() if k != "card"}
     return (
-        PAGE.replace("__FORM__", form.replace("__EXAMPLE__", html.escape(str(info["example_input"]))))
+        PAGE.replace(
+            "__FORM__",
+            form.replace("__EXAMPLE__", html.escape(str(info["example_input"]))).replace(
+                "__ACCEPT__", html.escape(",".join(info["media_types"]))
+            ),
+        )
         .replace("__BUTTON__", button)
         .replace("__TITLE__", html.escape(f"tunesmith · {info['task']}"))
         .replace("__DESCRIPTION__", html.escape(description))

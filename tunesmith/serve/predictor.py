@@ -22,10 +22,10 @@ class Predictor:
     def __init__(self, folder: str | Path, device: str = "cpu", batch_size: int = 64, merge_adapters: bool = True):
         self.folder = Path(folder)
         self.model, self.task, self.meta = load_run(self.folder, device)
-        if merge_adapters:
+        if merge_adapters and self.meta.get("lora") is not None:
             from ..strategies.lora import merge_lora
 
-            merge_lora(self.model.backbone.encoder)  # nothing to do without adapters
+            merge_lora(self.model.backbone.encoder)  # nothing to do where the run saved them merged
         self.modality = MODALITIES.get(self.task.modality)()
         self.batch_size = batch_size
         self.device = torch.device(device)

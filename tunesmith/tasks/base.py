@@ -167,6 +167,17 @@ class Task(Protocol):
 
     def output_difference(self, ours: list[dict], theirs: list[dict]) -> float: ...
 
+    # ONNX (export/onnx.py): the graphs that compute `model`, traced on `rows` (validation rows; a task
+    # that cannot be exported raises ExportError saying why) ...
+    def onnx_graphs(self, model, rows: Sequence[dict]) -> list: ...
+
+    # ... the stand-in `evaluate` takes for the model, running those graphs' onnxruntime sessions (by name) ...
+    def onnx_model(self, sessions: dict) -> nn.Module: ...
+
+    # ... and how the export compares with `model` on `rows`: {"max_abs_logit_diff", "agreement" (share
+    # of identical predictions), "pytorch" and "onnx" (metrics where rows carry targets)}
+    def onnx_parity(self, model, onnx_model, rows: Sequence[dict], batch_size: int) -> dict[str, Any]: ...
+
 
 class TaskDefaults:
     """What most tasks share; a task class overrides what differs."""
@@ -211,6 +222,16 @@ class TaskDefaults:
 
     def check_evaluation_data(self, examples, source: str) -> None:
         return None
+
+    def onnx_graphs(self, model, rows: Sequence[dict]) -> list:
+        from ..errors import ExportError
+
+        raise ExportError(f"{self.name} runs have no ONNX export")
+
+    def onnx_model(self, sessions: dict) -> nn.Module:
+        from ..models.onnx_runtime import OnnxForward
+
+        return OnnxForward(sessions)
 
     @classmethod
     def metric_name(cls, key: str) -> str:

@@ -496,6 +496,16 @@ class ChatTask(TaskDefaults):
 
         return card_sections(out, cfg, metrics)
 
+    def onnx_graphs(self, model, rows: Sequence[dict]) -> list:
+        from ..errors import ExportError
+
+        raise ExportError(
+            "chat runs have no ONNX export: answering streams tokens from a decoder with a key/value cache "
+            "and a sampler, which tunesmith runs in PyTorch. Serve the run itself (`tunesmith serve RUN`: "
+            "OpenAI-compatible chat completions), or `tunesmith export RUN --merge` for a plain transformers "
+            "checkpoint that LLM runtimes' own converters take"
+        )
+
     # -- parity with transformers.pipeline ------------------------------------------------------
     def parity_view(self, ev: EvalOutput) -> list[dict[str, str]]:
         return [{"text": t} for t in ev.predictions]

@@ -215,6 +215,26 @@ class ClassificationTask(TaskDefaults):
         """Largest |logit difference| over inputs and labels."""
         return max(abs(a[label] - b[label]) for a, b in zip(ours, theirs) for label in a)
 
+    # -- ONNX export ----------------------------------------------------------------------------
+    def onnx_graphs(self, model, rows: Sequence[dict]) -> list:
+        """One graph: the batch's input tensors -> logits (the head included)."""
+        from ..models.onnx_runtime import BatchForward, OnnxGraph
+
+        inputs = {k: v for k, v in self._collate_inputs(rows).items() if k != "labels"}
+        return [OnnxGraph("model", BatchForward(model, list(inputs)), inputs, ("logits",))]
+
+    def onnx_parity(self, model, onnx_model, rows: Sequence[dict], batch_size: int) -> dict[str, Any]:
+        import contextlib
+
+        ref = self.evaluate(model, rows, batch_size, contextlib.nullcontext)
+        got = self.evaluate(onnx_model, rows, batch_size, contextlib.nullcontext)
+        return {
+            "max_abs_logit_diff": float(np.abs(ref.logits - got.logits).max()),
+            "agreement": float(np.mean(np.asarray(ref.predictions) == np.asarray(got.predictions))),
+            "pytorch": ref.metrics,
+            "onnx": got.metrics,
+        }
+
     # -- what people read ------------------------------------------------------------------
     def headline(self, metrics: dict[str, Any]) -> str:
         val, test = metrics["validation"], metrics.get("test")

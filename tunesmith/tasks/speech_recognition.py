@@ -36,6 +36,7 @@ from ..errors import ConfigError, DataError
 from ..modalities.audio import window_card_line, window_hint
 from . import TASKS
 from .base import CardSections, EvalOutput, TaskDefaults, TaskExample, unwrap
+from .speech_onnx import OnnxWhisper
 
 CHUNK = 32  # clips per feature-extractor call
 PAD_LABEL = -100
@@ -466,6 +467,10 @@ class SpeechRecognitionTask(TaskDefaults):
         """Greedy decoding, exactly as `pipeline("automatic-speech-recognition")` does for this folder
         (given `encoder_outputs`, generate() reuses them instead of running the encoder again)."""
         raw = unwrap(model)
+        if isinstance(raw, OnnxWhisper):
+            hidden = encoder_outputs if encoder_outputs is not None else raw.encode(batch["input_features"])
+            ids = raw.greedy(hidden, self.prompt_ids, self.generation_config)
+            return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
         if self.kind == "seq2seq":
             from transformers.utils import logging as hf_logging
 
@@ -501,7 +506,8 @@ class SpeechRecognitionTask(TaskDefaults):
         hyps: list[str | None] = [None] * len(rows)
         loss_sum = 0.0
         has_labels = "labels" in rows[0]
-        frames = window_frames(raw.backbone.encoder) if self.kind == "seq2seq" else None
+        onnx = isinstance(raw, OnnxWhisper)
+        frames = (raw.frames if onnx else window_frames(raw.backbone.encoder)) if self.kind == "seq2seq" else None
         if self.kind == "ctc" and not raw.backbone.uses_attention_mask:
             # group-norm encoders see the padding of a batch: one clip at a time, so a clip's transcript
             # never depends on its batch (and matches pipeline(), which also runs clips alone)
@@ -510,7 +516,12 @@ class SpeechRecognitionTask(TaskDefaults):
             batch = {k: v.to(device) for k, v in self.collate([rows[i] for i in idx], frames).items()}
             with autocast():
                 encoded = None
-                if has_labels and self.kind == "seq2seq":  # one encoder pass for both the loss and decoding
+                if onnx:  # one encoder pass for both the loss and decoding
+                    encoded = raw.encode(batch["input_features"])
+                    if has_labels:
+                        logits = raw.logits(batch["decoder_input_ids"], encoded)
+                        loss_sum += float(self._seq2seq_loss(logits, batch)["loss"]) * len(idx)
+                elif has_labels and self.kind == "seq2seq":  # one encoder pass for both the loss and decoding
                     encoded = raw.backbone.encoder.model.encoder(batch["input_features"])
                     loss_sum += float(self._seq2seq_loss(raw.backbone(batch, encoded), batch)["loss"]) * len(idx)
                 elif has_labels:
@@ -625,6 +636,68 @@ class SpeechRecognitionTask(TaskDefaults):
     def output_difference(self, ours: list[dict], theirs: list[dict]) -> float:
         """How many transcripts differ."""
         return float(sum(a["text"] != b["text"] for a, b in zip(ours, theirs)))
+
+    # -- ONNX export (speech_onnx.py) -----------------------------------------------------------
+    def onnx_graphs(self, model, rows: Sequence[dict]) -> list:
+        """Whisper: encoder.onnx and decoder.onnx (greedy decoding runs on onnxruntime)."""
+        from ..errors import ExportError
+        from ..models.onnx_runtime import OnnxGraph
+        from ..models.whisper_window import window_frames
+        from .speech_onnx import WhisperDecoderGraph, WhisperEncoderGraph
+
+        if self.kind != "seq2seq":
+            raise ExportError(
+                "ONNX export of CTC recognisers (wav2vec2-style) is not built yet: serve the run folder itself "
+                "(tunesmith serve RUN), or export a Whisper run"
+            )
+        if int(self.generation_config.num_beams or 1) > 1:
+            raise ExportError(
+                f"speech.num_beams {self.generation_config.num_beams}: the ONNX export decodes greedily, so its "
+                "transcripts would differ from the run's; export a run decoded greedily (speech.num_beams 1)"
+            )
+        whisper = unwrap(model).backbone.encoder
+        features = self.collate(rows, window_frames(whisper))["input_features"]
+        with torch.no_grad():
+            hidden = whisper.model.encoder(features).last_hidden_state
+        ids = torch.tensor([self.prompt_ids + [int(self.tokenizer.eos_token_id)]] * len(rows))  # >1 token: dynamic
+        return [
+            OnnxGraph(  # mels and frames static: the window is the position table's, fixed for the run
+                "encoder",
+                WhisperEncoderGraph(whisper),
+                {"input_features": features},
+                ("last_hidden_state",),
+                static_axes={"input_features": (1, 2)},
+            ),
+            OnnxGraph(
+                "decoder",
+                WhisperDecoderGraph(whisper),
+                {"decoder_input_ids": ids, "encoder_hidden_states": hidden},
+                ("logits",),
+            ),
+        ]
+
+    def onnx_model(self, sessions: dict) -> nn.Module:
+        return OnnxWhisper(sessions)
+
+    @torch.no_grad()
+    def onnx_parity(self, model, onnx_model, rows: Sequence[dict], batch_size: int) -> dict[str, Any]:
+        """Transcripts (greedy, both ways) and the decoder's teacher-forced logits over the reference
+        transcripts (the prompt alone where rows have none)."""
+        from ..data.batching import eval_batches
+
+        ref = self.evaluate(model, rows, batch_size, contextlib.nullcontext)
+        got = self.evaluate(onnx_model, rows, batch_size, contextlib.nullcontext)
+        raw = unwrap(model)
+        diff = 0.0
+        for idx in eval_batches([r.get("length", 1) for r in rows], batch_size):
+            batch = self.collate([rows[i] for i in idx], onnx_model.frames)
+            ids = batch.get("decoder_input_ids", torch.tensor([self.prompt_ids] * len(idx)))
+            theirs = onnx_model.logits(ids, onnx_model.encode(batch["input_features"]))
+            ours = raw.backbone({**batch, "decoder_input_ids": ids})
+            diff = max(diff, float((ours.float() - theirs.float()).abs().max()))
+        same = [a == b for a, b in zip(ref.predictions, got.predictions)]
+        agreement = float(np.mean(same))
+        return {"max_abs_logit_diff": diff, "agreement": agreement, "pytorch": ref.metrics, "onnx": got.metrics}
 
     @classmethod
     def tiny_example(cls, root: Path) -> TaskExample:

@@ -1,0 +1,249 @@
+"""`tunesmith export RUN --onnx --out DIR [--quantize int8]`: the run as ONNX graphs for onnxruntime.
+
+The task says which graphs compute its model (`Task.onnx_graphs`: one for a classifier, encoder and
+decoder for Whisper); each is exported with `torch.onnx.export` (the dynamo exporter) with every axis
+dynamic that the model lets be (batch, sequence, frames). The export is checked, never assumed: the
+run's own validation rows go through the PyTorch model and through onnxruntime, with the run's own
+preprocessing and decoding (`Task.onnx_parity`), and an fp32 export whose logits differ by more than
+1e-4 or whose predictions differ anywhere is refused with nothing written. `--quantize int8` then
+applies onnxruntime's dynamic quantisation to MatMul/Gemm weights (its Conv int8 kernels are missing on
+CPU) and reports the metrics' change on the same rows. The folder holds the graphs, the run's
+preprocessing files, label map and scores, tunesmith.json (layout "onnx": `tunesmith.load`, predict,
+evaluate and serve run it), parity.json and a README.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ExportError
+from ..formats import META_FILE, atomic_write_json, read_meta
+from ..serve.predictor import load
+from . import check_out, publish
+
+PARITY_TOLERANCE = 1e-4
+MAX_ROWS = 2000  # validation rows compared (the first ones); more only costs time
+QUANTIZE = ("int8",)
+# run files that describe the model, not its weights: the export keeps them (preprocessing, labels, scores)
+_NOT_COPIED = {META_FILE, "README.md"}
+# what tunesmith.json of an export does not carry over from the run's (weights and their layout)
+_NOT_KEPT = ("lora", "lora_options", "base_model_fingerprint", "layout", "format_note", "lora_merged", "task_state")
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The dynamo exporter logs a line per op set it skips (torchvision's, which tunesmith never uses) and
+    warns about its own internals, the quantiser asks for the pre-processing we run; none of that is the
+    user's business. Errors still raise."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "")]  # "": onnxruntime's quantiser logs at root
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+def export_graph(graph, path: Path) -> None:
+    """One OnnxGraph -> path, every axis dynamic where the model allows (torch.export's Dim.AUTO) except
+    those the graph declares static."""
+    auto = torch.export.Dim.AUTO
+    shapes = {
+        "tensors": tuple(
+            {i: auto for i in range(t.dim()) if i not in graph.static_axes.get(name, ())}
+            for name, t in graph.inputs.items()
+        )
+    }
+    big = sum(p.numel() * p.element_size() for p in graph.module.parameters()) > 1.5 * 2**30  # protobuf's 2 GB
+    with _quiet_exporter(), torch.no_grad():
+        torch.onnx.export(
+            graph.module.eval(),
+            tuple(graph.inputs.values()),
+            str(path),
+            input_names=list(graph.inputs),
+            output_names=list(graph.outputs),
+            dynamo=True,
+            dynamic_shapes=shapes,
+            external_data=big,
+            verbose=False,
+        )
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """onnxruntime dynamic quantisation: int8 MatMul/Gemm weights, activations quantised per call; after
+    onnxruntime's own pre-processing (shape inference, graph optimisation), as its docs ask."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = src.with_name(f"{src.stem}.prepared.onnx")
+    with _quiet_exporter():
+        quant_pre_process(str(src), str(prepared))
+        quantize_dynamic(str(prepared), str(dst), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+    prepared.unlink()
+
+
+def _compared_rows(run: Path, predictor) -> tuple[list[dict], str]:
+    """The run's validation rows (up to MAX_ROWS); made-up inputs only where its data is gone, said so."""
+    from ..api import validation_examples
+    from .merge import probe_inputs
+
+    task = predictor.task
+    try:
+        examples = validation_examples(run)
+    except Exception as e:  # the training data may have moved since the run: parity still needs inputs
+        probes = probe_inputs(run, predictor)
+        note = f"{len(probes)} probe inputs (the run's validation data could not be read again: {e})"
+        return task.encode(predictor.modality.examples_from_inputs(probes)), note
+    n = len(examples)
+    if n > MAX_ROWS:
+        examples = examples.subset(range(MAX_ROWS))
+    return task.encode(examples), f"the run's validation rows ({min(n, MAX_ROWS)} of {n}: {examples.source})"
+
+
+def _scores(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics that are one number (per-class tables and confusion matrices stay in metrics.json)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _metric_change(parity: dict[str, Any]) -> dict[str, float]:
+    before, after = parity.get("pytorch") or {}, parity.get("onnx") or {}
+    return {
+        k: float(after[k]) - float(v)
+        for k, v in before.items()
+        if isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and isinstance(after.get(k), (int, float))
+        and k != "n"
+    }
+
+
+def export_onnx(
+    run: str | Path, out: str | Path, quantize: str | None = None, overwrite: bool = False, say=print
+) -> dict[str, Any]:
+    run, out = Path(run), Path(out)
+    meta = read_meta(run)
+    if meta.get("layout") == "onnx":
+        raise ExportError(f"{run} is an ONNX export already; export the run folder it came from")
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ExportError(f"--quantize {quantize!r}: choose one of {list(QUANTIZE)}")
+    check_out(out, overwrite)
+    predictor = load(run)  # LoRA adapters folded into the weights: the graphs compute the plain model
+    task, model = predictor.task, predictor.model
+    rows, source = _compared_rows(run, predictor)
+    if not rows:
+        raise ExportError(f"{run}: no inputs to check the export on")
+    trace_rows = rows[:4] if len(rows) > 1 else rows * 2  # at least two: a batch of one fixes the batch axis
+    graphs = task.onnx_graphs(model, trace_rows)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        files = {}
+        for g in graphs:
+            say(f"exporting {g.name} ({sum(p.numel() for p in g.module.parameters()) / 1e6:.1f}M parameters) ...")
+            files[g.name] = f"{g.name}.onnx"
+            export_graph(g, tmp / files[g.name])
+        parity = {"fp32": _parity(task, model, tmp, files, rows, predictor.batch_size)}
+        fp32 = parity["fp32"]
+        say(_parity_line("fp32", fp32, len(rows)))
+        if fp32["max_abs_logit_diff"] > PARITY_TOLERANCE or fp32["agreement"] < 1.0:
+            raise ExportError(
+                f"the ONNX graphs disagree with the PyTorch model on {source}: max |logit diff| "
+                f"{fp32['max_abs_logit_diff']:.2e} (bar {PARITY_TOLERANCE:g}), predictions agree on "
+                f"{fp32['agreement']:.2%} (bar 100%); nothing was written"
+            )
+        if quantize == "int8":
+            for name, f in files.items():
+                q = f"{name}.int8.onnx"
+                quantize_int8(tmp / f, tmp / q)
+                (tmp / f).unlink()
+                for extra in tmp.glob(f"{f}.data"):
+                    extra.unlink()
+                files[name] = q
+            q = _parity(task, model, tmp, files, rows, predictor.batch_size)
+            q["metric_change"] = _metric_change(q)
+            parity["int8"] = q
+            say(_parity_line("int8", q, len(rows)))
+        parity.update(rows=len(rows), source=source, tolerance=PARITY_TOLERANCE)
+        for f in run.iterdir():
+            if f.is_file() and f.name not in _NOT_COPIED and f.suffix != ".safetensors" and not f.name.startswith("."):
+                shutil.copy2(f, tmp / f.name)
+        export_meta = {k: v for k, v in meta.items() if k not in _NOT_KEPT}
+        export_meta.update(
+            layout="onnx",
+            task_state=task.state(),
+            exported_from=str(run.resolve()),
+            onnx={"graphs": files, "precision": quantize or "fp32", "torch": torch.__version__},
+        )
+        atomic_write_json(tmp / "parity.json", parity)
+        atomic_write_json(tmp / META_FILE, export_meta)
+        (tmp / "README.md").write_text(_readme(run, out, task, files, parity, quantize), encoding="utf-8")
+        publish(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"out": out, "graphs": files, "parity": parity}
+
+
+def _parity(task, model, folder: Path, files: dict[str, str], rows: list[dict], batch_size: int) -> dict[str, Any]:
+    from ..models.onnx_runtime import session
+
+    onnx_model = task.onnx_model({name: session(folder / f) for name, f in files.items()})
+    p = task.onnx_parity(model, onnx_model, rows, batch_size)
+    return {**p, "pytorch": _scores(p.get("pytorch") or {}), "onnx": _scores(p.get("onnx") or {})}
+
+
+def _parity_line(precision: str, p: dict[str, Any], n: int) -> str:
+    line = (
+        f"parity ({precision}, {n} rows): max |logit diff| {p['max_abs_logit_diff']:.2e}, "
+        f"predictions agree {p['agreement']:.2%}"
+    )
+    change = p.get("metric_change")
+    if change:
+        line += "; change vs PyTorch: " + ", ".join(f"{k} {v:+.4f}" for k, v in change.items())
+    return line
+
+
+def _readme(run: Path, out: Path, task, files: dict[str, str], parity: dict[str, Any], quantize: str | None) -> str:
+    card = (run / "README.md").read_text(encoding="utf-8") if (run / "README.md").is_file() else ""
+    rows = [
+        f"| {precision} | {p['max_abs_logit_diff']:.2e} | {p['agreement']:.2%} |"
+        for precision, p in parity.items()
+        if isinstance(p, dict) and "agreement" in p
+    ]
+    lines = [
+        f"# ONNX export of `{run.name}`",
+        "",
+        f"Exported by `tunesmith export {run} --onnx{' --quantize ' + quantize if quantize else ''}`: "
+        f"{', '.join(files.values())} for onnxruntime, with the run's preprocessing files beside them.",
+        "",
+        "```bash",
+        f"tunesmith predict {out} INPUT --json    # runs on onnxruntime",
+        f"tunesmith serve {out}",
+        "```",
+        "",
+        f"Checked against the PyTorch model on {parity['source']}:",
+        "",
+        "| precision | max abs logit difference | predictions agreeing |",
+        "|---|---:|---:|",
+        *rows,
+        "",
+    ]
+    if "int8" in parity:
+        change = parity["int8"]["metric_change"]
+        lines += ["int8 vs PyTorch on the same rows: " + ", ".join(f"{k} {v:+.4f}" for k, v in change.items()), ""]
+    lines += ["parity.json holds the full figures. The run's own model card follows.", "", "---", "", card]
+    return "\n".join(lines)
+
+
+__all__ = ["export_onnx", "PARITY_TOLERANCE"]
