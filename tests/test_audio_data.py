@@ -78,6 +78,7 @@ def test_stereo_is_mixed_to_mono_and_bytes_decode_like_files(tmp_path):
         ("low_rate", "unsupported sample rate 2000 Hz"),
         ("too_long", "clip too long: 2.0 s, the limit is 1.5 s"),
         ("nan", "NaN or infinite"),
+        ("cut_off", "clip too short: 6 ms"),  # the first bytes of a real clip: once a 500 from the server
     ],
 )
 def test_each_bad_clip_is_named_with_its_fix(tmp_path, case, expect):
@@ -102,6 +103,10 @@ def test_each_bad_clip_is_named_with_its_fix(tmp_path, case, expect):
         sf.write(p, _tone(300, 0.5, 2000), 2000)
     elif case == "too_long":
         sf.write(p, _tone(300, 2.0, 16000), 16000)
+    elif case == "cut_off":
+        whole = tmp_path / "whole.wav"
+        sf.write(whole, _tone(300, 0.5, 16000), 16000)
+        item = whole.read_bytes()[:244]  # 44-byte header + 100 samples
     elif case == "nan":
         x = _tone(300, 0.5, 16000)
         x[100] = np.nan

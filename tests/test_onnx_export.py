@@ -78,3 +78,30 @@ def test_every_task_exports_to_onnx_that_predicts_as_the_run_or_says_why_not(tas
         export_onnx(out, tmp_path / "again", say=lambda *_: None)
     with pytest.raises(RunFolderError, match="not empty"):
         export_onnx(run, out, say=lambda *_: None)
+
+
+def test_int8_export_reports_the_metric_change_and_serves_like_predict(tiny_bert_mean, sentiment_csv, tmp_path, capsys):
+    from conftest import base_config
+    from fastapi.testclient import TestClient
+
+    from tunesmith.cli import main
+    from tunesmith.serve.app import Limits, create_app
+
+    run = tmp_path / "run"
+    finetune(base_config(tiny_bert_mean, sentiment_csv, run, epochs=1), quiet=True)
+    out = tmp_path / "int8"
+    assert main(["export", str(run), "--onnx", "--quantize", "int8", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "parity (fp32" in printed and "parity (int8" in printed and "change vs PyTorch: accuracy" in printed
+    parity = json.loads((out / "parity.json").read_text())
+    assert set(parity["int8"]["metric_change"]) >= {"accuracy", "macro_f1", "loss"}
+    change = parity["int8"]["onnx"]["accuracy"] - parity["int8"]["pytorch"]["accuracy"]
+    assert parity["int8"]["metric_change"]["accuracy"] == pytest.approx(change)
+    assert list(out.glob("*.onnx")) == [out / "model.int8.onnx"]  # the fp32 graph is not left beside it
+    texts = ["loved it", "dull and slow", "what a film"]
+    client = TestClient(create_app(tunesmith.load(out), Limits()))
+    r = client.post("/v1/predict", json={"inputs": texts})
+    assert r.status_code == 200 and r.json()["predictions"] == tunesmith.load(out).predict(texts)
+    assert client.get("/v1/info").json()["task"] == "text-classification"
+    # --quantize belongs to --onnx; a merge of a run without adapters says so
+    assert main(["export", str(run), "--merge", "--quantize", "int8", "--out", str(tmp_path / "m")]) == 2

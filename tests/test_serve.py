@@ -55,6 +55,7 @@ def test_text_predictions_equal_predict_and_the_service_describes_itself(text_ru
     page = client.get("/")
     assert page.status_code == 200 and "<textarea" in page.text
     assert "cdn" not in page.text.lower() and 'src="http' not in page.text  # works offline: nothing fetched
+    assert 'split("\\n\\n")' in page.text  # the script's escapes reach the browser as written (PAGE is raw)
     assert client.get("/docs").status_code == 200 and "/v1/predict" in client.get("/openapi.json").text
     metrics = client.get("/metrics").text
     assert 'tunesmith_requests_total{endpoint="/v1/predict",status="200"} 2.0' in metrics
@@ -220,3 +221,87 @@ def test_concurrent_requests_share_a_model_call_and_get_their_own_answers(text_r
     with ThreadPoolExecutor(2) as pool:
         ok, refused = pool.map(lambda x: client.post("/v1/predict", json={"inputs": [x]}), [good, bad])
     assert ok.status_code == 200 and refused.status_code == 422
+
+
+def _image_files(image_folders, n: int = 2) -> list[Path]:
+    train, _ = image_folders
+    return [p for p in sorted(Path(train).rglob("*.png"))][:n]
+
+
+def test_multipart_uploads_answer_as_the_base64_json_form(image_run, image_folders):
+    client = _client(image_run, max_file_bytes=200_000)
+    paths = _image_files(image_folders)
+    encoded = [base64.b64encode(p.read_bytes()).decode() for p in paths]
+    as_json = client.post("/v1/predict", json={"inputs": encoded})
+    # curl -F inputs=@a.png -F inputs=@b.png: one part per input, in order (the second as curl sends a type it
+    # cannot name: application/octet-stream)
+    files = [("inputs", (paths[0].name, paths[0].read_bytes(), "image/png"))]
+    files += [("inputs", (paths[1].name, paths[1].read_bytes(), "application/octet-stream"))]
+    as_form = client.post("/v1/predict", files=files)
+    assert as_json.status_code == 200 and as_form.status_code == 200, as_form.text
+    assert as_form.json() == as_json.json()
+    assert [p["label"] for p in as_form.json()["predictions"]] == [
+        p["label"] for p in tunesmith.load(image_run).predict([p.read_bytes() for p in paths])
+    ]
+    # a text field holds what the JSON string would: base64 (or a data: URL)
+    r = client.post("/v1/predict", files=[("inputs", (None, encoded[0]))])
+    alone, first = r.json()["predictions"][0], as_json.json()["predictions"][0]
+    assert alone["label"] == first["label"] and alone["scores"] == pytest.approx(first["scores"])  # a batch of one
+    assert client.get("/v1/info").json()["media_types"] == ["image/*", "application/dicom", "application/octet-stream"]
+
+
+@pytest.mark.parametrize(
+    "parts, status, field",
+    [
+        ([("inputs", ("big.png", b"x" * 3000, "image/png"))], 413, "inputs[0]"),  # over max_file_bytes
+        ([("inputs", ("a.png", b"IMG", "image/png")), ("inputs", ("b.txt", b"hi", "text/plain"))], 415, "inputs[1]"),
+        ([("inputs", ("clip.wav", b"RIFF", "audio/wav"))], 415, "inputs[0]"),  # not an image run's kind
+        ([("inputs", (f"{i}.png", b"IMG", "image/png")) for i in range(5)], 413, "inputs"),  # over max_inputs
+        ([("inputs", ("empty.png", b"", "image/png"))], 422, "inputs[0]"),
+        ([("image", ("a.png", b"IMG", "image/png"))], 415, "image[0]"),  # only "inputs" parts are files
+        ([("pairs", (None, "a text"))], 422, "inputs"),  # no inputs at all
+        ([("inputs", (None, "not base64!"))], 422, "inputs[0]"),
+        ([("inputs", ("bad.png", b"not an image", "image/png"))], 422, "inputs"),  # undecodable: the model's 422
+    ],
+)
+def test_a_bad_multipart_upload_is_a_4xx_naming_its_field(image_run, parts, status, field):
+    client = _client(image_run, max_inputs=4, max_file_bytes=2000)
+    r = client.post("/v1/predict", files=parts)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["field"] == field and r.json()["error"]["message"]
+
+
+def test_multipart_for_text_runs_takes_text_fields_and_refuses_files(text_run):
+    client = _client(text_run, max_inputs=4)
+    texts = ["loved it", "dull and slow"]
+    r = client.post("/v1/predict", files=[("inputs", (None, t)) for t in texts])
+    assert r.status_code == 200 and r.json() == client.post("/v1/predict", json={"inputs": texts}).json()
+    r = client.post("/v1/predict", files=[("inputs", (None, "loved it")), ("inputs", ("a.txt", b"hi", "text/plain"))])
+    assert r.status_code == 415 and r.json()["error"]["field"] == "inputs[1]"
+    assert client.get("/v1/info").json()["media_types"] == []
+    # a body of a type the server does not read, or a multipart body it cannot parse: 4xx, never 5xx
+    r = client.post("/v1/predict", content=b"\x89PNG", headers={"content-type": "image/png"})
+    assert r.status_code == 415 and r.json()["error"]["field"] == "content-type"
+    r = client.post("/v1/predict", content=b"--x\r\nnonsense", headers={"content-type": "multipart/form-data"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "body"
+    r = client.post(
+        "/v1/predict", content=b"--x\r\nnonsense", headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert r.status_code == 422 and r.json()["error"]["field"] == "inputs"  # no part parsed: no inputs
+    # curl -d sends form-urlencoded: still read as JSON, as before
+    r = client.post(
+        "/v1/predict",
+        content=json.dumps({"inputs": texts}),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200
+
+
+def test_bf16_serving_runs_under_autocast_with_scores_close_to_fp32(text_run):
+    texts = ["loved it", "dull and slow", "what a film", "never again"]
+    exact, fast = tunesmith.load(text_run), tunesmith.load(text_run, precision="bf16")
+    a, b = exact.predict(texts), fast.predict(texts)
+    diffs = [abs(x["scores"][k] - y["scores"][k]) for x, y in zip(a, b) for k in x["scores"]]
+    assert 0 < max(diffs) < 0.05  # bf16 matmuls ran (scores moved), and only by rounding
+    with pytest.raises(ValueError, match="choose fp32, bf16 or auto"):
+        tunesmith.load(text_run, precision="fp16")

@@ -33,6 +33,7 @@ from .formats import save_run
 from .modalities import MODALITIES
 from .models import resolve_model, select_backbone
 from .models.catalogue import catalogue_name_for
+from .precision import resolve_precision
 from .progress import Reporter
 from .run_folder import CHECKPOINTS, CHOICE_FILE, METRICS_FILE, prepare
 from .run_folder import check as check_out
@@ -43,7 +44,6 @@ from .strategies.feature_cache import cached_features, model_fingerprint
 from .tasks import TASKS
 from .tasks.base import TaskModel
 from .training.loop import fit, make_accelerator
-from .training.precision import resolve_precision
 from .training.solve import solve_head
 
 

@@ -32,6 +32,8 @@ MIN_RATE, MAX_RATE = 4000, 768000
 # Digital silence: peak under -80 dBFS, about 3 LSB of 16-bit audio. A quiet room is well above this;
 # an all-zero clip is a failed recording or a broken export, and would train the head on nothing.
 SILENCE_PEAK = 1e-4
+# shorter than this holds no word, and is below a wav2vec2-style encoder's first receptive field (25 ms)
+MIN_SECONDS = 0.05
 # Longest clip accepted when the config does not say: Whisper's 30 s window.
 DEFAULT_MAX_SECONDS = 30.0
 
@@ -120,6 +122,12 @@ def _decode(item: str | bytes, name: str, max_seconds: float | None) -> tuple[np
         raise BadAudioError(name, f"cannot decode audio ({type(e).__name__}: {e}; {hint})") from None
     if data.shape[0] == 0:
         raise BadAudioError(name, "empty clip: it holds no audio samples")
+    if data.shape[0] < MIN_SECONDS * rate:
+        raise BadAudioError(
+            name,
+            f"clip too short: {1000 * data.shape[0] / rate:.0f} ms, less than the {1000 * MIN_SECONDS:.0f} ms a model "
+            "can hear (a cut-off file?)",
+        )
     if max_seconds is not None and data.shape[0] / rate > max_seconds:  # frames may be an estimate (MP3)
         raise BadAudioError(
             name,

@@ -81,15 +81,22 @@ def export_graph(graph, path: Path) -> None:
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
-    """onnxruntime dynamic quantisation: int8 MatMul/Gemm weights, activations quantised per call; after
-    onnxruntime's own pre-processing (shape inference, graph optimisation), as its docs ask."""
+    """onnxruntime dynamic quantisation: int8 MatMul/Gemm weights (per output channel), activations
+    quantised per call; after onnxruntime's own pre-processing (shape inference, graph optimisation), as
+    its docs ask."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = src.with_name(f"{src.stem}.prepared.onnx")
     with _quiet_exporter():
-        quant_pre_process(str(src), str(prepared))
-        quantize_dynamic(str(prepared), str(dst), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)  # onnx's own shape inference still runs
+        quantize_dynamic(
+            str(prepared),
+            str(dst),
+            op_types_to_quantize=["MatMul", "Gemm"],
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
     prepared.unlink()
 
 

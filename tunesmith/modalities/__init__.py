@@ -51,6 +51,8 @@ class Modality(Protocol):
     def from_request(self, values: list, limits) -> list: ...
 
     request_kind: ClassVar[str]  # what one JSON input is, for the API docs and the web page: string, file, messages
+    # the content types a file input may be uploaded as (multipart; "image/*": any image); () where inputs are not files
+    media_types: ClassVar[tuple[str, ...]]
 
 
 MODALITIES: Registry = Registry("modality")
@@ -103,13 +105,15 @@ def request_files(values: list, limits, kind: str) -> list[bytes]:
     for i, v in enumerate(values):
         if not isinstance(v, str) or not v:
             raise RequestError(f"inputs[{i}]", f"expected a base64-encoded {kind} file as a string")
-        if len(v) * 3 // 4 > limits.max_file_bytes:
-            too_big = f"the {kind} is larger than the server allows ({limits.max_file_bytes} bytes)"
+        too_big = f"the {kind} is larger than the server allows ({limits.max_file_bytes} bytes)"
+        if len(v) > 4 * (limits.max_file_bytes // 3 + 1) + 256:  # refused before decoding (256: a data: header)
             raise RequestError(f"inputs[{i}]", too_big, 413)
         try:
             data = base64.b64decode(v.split(",", 1)[1] if v.startswith("data:") else v, validate=True)
         except (binascii.Error, ValueError):
             raise RequestError(f"inputs[{i}]", f"not valid base64 (expected a base64-encoded {kind} file)") from None
+        if len(data) > limits.max_file_bytes:
+            raise RequestError(f"inputs[{i}]", too_big, 413)
         if not data:
             raise RequestError(f"inputs[{i}]", f"an empty {kind} file")
         out.append(data)

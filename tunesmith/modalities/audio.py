@@ -63,6 +63,7 @@ class AudioModality:
     name = "audio"
     example_input = "clip.wav"
     request_kind = "file"
+    media_types = ("audio/*",)
 
     def from_request(self, values: list, limits) -> list:
         from . import request_files

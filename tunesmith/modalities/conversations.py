@@ -485,6 +485,7 @@ class ConversationsModality:
     name = "conversations"
     example_input = "How do I reset my password?"
     request_kind = "messages"
+    media_types = ()
 
     def from_request(self, values: list, limits) -> list:
         """A user message (text), or a conversation: a list of {"role", "content"} ending with the user's

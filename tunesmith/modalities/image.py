@@ -30,6 +30,7 @@ class ImageModality:
     name = "image"
     example_input = "image.png"
     request_kind = "file"
+    media_types = ("image/*", "application/dicom")
 
     def from_request(self, values: list, limits) -> list:
         from . import request_files

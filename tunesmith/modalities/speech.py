@@ -19,6 +19,7 @@ class SpeechModality:
     name = "speech"
     example_input = "clip.wav"
     request_kind = "file"
+    media_types = ("audio/*",)
 
     def from_request(self, values: list, limits) -> list:
         from . import request_files

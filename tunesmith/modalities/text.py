@@ -28,6 +28,7 @@ class TextModality:
     name = "text"
     example_input = "an example text"
     request_kind = "string"
+    media_types = ()
 
     def from_request(self, values: list, limits) -> list:
         from . import request_texts

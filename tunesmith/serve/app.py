@@ -287,15 +287,13 @@ UNKNOWN_TYPE = "application/octet-stream"
 
 
 def media_types(modality) -> list[str]:
-    """The content types a file part may have: the family of the modality's own example input
-    (`Modality.example_input`: "image.png" -> image/*, "clip.wav" -> audio/*), and UNKNOWN_TYPE.
+    """The content types a file part may have: the modality's own (`Modality.media_types`), and UNKNOWN_TYPE.
     Empty for runs whose inputs are not files."""
-    import mimetypes
+    return [*modality.media_types, UNKNOWN_TYPE] if modality.media_types else []
 
-    if modality.request_kind != "file":
-        return []
-    guessed = mimetypes.guess_type(modality.example_input)[0]
-    return ([f"{guessed.split('/')[0]}/*"] if guessed else []) + [UNKNOWN_TYPE]
+
+def _accepted(kind: str, accepted: list[str]) -> bool:
+    return kind == UNKNOWN_TYPE or kind in accepted or f"{kind.split('/')[0]}/*" in accepted
 
 
 async def _parse(request: Request, limits: Limits, modality) -> tuple[list, list | None]:
@@ -351,8 +349,8 @@ async def _form(request: Request, limits: Limits, modality) -> dict[str, list]:
                 what = f"this run takes {modality.request_kind} inputs" if name == "inputs" else "only inputs are files"
                 raise RequestError(field, f"a file part, but {what}: send it as a text field or as JSON", 415)
             kind = (value.content_type or UNKNOWN_TYPE).split(";")[0].strip().lower()
-            if kind != UNKNOWN_TYPE and f"{kind.split('/')[0]}/*" not in accepted:
-                raise RequestError(field, f"a {kind} file; this run takes {' or '.join(accepted)}", 415)
+            if not _accepted(kind, accepted):
+                raise RequestError(field, f"a file of type '{kind}'; this run takes {' or '.join(accepted)}", 415)
             content = await value.read(limits.max_file_bytes + 1)
             values.append("data:;base64," + base64.b64encode(content).decode())
     finally:
@@ -388,10 +386,12 @@ def _checked(data: dict, limits: Limits, modality) -> tuple[list, list | None]:
     return modality.from_request(inputs, limits), pairs
 
 
-def serve(folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
+def serve(
+    folder: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None, precision: str = "fp32"
+) -> None:
     import uvicorn
 
     from .predictor import load
 
-    predictor = load(folder)
+    predictor = load(folder, precision=precision)
     uvicorn.run(create_app(predictor, limits), host=host, port=port, log_level="info")

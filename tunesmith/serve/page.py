@@ -9,24 +9,24 @@ import html
 import json
 from typing import Any
 
-PAGE = """<!doctype html>
+PAGE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body{font:15px/1.45 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}
 h1{font-size:1.3rem} .muted{color:#666;font-size:.9rem} textarea{width:100%;min-height:5rem;font:inherit}
-button{font:inherit;padding:.35rem 1rem;margin:.5rem 0} #answer{margin-top:1rem}
+button{display:block;font:inherit;padding:.35rem 1rem;margin:.75rem 0} #answer{margin:1rem 0}
 label{display:block;font-weight:600;margin:.5rem 0 .25rem}
 .bar{display:flex;align-items:center;gap:.5rem;margin:.15rem 0}.bar .name{width:10rem;overflow:hidden}
 .bar .fill{background:#3b7dd8;height:.9rem} .label{font-size:1.2rem;font-weight:600}
 .msg{margin:.3rem 0;padding:.4rem .6rem;border-radius:.4rem;white-space:pre-wrap}
 .user{background:#eef} .assistant{background:#efe} .error{color:#b00020}
-#preview{max-width:16rem;max-height:16rem;display:none;margin:.5rem 0;image-rendering:pixelated;min-width:8rem}
+#preview{max-width:16rem;max-height:16rem;display:none;margin:.5rem 0}
 #listen{display:none;margin:.5rem 0} pre{white-space:pre-wrap}
 </style></head><body>
 <h1>__TITLE__</h1>
 <p class="muted">__DESCRIPTION__ &middot; <a href="/docs">API</a> &middot; <a href="/v1/info">info</a></p>
-<form id="form">__FORM__<br><button type="submit" id="submit">__BUTTON__</button></form>
+<form id="form">__FORM__<button type="submit" id="submit">__BUTTON__</button></form>
 <div id="answer" aria-live="polite"></div>
 <details><summary>Model card</summary><pre>__CARD__</pre></details>
 <script>
@@ -80,9 +80,9 @@ form.addEventListener("submit", async (e) => {
       if (!text) return;
       conversation.push({role: "user", content: text}); box.value = "";
       const reply = {role: "assistant", content: ""};
-      const draw = () => show([...conversation, reply].map(
+      const draw = (messages) => show(messages.map(
         m => '<div class="msg ' + m.role + '">' + esc(m.content || "…") + "</div>").join(""));
-      draw();
+      draw([...conversation, reply]);
       // streamed: server-sent events from the OpenAI-compatible endpoint, drawn as they arrive
       const r = await fetch("/v1/chat/completions", {method: "POST", headers: {"content-type": "application/json"},
                                                      body: JSON.stringify({messages: conversation, stream: true})});
@@ -99,11 +99,11 @@ form.addEventListener("submit", async (e) => {
           const data = ev.replace(/^data: /, "");
           if (data === "[DONE]") continue;
           reply.content += JSON.parse(data).choices[0].delta.content || "";
-          draw();
+          draw([...conversation, reply]);
         }
       }
       reply.content = reply.content.trim();
-      conversation.push(reply); draw();
+      conversation.push(reply); draw(conversation);  // the reply once, now part of the conversation
     } else {
       const text = document.getElementById("box").value;
       if (!text.trim()) return;

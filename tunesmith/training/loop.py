@@ -17,10 +17,10 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from ..data.batching import pad_waste, row_lengths, train_batches
+from ..precision import accelerate_mixed_precision
 from ..strategies.base import count_params
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_state
 from .optim import build_optimizer, refresh_param_groups, warmup_linear_decay
-from .precision import accelerate_mixed_precision
 
 
 @dataclass

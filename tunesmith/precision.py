@@ -48,7 +48,7 @@ def _time_linear(dtype: torch.dtype) -> float:
 @functools.cache
 def cpu_bf16_speedup() -> float:
     """fp32 time / bf16 time for a [1024x384]x[384x1536] matmul on this CPU (cached on disk)."""
-    from ..strategies.feature_cache import cache_dir
+    from .strategies.feature_cache import cache_dir
 
     key = f"{_cpu_name()}|torch {torch.__version__}|threads {torch.get_num_threads()}"
     path = cache_dir() / "hardware.json"
