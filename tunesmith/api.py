@@ -505,6 +505,33 @@ def refit_warnings(choice: Choice, history: list[dict]) -> list[str]:
     ]
 
 
+def too_close_to_call(b: Built, choice: Choice, history: list[dict], evals: dict) -> list[str]:
+    """Where the validation split is too small for its 95% interval to separate the candidates a choice
+    compared on it (the evaluations early stopping chose among, the strategies auto raced), the choice is
+    within noise: every candidate's score lies within the interval's half-width of every other's."""
+    from .evaluation.intervals import half_width
+
+    metric, val = b.cfg.train.metric, evals["validation"].metrics
+    hw = half_width((val.get("intervals") or {}).get(metric))
+    if hw is None or choice.refit:  # no interval for this metric; a refit scores in-sample
+        return []
+    name, n = b.task.metric_name(metric), val.get("n")
+    compared = {
+        "early stopping": [h[metric] for h in history if h.get(metric) is not None],
+        choice.asked or "": [c["value"] for c in choice.candidates if c.get("value") is not None],
+    }
+    out = []
+    for what, scores in compared.items():
+        if what and len(scores) > 1 and max(scores) - min(scores) < hw:
+            out.append(
+                f"TOO CLOSE TO CALL: the {len(scores)} candidates {what} compared span validation {name} "
+                f"{min(scores):.4f}-{max(scores):.4f}, inside the 95% interval of +/-{hw:.4f} that {n} validation "
+                f"examples give: the validation split cannot tell them apart, so the choice is within noise. "
+                "More validation data would separate them"
+            )
+    return out
+
+
 # -- 7. save -------------------------------------------------------------------------------------
 def model_meta(b: Built) -> dict[str, Any]:
     """What tunesmith.json records about the run, beyond what the task and the layout write."""
@@ -638,7 +665,7 @@ def finetune(
         b, fit_rows, training_split_key(b, data, choice.refit), out, reporter, resuming, timings, on_evaluation
     )
     evals, extra = final_evaluation(b, data, rows, fit_rows, before, reporter)
-    for w in refit_warnings(choice, result.history):
+    for w in refit_warnings(choice, result.history) + too_close_to_call(b, choice, result.history, evals):
         data.preflight.warnings.append(w)
         reporter.warn(w)
     timings["total_seconds"] = time.perf_counter() - t_start

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .card_helpers import cell, fmt
+from .card_helpers import cell, fmt, with_ci
 from .report import _e, _num, _table
 
 GENERATION_KEYS = ("stop_rate", "reply_tokens", "distinct_2", "chrf")
@@ -47,12 +47,19 @@ def report_sections(metrics: dict[str, Any]) -> tuple[list[str], list[str]]:
         rows.append(
             [f"<td>{split}</td>"]
             + [
-                f'<td class="num">{_e(_num(v))}</td>'
-                for v in (b.get("loss"), a.get("loss"), b.get("perplexity"), a.get("perplexity"), a.get("n"))
+                f'<td class="num">{_e(v)}</td>'
+                for v in (
+                    with_ci(b, "loss"),
+                    with_ci(a, "loss"),
+                    with_ci(b, "perplexity", 2),
+                    with_ci(a, "perplexity", 2),
+                    _num(a.get("n")),
+                )
             ]
         )
+    heads = ["loss before", "loss after", "perplexity before", "perplexity after"]
     results = [
-        _table(["split", "loss before", "loss after", "perplexity before", "perplexity after", "conversations"], rows),
+        _table(["split", *(f"{h} [95% CI]" for h in heads), "conversations"], rows),
         '<p class="muted">Loss: mean cross-entropy per assistant token (the loss mask: each reply and the token '
         'that ends its turn); "before" is the untouched model on the same conversations.</p>',
     ]
@@ -105,11 +112,14 @@ def report_sections(metrics: dict[str, Any]) -> tuple[list[str], list[str]]:
 def card_sections(out: Path, cfg, metrics: dict[str, Any]):
     from ..tasks.base import CardSections
 
-    lines = ["| split | conversations | loss before | loss after | perplexity after |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| split | conversations | loss before | loss after [95% CI] | perplexity after [95% CI] |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for split, b, a in _rows(metrics):
         lines.append(
-            f"| {split} | {fmt(a.get('n'))} | {fmt(b.get('loss'))} | {fmt(a.get('loss'))} | "
-            f"{fmt(a.get('perplexity'))} |"
+            f"| {split} | {fmt(a.get('n'))} | {fmt(b.get('loss'))} | {with_ci(a, 'loss')} | "
+            f"{with_ci(a, 'perplexity', 2)} |"
         )
     val = metrics.get("validation") or {}
     if "chrf" in val:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .card_helpers import cell, fmt
+from .card_helpers import cell, fmt, with_ci
 from .report import _ANNOTATE_MAX, WORST_SHOWN, _e, _num, _png, _table
 
 
@@ -50,9 +50,10 @@ def _headline(metrics: dict[str, Any]) -> str:
         if m:
             rows.append(
                 [f"<td>{split}</td>"]
-                + [f'<td class="num">{_e(_num(m.get(k)))}</td>' for k in ("accuracy", "macro_f1", "loss", "n")]
+                + [f'<td class="num">{_e(with_ci(m, k))}</td>' for k in ("accuracy", "macro_f1")]
+                + [f'<td class="num">{_e(_num(m.get(k)))}</td>' for k in ("loss", "n")]
             )
-    return _table(["split", "accuracy", "macro-F1", "loss", "examples"], rows)
+    return _table(["split", "accuracy [95% CI]", "macro-F1 [95% CI]", "loss", "examples"], rows)
 
 
 def _per_class(m: dict[str, Any]) -> str:
@@ -148,13 +149,13 @@ def report_sections(
 
 # -- README.md --------------------------------------------------------------------------------------
 def _results_md(metrics: dict[str, Any]) -> list[str]:
-    lines = ["| split | examples | accuracy | macro-F1 | loss |", "|---|---:|---:|---:|---:|"]
+    lines = ["| split | examples | accuracy [95% CI] | macro-F1 [95% CI] | loss |", "|---|---:|---:|---:|---:|"]
     for split in ("validation", "test"):
         m = metrics.get(split)
         if m:
             lines.append(
-                f"| {split} | {fmt(m.get('n'))} | {fmt(m.get('accuracy'))} | "
-                f"{fmt(m.get('macro_f1'))} | {fmt(m.get('loss'))} |"
+                f"| {split} | {fmt(m.get('n'))} | {with_ci(m, 'accuracy')} | "
+                f"{with_ci(m, 'macro_f1')} | {fmt(m.get('loss'))} |"
             )
     for split in ("validation", "test"):
         m = metrics.get(split)

@@ -44,7 +44,8 @@ def _edits(ref: str, hyp: str, chars: bool) -> tuple[int, int]:
 def speech_metrics(
     references: Sequence[str], hypotheses: Sequence[str], normalise: Callable[[str], str]
 ) -> dict[str, Any]:
-    """{"wer", "cer", "n", "words", "per_utterance": [{"wer", "cer", "reference", "hypothesis"}]}."""
+    """{"wer", "cer", "n", "words", "per_utterance": [{"wer", "cer", "word_errors", "words", "char_errors",
+    "chars"}]}."""
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     totals = {"w_err": 0, "w_ref": 0, "c_err": 0, "c_ref": 0}
@@ -58,11 +59,30 @@ def speech_metrics(
         totals["c_err"] += ce
         totals["c_ref"] += cn
         per.append(
-            {"wer": we / wn if wn else float(we > 0), "cer": ce / cn if cn else float(ce > 0), "word_errors": we}
+            {
+                "wer": we / wn if wn else float(we > 0),
+                "cer": ce / cn if cn else float(ce > 0),
+                "word_errors": we,
+                "words": wn,
+                "char_errors": ce,
+                "chars": cn,
+            }
         )
     wer = totals["w_err"] / totals["w_ref"] if totals["w_ref"] else float(totals["w_err"] > 0)
     cer = totals["c_err"] / totals["c_ref"] if totals["c_ref"] else float(totals["c_err"] > 0)
     return {"wer": wer, "cer": cer, "n": len(references), "words": totals["w_ref"], "per_utterance": per}
+
+
+def speech_intervals(per_utterance: Sequence[dict]) -> dict[str, list[float]]:
+    """95% bootstrap intervals of WER and CER over utterances (evaluation/intervals.py)."""
+    import numpy as np
+
+    from .intervals import bootstrap, ratio
+
+    cols = {"wer": ("word_errors", "words"), "cer": ("char_errors", "chars")}
+    return {
+        k: bootstrap(np.array([[u[a], u[b]] for u in per_utterance], dtype=float), ratio) for k, (a, b) in cols.items()
+    }
 
 
 def worst_utterances(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .card_helpers import cell, fmt
+from .card_helpers import cell, fmt, with_ci
 from .report import WORST_SHOWN, _e, _num, _table
 
 
@@ -21,11 +21,19 @@ def _speech_headline(metrics: dict[str, Any]) -> str:
             rows.append(
                 [f"<td>{split}</td>"]
                 + [
-                    f'<td class="num">{_e(_num(v))}</td>'
-                    for v in (b.get("wer"), m.get("wer"), b.get("cer"), m.get("cer"), m.get("loss"), m.get("n"))
+                    f'<td class="num">{_e(v)}</td>'
+                    for v in (
+                        with_ci(b, "wer"),
+                        with_ci(m, "wer"),
+                        with_ci(b, "cer"),
+                        with_ci(m, "cer"),
+                        _num(m.get("loss")),
+                        _num(m.get("n")),
+                    )
                 ]
             )
-    return _table(["split", "WER before", "WER after", "CER before", "CER after", "loss", "utterances"], rows)
+    heads = ["WER before", "WER after", "CER before", "CER after"]
+    return _table(["split", *(f"{h} [95% CI]" for h in heads), "loss", "utterances"], rows)
 
 
 def _guard_note(metrics: dict[str, Any]) -> str:
@@ -80,13 +88,16 @@ def report_sections(metrics: dict[str, Any]) -> tuple[list[str], list[str]]:
 def _results_md(metrics: dict[str, Any]) -> list[str]:
     """WER/CER per split, before and after fine-tuning, and the guard set's forgetting check."""
     before = metrics.get("before_finetuning") or {}
-    lines = ["| split | utterances | WER before | WER after | CER after | loss |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| split | utterances | WER before [95% CI] | WER after [95% CI] | CER after [95% CI] | loss |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for split in ("validation", "test"):
         m = metrics.get(split)
         if m:
             lines.append(
-                f"| {split} | {fmt(m.get('n'))} | {fmt((before.get(split) or {}).get('wer'))} | "
-                f"{fmt(m.get('wer'))} | {fmt(m.get('cer'))} | {fmt(m.get('loss'))} |"
+                f"| {split} | {fmt(m.get('n'))} | {with_ci(before.get(split), 'wer')} | "
+                f"{with_ci(m, 'wer')} | {with_ci(m, 'cer')} | {fmt(m.get('loss'))} |"
             )
     g = metrics.get("guard")
     if g:

@@ -428,6 +428,26 @@ def next_token_loss(logits, labels):
     ) / (shifted != IGNORE).sum().clamp(min=1)
 
 
+def row_losses(logits, labels):
+    """(summed cross-entropy, labelled tokens) per row: next_token_loss split by conversation (rows of a
+    padded batch), for the bootstrap interval of perplexity over conversations."""
+    import torch
+    import torch.nn.functional as F
+
+    shifted = labels[:, 1:]
+    if logits.ndim == 2:
+        kept = positions_to_keep(labels)[:, :-1]
+        losses = F.cross_entropy(logits.float(), shifted[kept], reduction="none")
+        rows = kept.nonzero()[:, 0]
+        sums = torch.zeros(labels.shape[0], dtype=torch.float64, device=losses.device)
+        sums.index_add_(0, rows, losses.double())
+        return sums, kept.sum(-1)
+    losses = F.cross_entropy(
+        logits[:, :-1].transpose(1, 2).float(), shifted, ignore_index=IGNORE, reduction="none"
+    )  # [rows, positions]
+    return losses.double().sum(-1), (shifted != IGNORE).sum(-1)
+
+
 def positions_to_keep(labels):
     """The positions whose logits the loss reads: those followed by a labelled token."""
     import torch

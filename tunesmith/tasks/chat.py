@@ -36,6 +36,7 @@ from ..modalities.conversations import (
     next_token_loss,
     positions_to_keep,
     prompt_of,
+    row_losses,
 )
 from . import TASKS
 from .base import CardSections, EvalOutput, TaskDefaults, TaskExample, unwrap
@@ -347,14 +348,19 @@ class ChatTask(TaskDefaults):
                 gens = self.generate(model, [r["prompt_ids"] for r in rows])
             model.train(was_training)
             return EvalOutput({}, [g[0] for g in gens])
-        loss_sum, tokens = 0.0, 0
+        per_row = []  # (summed token loss, tokens) per conversation: the loss, and its interval
         for idx in eval_batches([r["length"] for r in rows], batch_size):
-            batch = {k: v.to(device) for k, v in self.collate([rows[i] for i in idx]).items()}
+            # padded, one conversation per row, whatever chat.packing says (same loss: tested), so each
+            # conversation's share is known
+            batch = {
+                k: v.to(device)
+                for k, v in collate_padded([rows[i] for i in idx], int(self.tokenizer.pad_token_id)).items()
+            }
             with autocast():
-                loss = self.compute_loss(model, batch)["loss"]
-            n = int((batch["labels"][:, 1:] != IGNORE).sum())
-            loss_sum += float(loss) * n
-            tokens += n
+                logits = model({**batch, "logits_to_keep": positions_to_keep(batch["labels"])})
+            sums, counts = row_losses(logits, batch["labels"])
+            per_row += zip(sums.tolist(), counts.tolist())
+        loss_sum, tokens = sum(x for x, _ in per_row), int(sum(n for _, n in per_row))
         # training's per-epoch check reads the loss alone: replies are generated before and after training
         k = 0 if tracked_only else min(int(self.options.get("eval_generations", 8)), len(rows))
         with autocast():
@@ -367,6 +373,10 @@ class ChatTask(TaskDefaults):
             "tokens": tokens,
             "n": len(rows),
         }
+        if not tracked_only:  # bootstrap over conversations (evaluation/intervals.py)
+            from ..evaluation.intervals import bootstrap, exp_ratio, ratio
+
+            metrics["intervals"] = {"loss": bootstrap(per_row, ratio), "perplexity": bootstrap(per_row, exp_ratio)}
         if gens:
             metrics.update(self.generation_scores(gens, [r["reference"] for r in rows[:k]]))
             metrics["sample_replies"] = [g[0] for g in gens[:SAMPLES_SHOWN]]  # to set beside another model's
@@ -451,19 +461,26 @@ class ChatTask(TaskDefaults):
         )
 
     def headline(self, metrics: dict[str, Any]) -> str:
+        from ..evaluation.card_helpers import with_ci
+
         val, test, guard = metrics["validation"], metrics.get("test"), metrics.get("guard")
         before = (metrics.get("before_finetuning") or {}).get("validation")
         gen = f", stop rate {val['stop_rate']:.2f}, chrF {val['chrf']:.1f}" if "chrf" in val else ""
         return (
             (f"validation loss {before['loss']:.4f} -> " if before else "validation loss ")
-            + f"{val['loss']:.4f} (perplexity {val['perplexity']:.2f}){gen}"
+            + f"{val['loss']:.4f} (perplexity {with_ci(val, 'perplexity', 2)}){gen}"
             + (f"; test loss {test['loss']:.4f}" if test else "")
             + (f"; guard loss {guard['loss_before']:.4f} -> {guard['loss_after']:.4f}" if guard else "")
         )
 
     @classmethod
     def summary_lines(cls, m: dict[str, Any]) -> list[str]:
-        lines = [f"loss {m['loss']:.4f}   perplexity {m['perplexity']:.2f}   n={m['n']} conversations"]
+        from ..evaluation.card_helpers import with_ci
+
+        lines = [
+            f"loss {with_ci(m, 'loss')}   perplexity {with_ci(m, 'perplexity', 2)}   n={m['n']} conversations   "
+            "([95% CI])"
+        ]
         if "chrf" in m:
             lines.append(
                 f"generated {m['generated']} replies: stop rate {m['stop_rate']:.2f}, {m['reply_tokens']:.1f} tokens "

@@ -184,8 +184,13 @@ class ClassificationTask(TaskDefaults):
         preds = logits.argmax(-1).tolist()
         metrics: dict[str, Any] = {}
         if labelled:
-            metrics = self.metrics(preds, [r["label"] for r in rows])
+            refs = [r["label"] for r in rows]
+            metrics = self.metrics(preds, refs)
             metrics["loss"] = loss_sum / len(rows)
+            if not tracked_only:  # what is reported, not each per-epoch check
+                from ..evaluation.intervals import classification_intervals
+
+                metrics["intervals"] = classification_intervals(preds, refs, len(self.labels))
         return EvalOutput(metrics, preds, logits)
 
     def decode(self, ev: EvalOutput) -> list[dict[str, Any]]:
@@ -237,15 +242,19 @@ class ClassificationTask(TaskDefaults):
 
     # -- what people read ------------------------------------------------------------------
     def headline(self, metrics: dict[str, Any]) -> str:
+        from ..evaluation.card_helpers import with_ci
+
         val, test = metrics["validation"], metrics.get("test")
-        return f"validation accuracy {val['accuracy']:.4f}, macro-F1 {val['macro_f1']:.4f}" + (
-            f"; test accuracy {test['accuracy']:.4f}" if test else ""
+        return f"validation accuracy {with_ci(val, 'accuracy')}, macro-F1 {with_ci(val, 'macro_f1')}" + (
+            f"; test accuracy {with_ci(test, 'accuracy')}" if test else ""
         )
 
     @classmethod
     def summary_lines(cls, m: dict[str, Any]) -> list[str]:
+        from ..evaluation.card_helpers import with_ci
+
         lines = [
-            f"accuracy {m['accuracy']:.4f}   macro-F1 {m['macro_f1']:.4f}   n={m['n']}",
+            f"accuracy {with_ci(m, 'accuracy')}   macro-F1 {with_ci(m, 'macro_f1')}   n={m['n']}   ([95% CI])",
             f"{'label':<20} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}",
         ]
         for label, s in m["per_class"].items():

@@ -536,6 +536,10 @@ class SpeechRecognitionTask(TaskDefaults):
         m = self.metrics(out_hyps, [r["text"] for r in rows], keep_details=True)
         per = m.pop("per_utterance")
         m["loss"] = loss_sum / len(rows)
+        if not tracked_only:
+            from ..evaluation.speech_metrics import speech_intervals
+
+            m["intervals"] = speech_intervals(per)
         return EvalOutput(m, out_hyps, None, per)
 
     def metrics(
@@ -591,16 +595,23 @@ class SpeechRecognitionTask(TaskDefaults):
     def headline(self, metrics: dict[str, Any]) -> str:
         val, test, guard = metrics["validation"], metrics.get("test"), metrics.get("guard")
         before = (metrics.get("before_finetuning") or {}).get("validation")
+        from ..evaluation.card_helpers import with_ci
+
         return (f"validation WER {before['wer']:.4f} -> " if before else "validation WER ") + (
-            f"{val['wer']:.4f}, CER {val['cer']:.4f}"
-            + (f"; test WER {test['wer']:.4f}" if test else "")
+            f"{with_ci(val, 'wer')}, CER {with_ci(val, 'cer')}"
+            + (f"; test WER {with_ci(test, 'wer')}" if test else "")
             + (f"; guard WER {guard['wer_before']:.4f} -> {guard['wer_after']:.4f}" if guard else "")
         )
 
     # -- what people read ------------------------------------------------------------------------
     @classmethod
     def summary_lines(cls, m: dict[str, Any]) -> list[str]:
-        lines = [f"WER {m['wer']:.4f}   CER {m['cer']:.4f}   n={m['n']} utterances, {m['words']} words"]
+        from ..evaluation.card_helpers import with_ci
+
+        lines = [
+            f"WER {with_ci(m, 'wer')}   CER {with_ci(m, 'cer')}   n={m['n']} utterances, {m['words']} words   "
+            "([95% CI])"
+        ]
         base = m.get("base_model")
         if base:
             lines.append(

@@ -170,7 +170,7 @@ def solve_head(model, task, train_rows, val_rows, train_cfg, keys, reporter, c: 
     objective, iters = _solve(model, task, wide, 1.0 / (c * n), FINAL_TOLERANCE, FINAL_MAX_ITER)
     model.head.to(dtype)
     del wide
-    ev = task.evaluate(model, val_rows, train_cfg.eval_batch_size, contextlib.nullcontext)
+    ev = task.evaluate(model, val_rows, train_cfg.eval_batch_size, contextlib.nullcontext, tracked_only=True)
     train_loss = _loss(model, task, train_batch)
     record = {"epoch": 1, "step": iters, "train_loss": train_loss, **{m: ev.metrics[m] for m in task.metrics_tracked}}
     seconds = time.perf_counter() - t0
