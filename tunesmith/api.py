@@ -568,6 +568,7 @@ def save_run_folder(
     """Model, report, card; metrics.json last marks the run finished. `keep_weights(validation metrics)`
     returning a reason leaves the model (and its card) unwritten: a search's trial that is not the best
     so far; its config, metrics and report still say what it did."""
+    from .evaluation.fit_summary import fit_summary
     from .evaluation.model_card import write_model_card
     from .evaluation.report import write_report
 
@@ -580,6 +581,7 @@ def save_run_folder(
         "test": evals["test"].metrics if "test" in evals else None,
         "best_evaluation": result.best,
         "history": result.history,
+        "fit": fit_summary(result.history, result.best, b.task.metric_name(cfg.train.metric)),
         "stopped_early": result.stopped_early,
         "params": {"trainable": end.trainable, "total": end.total, "trainable_at_start": b.param_counts.trainable},
         "train": {
@@ -672,7 +674,8 @@ def finetune(
     metrics, files = save_run_folder(b, out, data, result, evals, extra, choice, timings, keep_weights)
     dropped = metrics["run"].get("weights_not_kept")
     kept = "model + report" if dropped is None else f"report (model not kept: {dropped})"
-    reporter.info(f"done in {timings['total_seconds']:.1f}s: {b.task.headline(metrics)}\n  {kept} in {out}/")
+    fit = f"\n  {metrics['fit']}" if metrics["fit"] else ""
+    reporter.info(f"done in {timings['total_seconds']:.1f}s: {b.task.headline(metrics)}{fit}\n  {kept} in {out}/")
     return RunResult(
         out,
         evals["validation"].metrics,

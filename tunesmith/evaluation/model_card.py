@@ -96,6 +96,7 @@ def write_model_card(out: Path, cfg: RunConfig, metrics: dict, task) -> Path:
         f"- Optimizer steps: {fmt(train.get('steps'))}; "
         f"stopped early: {'yes' if metrics.get('stopped_early') else 'no'}"
         f"; best model picked by validation `{t.metric}`",
+        *([f"- Fit: {metrics['fit']}"] if metrics.get("fit") else []),
         *parts.procedure,
         "",
         "## Evaluation results",

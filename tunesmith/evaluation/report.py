@@ -178,6 +178,8 @@ def write_report(out: Path, cfg: RunConfig, metrics: dict, examples: dict, evals
     best = metrics.get("best_evaluation")
     if best:
         parts.append(f"<p>Kept weights from step {_e(best.get('step'))} (epoch {_e(best.get('epoch'))}).</p>")
+    if metrics.get("fit"):
+        parts.append(f'<p class="fit"><b>Fit:</b> {_e(metrics["fit"])}</p>')
     parts += _choice_section(metrics.get("run", {}).get("choice"))
     parts += details
     return _write_page(out, parts, metrics)
