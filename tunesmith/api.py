@@ -449,6 +449,14 @@ def final_evaluation(b: Built, data: RunData, rows: dict, fit_rows: dict, before
     the scores its model gives (bf16 decoding changes transcripts, and can flip a borderline class).
     -> (evaluations by split, the task's extra metrics: before/after, guard set, ...)."""
     b.model = b.accelerator.unwrap_model(b.model, keep_fp32_wrapper=False)  # drops accelerate's autocast
+    calibration = None
+    if b.cfg.eval.calibrate:  # before scoring: every split, the saved model and its card are the calibrated ones
+        val_rows = fit_rows.get("validation", rows["validation"])
+        calibration = b.task.calibrate(b.model, val_rows, b.cfg.train.eval_batch_size)
+        reporter.info(
+            f"calibrated: temperature {calibration['temperature']:.3f} fitted on validation, ECE "
+            f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}"
+        )
     evals = {
         split: b.task.evaluate(
             b.model, fit_rows.get(split, rows[split]), b.cfg.train.eval_batch_size, contextlib.nullcontext
@@ -457,6 +465,8 @@ def final_evaluation(b: Built, data: RunData, rows: dict, fit_rows: dict, before
         if split != "train"
     }
     extra, warnings = b.task.summarise(data.splits, evals, before, b.cfg)
+    if calibration is not None:
+        extra["calibration"] = calibration
     warnings += no_better_than_trivial(b, data, evals)
     for w in warnings:  # e.g. the guard set's forgetting check
         data.preflight.warnings.append(w)

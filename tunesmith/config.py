@@ -279,6 +279,15 @@ class AugmentConfig(_TaskOptions):
     color_jitter: float = Field(0.1, ge=0, lt=1, description="Brightness/contrast/saturation jitter strength (0: off).")
 
 
+class EvalConfig(_TaskOptions):
+    calibrate: bool = Field(
+        False,
+        description="Classification: fit a temperature on the validation split after training and fold it into the "
+        "head's weights, so predict, serve and transformers.pipeline all give calibrated scores (labels unchanged). "
+        "The report shows ECE and the reliability diagram either way.",
+    )
+
+
 class SpeechConfig(_TaskOptions):
     language: str | None = Field(
         None,
@@ -376,6 +385,7 @@ class RunConfig(_Section):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     speech: SpeechConfig = Field(default_factory=SpeechConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
 

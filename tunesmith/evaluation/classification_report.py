@@ -122,6 +122,34 @@ def misclassified_grid(ex, ev, labels: list[str], limit: int = 16) -> str:
     )
 
 
+def _calibration_section(metrics: dict, examples: dict, evals: dict) -> list[str]:
+    """ECE and the reliability diagram on validation; what eval.calibrate fitted, or how to turn it on."""
+    from ..evaluation.calibration import reliability_png, softmax
+
+    ev, ex = evals.get("validation"), examples.get("validation")
+    val = metrics.get("validation") or {}
+    if ev is None or ev.logits is None or val.get("ece") is None or ex is None:
+        return []
+    refs = [int(r) for r in _label_ids(ex, metrics)]
+    probs = softmax(np.asarray(ev.logits, dtype=np.float64))
+    cal = metrics.get("calibration")
+    said = (
+        f"Calibrated (eval.calibrate): temperature {cal['temperature']:.3f} fitted on {cal['fitted_on']}, ECE "
+        f"{cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after (measured on the rows it was fitted on); "
+        "the saved head includes it."
+        if cal
+        else f"Expected calibration error {val['ece']:.4f}. `--set eval.calibrate=true` fits a temperature on "
+        "validation and folds it into the head (the labels stay the same; the scores mean what they say)."
+    )
+    return ["<h2>Calibration (validation)</h2>", f"<p>{_e(said)}</p>", reliability_png(probs, np.asarray(refs), _png)]
+
+
+def _label_ids(ex, metrics: dict) -> list[int]:
+    labels = (metrics.get("validation") or {}).get("confusion_matrix", {}).get("labels") or []
+    index = {label: i for i, label in enumerate(labels)}
+    return [index[y] for y in ex.labels]
+
+
 def report_sections(
     metrics: dict, examples: dict, evals: dict, labels: list[str], gallery: Callable
 ) -> tuple[list[str], list[str]]:
@@ -132,7 +160,7 @@ def report_sections(
         m = metrics.get(split)
         if m and m.get("confusion_matrix"):
             results += [f"<h3>Confusion matrix ({split})</h3>", _confusion_png(m["confusion_matrix"], split)]
-    details = []
+    details = _calibration_section(metrics, examples, evals)
     for split in ("validation", "test"):
         if metrics.get(split):
             details += [f"<h2>Per-class results ({split})</h2>", _per_class(metrics[split])]
@@ -149,14 +177,24 @@ def report_sections(
 
 # -- README.md --------------------------------------------------------------------------------------
 def _results_md(metrics: dict[str, Any]) -> list[str]:
-    lines = ["| split | examples | accuracy [95% CI] | macro-F1 [95% CI] | loss |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| split | examples | accuracy [95% CI] | macro-F1 [95% CI] | loss | ECE |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for split in ("validation", "test"):
         m = metrics.get(split)
         if m:
             lines.append(
                 f"| {split} | {fmt(m.get('n'))} | {with_ci(m, 'accuracy')} | "
-                f"{with_ci(m, 'macro_f1')} | {fmt(m.get('loss'))} |"
+                f"{with_ci(m, 'macro_f1')} | {fmt(m.get('loss'))} | {fmt(m.get('ece'))} |"
             )
+    cal = metrics.get("calibration")
+    if cal:
+        lines += [
+            "",
+            f"Scores calibrated by temperature scaling (T = {cal['temperature']:.3f}, fitted on {cal['fitted_on']}; "
+            f"ECE there {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}), folded into the saved head.",
+        ]
     for split in ("validation", "test"):
         m = metrics.get(split)
         if m and m.get("per_class"):

@@ -21,7 +21,7 @@ class AudioClassificationTask(ClassificationTask):
     name = "audio-classification"
     modality = "audio"
     pipeline_task = "audio-classification"
-    config_sections = frozenset({"model.window_seconds"})
+    config_sections = frozenset({"model.window_seconds", "eval"})
 
     @classmethod
     def _options(cls, cfg, extractor, train, reporter) -> dict[str, Any]:

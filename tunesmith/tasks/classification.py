@@ -35,6 +35,7 @@ class ClassificationTask(TaskDefaults):
     output_keys: ClassVar[tuple[str, ...]] = ("label", "score", "scores")
     metrics_tracked: ClassVar[tuple[str, ...]] = ("loss", "accuracy", "macro_f1")
     default_metric: ClassVar[str] = "macro_f1"
+    config_sections: ClassVar[frozenset[str]] = frozenset({"eval"})  # eval.calibrate
     display_names: ClassVar[dict[str, str]] = {"loss": "loss", "accuracy": "accuracy", "macro_f1": "macro-F1"}
 
     def __init__(self, labels: Sequence[str], preprocessor=None, dropout: float = 0.1):
@@ -188,9 +189,11 @@ class ClassificationTask(TaskDefaults):
             metrics = self.metrics(preds, refs)
             metrics["loss"] = loss_sum / len(rows)
             if not tracked_only:  # what is reported, not each per-epoch check
+                from ..evaluation.calibration import ece, softmax
                 from ..evaluation.intervals import classification_intervals
 
                 metrics["intervals"] = classification_intervals(preds, refs, len(self.labels))
+                metrics["ece"] = ece(softmax(logits.astype(np.float64)), np.asarray(refs))
         return EvalOutput(metrics, preds, logits)
 
     def decode(self, ev: EvalOutput) -> list[dict[str, Any]]:
@@ -219,6 +222,27 @@ class ClassificationTask(TaskDefaults):
     def output_difference(self, ours: list[dict], theirs: list[dict]) -> float:
         """Largest |logit difference| over inputs and labels."""
         return max(abs(a[label] - b[label]) for a, b in zip(ours, theirs) for label in a)
+
+    # -- calibration (eval.calibrate) -------------------------------------------------------------
+    def calibrate(self, model, rows: Sequence[dict], batch_size: int) -> dict[str, Any]:
+        """Temperature scaling fitted on `rows` (validation), folded into the head's last linear layer."""
+        import contextlib
+
+        from ..evaluation.calibration import ece, fit_temperature, softmax
+
+        ev = self.evaluate(model, rows, batch_size, contextlib.nullcontext, tracked_only=True)
+        logits, refs = ev.logits.astype(np.float64), np.asarray([r["label"] for r in rows])
+        t = fit_temperature(logits, refs)
+        layer = model.head.classifier
+        with torch.no_grad():
+            layer.weight.div_(t)
+            layer.bias.div_(t)
+        return {
+            "temperature": t,
+            "fitted_on": f"{len(rows)} validation rows",
+            "ece_before": ece(softmax(logits), refs),
+            "ece_after": ece(softmax(logits / t), refs),
+        }
 
     # -- ONNX export ----------------------------------------------------------------------------
     def onnx_graphs(self, model, rows: Sequence[dict]) -> list:

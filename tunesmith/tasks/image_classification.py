@@ -24,7 +24,7 @@ class ImageClassificationTask(ClassificationTask):
     name = "image-classification"
     modality = "image"
     pipeline_task = "image-classification"
-    config_sections = frozenset({"augment"})
+    config_sections = frozenset({"augment", "eval"})
 
     def __init__(
         self, labels: Sequence[str], preprocessor=None, dropout: float = 0.1, augment: dict[str, Any] | None = None
