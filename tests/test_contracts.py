@@ -123,7 +123,8 @@ def test_run_keeps_its_best_evaluation_and_its_folder_reproduces_it(task_name, s
     # the saved folder scores its validation data exactly as the run reported
     again = tunesmith.evaluate(res.out, ex.validation)
     for k in task_cls.metrics_tracked:
-        assert again[k] == pytest.approx(res.metrics[k], abs=1e-6), k
+        # relative too: perplexity (exp of the loss) of a LoRA run, scored merged at load, moves in its 8th digit
+        assert again[k] == pytest.approx(res.metrics[k], rel=1e-6, abs=1e-6), k
     # and predicts the same twice, in the task's output shape; transformers.pipeline agrees where it loads it
     predictor = tunesmith.load(res.out)
     probes = predictor.modality.probe_inputs(

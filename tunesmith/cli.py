@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     for flag, key in TRAIN_SWITCHES.items():
         tr.add_argument(flag, dest=key, action="store_const", const=True, default=None, help=_field_help(key))
     tr.add_argument(
+        "--seeds",
+        type=int,
+        metavar="K",
+        help="train K seeds (train.seed, +1, ...): mean ± std of every score; the best on validation is kept",
+    )
+    tr.add_argument(
         "--set",
         action="append",
         default=[],
@@ -171,6 +177,13 @@ def _train(args) -> int:
 
     overrides = {key: getattr(args, key) for key in [*TRAIN_FLAGS.values(), *TRAIN_SWITCHES.values()]}
     cfg = load_config(args.config, overrides, args.set)
+    if args.seeds is not None:
+        from .seeds import finetune_seeds
+
+        if args.resume:
+            raise ConfigError("--resume continues one run; --seeds trains several: rerun with --overwrite instead")
+        finetune_seeds(cfg, args.seeds, overwrite=args.overwrite, quiet=args.quiet)
+        return 0
     finetune(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
     return 0
 
