@@ -650,11 +650,12 @@ def finetune(
     quiet: bool = False,
     on_evaluation=None,
     keep_weights: Callable[[dict], str | None] | None = None,
+    data: RunData | None = None,
 ) -> RunResult:
     """Fine-tune a pre-trained model as the config says; returns metrics and the run folder's files.
     `on_evaluation(record)` sees each validation evaluation during training (search's pruning);
     `keep_weights(validation metrics)` returning a reason saves the run without its model (a search's
-    trials that are not the best so far)."""
+    trials that are not the best so far). `data`: the splits already read (cross-validation's folds)."""
     cfg = _coerce(config)
     if not cfg.out:
         raise ConfigError("no output folder: give --out FOLDER (or out: in the config)")
@@ -662,7 +663,7 @@ def finetune(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     check_out(out, resume, overwrite)  # before any work: a race of candidates is minutes
-    data = read_data(cfg, reporter)
+    data = data or read_data(cfg, reporter)
     model_dir = resolve_model(cfg.model.name)
     cfg, choice = choose_strategy(cfg, data, model_dir, reporter, out, resume)
     resuming = adopt_choice(choice, out, prepare(out, cfg, resume, overwrite))

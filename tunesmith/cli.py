@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
         help="train K seeds (train.seed, +1, ...): mean ± std of every score; the best on validation is kept",
     )
     tr.add_argument(
+        "--cv",
+        type=int,
+        metavar="K",
+        help="stratified K-fold cross-validation of the training data (mean ± std over folds), then the model "
+        "trained on all of it",
+    )
+    tr.add_argument(
         "--set",
         action="append",
         default=[],
@@ -177,6 +184,13 @@ def _train(args) -> int:
 
     overrides = {key: getattr(args, key) for key in [*TRAIN_FLAGS.values(), *TRAIN_SWITCHES.values()]}
     cfg = load_config(args.config, overrides, args.set)
+    if args.cv is not None:
+        from .cross_validation import finetune_cv
+
+        if args.resume or args.seeds is not None:
+            raise ConfigError("--cv trains its folds and a final model: it takes neither --resume nor --seeds")
+        finetune_cv(cfg, args.cv, overwrite=args.overwrite, quiet=args.quiet)
+        return 0
     if args.seeds is not None:
         from .seeds import finetune_seeds
 

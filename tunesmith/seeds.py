@@ -182,25 +182,36 @@ def describe(summary: dict[str, Any], task) -> str:
     )
 
 
-def _table_rows(summary: dict[str, Any], task) -> list[tuple[str, str, str, str, str, str]]:
+def _table_rows(summary: dict[str, Any], task) -> list[tuple[str, ...]]:
+    return spread_rows(summary["summary"], task)
+
+
+def spread_rows(by_split: dict[str, dict[str, dict[str, float]]], task) -> list[tuple[str, ...]]:
     rows = []
-    for split, table in summary["summary"].items():
+    for split, table in by_split.items():
         for k, s in table.items():
             rows.append((split, task.metric_name(k), *(f"{s[x]:.4f}" for x in ("mean", "std", "min", "max"))))
     return rows
 
 
 def _add_to_card_and_report(out: Path, summary: dict[str, Any], task) -> None:
-    """The seeds table in README.md (before "## How to load") and report.html (after the results)."""
+    add_section(
+        out,
+        "Seed variance",
+        describe(summary, task) + ". The other seeds' reports are in `seeds/`.",
+        _table_rows(summary, task),
+    )
+
+
+def add_section(out: Path, title: str, said: str, rows: list[tuple[str, ...]]) -> None:
+    """A titled table of spreads in README.md (before "## How to load") and report.html (before the curves)."""
     head = ("split", "metric", "mean", "std", "min", "max")
-    rows = _table_rows(summary, task)
-    said = describe(summary, task)
     card = out / "README.md"
     if card.is_file():
         md = [
-            "## Seed variance",
+            f"## {title}",
             "",
-            said + ". The other seeds' reports are in `seeds/`.",
+            said,
             "",
             "| " + " | ".join(head) + " |",
             "|---|---|---:|---:|---:|---:|",
@@ -215,7 +226,7 @@ def _add_to_card_and_report(out: Path, summary: dict[str, Any], task) -> None:
     if report.is_file():
         cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
         section = (
-            f"<h2>Seed variance</h2><p>{html.escape(said)}.</p><table><tr>"
+            f"<h2>{html.escape(title)}</h2><p>{html.escape(said)}</p><table><tr>"
             + "".join(f"<th>{h}</th>" for h in head)
             + f"</tr>{cells}</table>"
         )
@@ -223,5 +234,4 @@ def _add_to_card_and_report(out: Path, summary: dict[str, Any], task) -> None:
         anchor = "<h2>Training curves</h2>"
         if anchor not in text:
             anchor = "</body>"
-        text = text.replace(anchor, section + anchor, 1)
-        report.write_text(text, encoding="utf-8")
+        report.write_text(text.replace(anchor, section + anchor, 1), encoding="utf-8")
