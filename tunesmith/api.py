@@ -28,7 +28,7 @@ from . import __version__
 from .config import RunConfig, config_from_dict, load_config
 from .data.preflight import Preflight
 from .data.split import stratified_split
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ModelError
 from .formats import save_run
 from .modalities import MODALITIES
 from .models import resolve_model, select_backbone
@@ -265,6 +265,12 @@ def build_model(cfg: RunConfig, model_dir: Path, data: RunData, reporter) -> Bui
     task_cls = TASKS.get(cfg.task)
     backbone_cls = select_backbone(task_cls.modality, model_dir)
     backbone, preprocessor = _load_backbone(cfg, task_cls, backbone_cls, model_dir)
+    if cfg.model.from_scratch:  # the baseline: this architecture without its pre-trained weights
+        from .models.backbone import reinitialise
+
+        torch.manual_seed(cfg.train.seed)
+        if not reinitialise(backbone):
+            raise ModelError(f"model.from_scratch: no layer of {cfg.model.name} can be re-initialised")
     task = task_cls.from_data(backbone, preprocessor, data.train, cfg, reporter)
     torch.manual_seed(cfg.train.seed)
     model = TaskModel(backbone, task.build_head(backbone))
@@ -289,8 +295,8 @@ def _load_backbone(cfg: RunConfig, task_cls, backbone_cls, model_dir: Path):
     weights, and a head-only trial would otherwise spend most of its time loading them again."""
     options = task_cls.backbone_options(cfg)
     load = lambda: backbone_cls.load(model_dir, cfg.model, options)  # noqa: E731
-    if _REUSE is None or not STRATEGIES.get(cfg.strategy.name).uses_feature_cache:
-        return load()
+    if _REUSE is None or not STRATEGIES.get(cfg.strategy.name).uses_feature_cache or cfg.model.from_scratch:
+        return load()  # (a from-scratch backbone is re-initialised in place: never a shared one)
     parts = [*_model_stamp(model_dir), cfg.model.model_dump(mode="json"), options]
     return _REUSE.get(f"backbone {json.dumps(parts, default=str)}", load)
 
@@ -328,6 +334,8 @@ def encode_rows(b: Built, data: RunData, reporter, timings: dict[str, float], re
             contextlib.nullcontext if scored else b.accelerator.autocast,
             reporter,
             split,
+            # a re-initialised backbone's features are its seed's, not the folder's pre-trained ones
+            variant=f"from-scratch seed {b.cfg.train.seed}" if b.cfg.model.from_scratch else "",
         )
         hits.append(hit)
         fit_rows[split] = [b.task.feature_row(r, feats[i]) for i, r in enumerate(split_rows)]

@@ -146,6 +146,23 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="new folder for the export")
     ex.add_argument("--overwrite", action="store_true", help="replace a previous export in --out")
 
+    cu = sub.add_parser(
+        "curve",
+        help="data-efficiency curves: validation score against training size, per strategy (and from scratch)",
+    )
+    cu.add_argument("-c", "--config", help="YAML config file (flags and --set override it)")
+    for flag, key in TRAIN_FLAGS.items():
+        if key != "out":
+            cu.add_argument(flag, dest=key, default=None, help=_field_help(key))
+    cu.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    cu.add_argument("--sizes", default="8,32,128,all", help="training examples per class (or in all), e.g. 8,32,all")
+    cu.add_argument("--seeds", type=int, default=3, help="seeds per point (mean ± std)")
+    cu.add_argument("--strategies", default="head-only,full", help="comma-separated strategies to compare")
+    cu.add_argument("--from-scratch", action="store_true", help="add the same architecture with random weights")
+    cu.add_argument("--out", required=True, help="folder for curve.html, curve.json and the runs' reports")
+    cu.add_argument("--overwrite", action="store_true", help="replace a previous curve in --out")
+    cu.add_argument("--quiet", action="store_true", help="no progress output")
+
     se = sub.add_parser(
         "search",
         help="hyperparameter search (Optuna): trials are run folders in OUT/trials, best.yaml reproduces the best",
@@ -358,6 +375,26 @@ def _models(args) -> int:
     return 0
 
 
+def _curve(args) -> int:
+    from .config import load_config
+    from .curves import parse_sizes, run_curve
+
+    overrides = {key: getattr(args, key) for key in TRAIN_FLAGS.values() if key != "out"}
+    cfg = load_config(args.config, overrides, args.set)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    run_curve(
+        cfg,
+        parse_sizes(args.sizes),
+        args.seeds,
+        strategies,
+        args.from_scratch,
+        Path(args.out),
+        args.overwrite,
+        args.quiet,
+    )
+    return 0
+
+
 def _search(args) -> int:
     from .config import load_config
     from .errors import ConfigError
@@ -404,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         "export": _export,
         "models": _models,
         "search": _search,
+        "curve": _curve,
         "config-help": _config_help,
     }[args.command]
     try:

@@ -99,6 +99,11 @@ class ModelConfig(_Section):
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped inside the model folder. Off unless you trust the folder."
     )
+    from_scratch: bool = Field(
+        False,
+        description="Train the same architecture from random weights (every layer re-initialised, seeded by "
+        "train.seed): the baseline that shows what pre-training buys (`tunesmith curve --from-scratch`).",
+    )
     window_seconds: int | None = Field(
         None,
         ge=1,

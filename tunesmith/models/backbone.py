@@ -22,6 +22,19 @@ from ..registry import Registry
 BACKBONES: Registry = Registry("backbone")
 
 
+def reinitialise(module: nn.Module) -> int:
+    """Every layer of `module` back to its random initialisation (each layer's own `reset_parameters`:
+    PyTorch's default init; batch norms' running statistics too): the same architecture, untrained.
+    -> how many layers were reset (0 means nothing could be: an error for the caller)."""
+    n = 0
+    for m in module.modules():
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
+            n += 1
+    return n
+
+
 @dataclass(frozen=True)
 class NativeLayout:
     """A transformers class that computes this backbone and its task head exactly, and where each

@@ -80,9 +80,11 @@ def cached_features(
     autocast,
     reporter,
     what: str,
+    variant: str = "",
 ) -> tuple[torch.Tensor, bool]:
-    """-> (features [N, D], True if read from the cache)."""
-    key = features_key(model_fingerprint(model_folder), backbone.pooling, precision, rows)
+    """-> (features [N, D], True if read from the cache). `variant`: what else makes the backbone's weights
+    differ from the folder's (a from-scratch re-initialisation and its seed)."""
+    key = features_key(model_fingerprint(model_folder) + variant, backbone.pooling, precision, rows)
     path = cache_dir() / "features" / f"{key}.safetensors"
     if path.is_file():
         try:
