@@ -87,6 +87,15 @@ def test_study_trials_are_runs_best_yaml_reproduces_and_test_is_scored_once(
     best = summary["best"]
     assert best["value"] == max(r["value"] for r in rows if r["value"] is not None)
     assert summary["test"] and "accuracy" in summary["test"]  # the best trial's model, once
+    # 16 validation rows cannot separate trials within the best's 95% interval: said, naming them
+    best_val = json.loads((out / "trials" / f"{best['number']:03d}" / "metrics.json").read_text())["validation"]
+    lo, hi = best_val["intervals"]["macro_f1"]
+    close = [
+        r["number"] for r in rows if r["number"] != best["number"] and abs(r["value"] - best["value"]) < (hi - lo) / 2
+    ]
+    assert bool(close) == ("too_close_to_call" in summary)
+    if close:
+        assert f"{len(close)} other trial(s)" in summary["too_close_to_call"]
     report = (out / "report.html").read_text()
     assert "Optimisation history" in report and "scored once" in report
     # best.yaml reproduces the best trial's validation metric

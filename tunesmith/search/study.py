@@ -400,6 +400,29 @@ def trial_rows(study) -> list[dict[str, Any]]:
     )
 
 
+def too_close_to_call(run: Path, metric: str, best: dict[str, Any], complete: list[dict[str, Any]]) -> str | None:
+    """Where other trials score within the best trial's 95% validation interval, the validation split cannot
+    tell them from the best: say so, with how many and the interval."""
+    from ..evaluation.intervals import half_width
+
+    try:
+        val = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["validation"]
+    except (OSError, ValueError, KeyError):
+        return None
+    hw = half_width((val.get("intervals") or {}).get(metric))
+    if hw is None:
+        return None
+    close = [r["number"] for r in complete[1:] if r.get("value") is not None and abs(r["value"] - best["value"]) < hw]
+    if not close:
+        return None
+    return (
+        f"TOO CLOSE TO CALL: {len(close)} other trial(s) ({', '.join(map(str, close[:10]))}"
+        f"{' ...' if len(close) > 10 else ''}) score within the best trial's 95% interval (+/-{hw:.4f} on "
+        f"{val.get('n')} validation examples) of its validation {metric} {best['value']:.4f}: the validation "
+        "split cannot tell them apart. More validation data (or --cv) would"
+    )
+
+
 def finish(study, base: RunConfig, out: Path, metric: str, space: Space, seconds: float, reporter) -> dict[str, Any]:
     """best.yaml, the test split scored once by the best trial, search.json, report.html."""
     from .report import write_search_report
@@ -433,6 +456,10 @@ def finish(study, base: RunConfig, out: Path, metric: str, space: Space, seconds
             encoding="utf-8",
         )
         summary["best"] = {"number": best["number"], "value": best["value"], "params": best["params"], "run": str(run)}
+        close = too_close_to_call(run, metric, best, complete)
+        if close:
+            summary["too_close_to_call"] = close
+            reporter.warn(close)
         if base.data.test:  # scored once, here, by the model selection picked
             from ..api import evaluate
 
