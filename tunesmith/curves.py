@@ -9,8 +9,11 @@ split and is scored on the same validation split (read once; runs keep no weight
 the same architecture with random weights (model.from_scratch, strategy full): what pre-training buys.
 The result is curve.json and curve.html: the task's metric against training size, a mean ± std band
 per strategy, the table, and against from-scratch: the size each strategy needs to match from-scratch's
-best, how much better it ends at the largest size, and the time each takes there. Head-only points
-after the first cost little: the frozen backbone's features are cached.
+best, how much better it ends at the largest size, and the time each takes there. Validation features
+are extracted once for every head-only point (the feature cache); each sample's training features are
+its own. Strategies that train for epochs keep their best epoch on the same validation split the curve
+reports (head-only chooses its regularisation by cross-validation on the training rows), so at the
+smallest sizes their points lean optimistic; the page says so.
 """
 
 from __future__ import annotations
@@ -110,11 +113,15 @@ def run_curve(
         if strategy not in STRATEGIES:
             raise ConfigError(f"--strategies: unknown strategy {strategy!r}; known: {', '.join(STRATEGIES.names())}")
         tree = json.loads(json.dumps(base))
-        tree["strategy"] = {"name": strategy}
-        return STRATEGIES.get(strategy).adapt(tree)
+        cls = STRATEGIES.get(strategy)
+        given = tree.get("strategy") or {}  # the user's options that apply to this strategy (lora's rank, ...)
+        tree["strategy"] = {"name": strategy, **{k: v for k, v in given.items() if k in cls.options}}
+        return cls.adapt(tree)
 
     for s in strategies:  # every pairing checked (and its config error raised) before anything trains
         config_from_dict(point_tree(s), f"--strategies {s}")
+    if cfg.data.test:
+        raise ConfigError("tunesmith curve scores every point on the validation split; remove --test-data")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite or not (out / "curve.json").is_file():
@@ -128,7 +135,7 @@ def run_curve(
     per_class = key is not None
     key = key if key is not None else [""] * len(train)
     check_sizes(sizes, key, per_class, cfg.data.train)
-    metric = cfg.resolved().train.metric
+    metric = cfg.train.metric or task_cls.default_metric
     lower = metric in task_cls.lower_is_better
     arms = [(s, s, False) for s in strategies] + ([(SCRATCH, "full", True)] if from_scratch else [])
     points: list[dict[str, Any]] = []
@@ -292,7 +299,8 @@ def page(curve: dict[str, Any]) -> str:
         "td:first-child,th:first-child{text-align:left}</style></head><body>"
         f"<h1>Data-efficiency curve: {html.escape(curve['task'])} on {html.escape(str(curve['model']))}</h1>"
         f"<p>Validation {html.escape(curve['metric_name'])} on {html.escape(curve['validation'])}, mean ± std over "
-        f"seeds, against the number of training examples.</p>{_plot(curve)}"
+        f"seeds, against the number of training examples. Strategies that train for epochs keep their best epoch "
+        f"on this same validation split, so their points lean optimistic at small sizes.</p>{_plot(curve)}"
         + (f"<h2>Against training from scratch</h2><ul>{found}</ul>" if found else "")
         + f"<h2>Table</h2><table><tr>{head}</tr>{body}</table></body></html>"
     )
