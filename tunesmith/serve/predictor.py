@@ -13,6 +13,8 @@ from ..formats import load_run
 from ..modalities import MODALITIES
 from ..tasks.base import EvalOutput
 
+PREDICT_BLOCK = 8  # batches preprocessed at a time by predict()
+
 
 class Predictor:
     """`merge_adapters`: a LoRA run's adapters are folded into its weights once, at load, so each forward
@@ -78,7 +80,13 @@ class Predictor:
         inputs = list(inputs)
         if not inputs:
             return []
-        decoded = self.task.decode(self.outputs(inputs, pairs))
+        # in blocks: inputs are decoded and preprocessed a block at a time, so memory stays bounded
+        # however many are given (800 images at once held ~0.5 GB of pixels before the first batch)
+        block = PREDICT_BLOCK * self.batch_size
+        decoded = []
+        for at in range(0, len(inputs), block):
+            part_pairs = pairs[at : at + block] if pairs is not None else None
+            decoded += self.task.decode(self.outputs(inputs[at : at + block], part_pairs))
         shown = [
             x if isinstance(x, str) else str(x) if isinstance(x, Path) else f"input {i + 1}"
             for i, x in enumerate(inputs)
