@@ -57,3 +57,18 @@ def test_cv_with_a_validation_file_is_refused(tiny_bert_mean, sentiment_csv, tmp
     args = ["--cv", "3", "--validation-data", str(sentiment_csv)]
     assert _train(tiny_bert_mean, sentiment_csv, tmp_path / "run", *args) == 2
     assert "remove data.validation" in capsys.readouterr().err
+
+
+def test_head_only_folds_share_one_feature_extraction(tiny_bert_mean, tmp_path):
+    """Fold 1 runs every row through the frozen backbone (its training and held-out rows are all of them);
+    the later folds and the final model are other sets of the same rows: read, not recomputed."""
+    data = write_csv(tmp_path / "d.csv", sentiment_rows(60, seed=5))
+    out = tmp_path / "run"
+    args = ["train", "--model", str(tiny_bert_mean), "--data", str(data), "--out", str(out), "--quiet"]
+    assert main([*args, "--strategy", "head-only", "--cv", "3", "--set", "train.precision=fp32"]) == 0
+    hits = [
+        json.loads((out / "folds" / f"fold-{i}" / "metrics.json").read_text())["train"]["feature_cache_hit"]
+        for i in (1, 2, 3)
+    ]
+    assert hits == [0.0, 1.0, 1.0]
+    assert json.loads((out / "metrics.json").read_text())["train"]["feature_cache_hit"] == 1.0

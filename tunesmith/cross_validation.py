@@ -103,8 +103,12 @@ def finetune_cv(cfg: RunConfig, k: int, overwrite: bool = False, quiet: bool = F
         final_cfg = cfg.model_copy(deep=True)
         resolved = cfg.resolved().train
         final_epochs = max(1, round(statistics.median(epochs))) if epochs else resolved.epochs
-        final_cfg.train.epochs = final_epochs
-        final_cfg.train.early_stopping_patience = None
+        from .strategies import STRATEGIES
+
+        strategy = STRATEGIES.get(cfg.strategy.name)(**cfg.strategy.model_dump(exclude={"name"}))
+        if not strategy.solves_head:  # a solved head has no epochs to fix (and refuses them)
+            final_cfg.train.epochs = final_epochs
+            final_cfg.train.early_stopping_patience = None
         final_cfg.out = str(work / "final")
         reporter.info(f"final model: all {len(rows)} rows, {final_epochs} epoch(s) (the folds' median best)")
         splits = {"train": rows, "validation": rows.subset(range(len(rows)), f"{cfg.data.train} (in-sample)")}

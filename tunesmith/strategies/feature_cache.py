@@ -2,13 +2,16 @@
 
 The key covers the model (a hash of its weight and config files), the pooling, the precision and
 the exact token ids fed in (so the tokenizer, max_length and the data itself), so a second run on
-the same data reads features and never runs the backbone.
+the same data reads features and never runs the backbone. Within one process, rows are also kept one
+by one (`_ROWS`), so another set of the same rows (a cross-validation fold, a curve's sample) runs only
+its new rows through the backbone.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +21,11 @@ from safetensors.torch import load_file, save_file
 from ..data.batching import eval_batches, row_lengths
 
 _FINGERPRINTS: dict[tuple, str] = {}
+# Per-row features this process has computed or read, by model, pooling, precision and row: cross-validation
+# folds, seeds and curve sizes are other sets of the same rows, so each row runs through the backbone once.
+# (A row's features come from whatever batch it was first computed in: equal to a fresh batch's to ~1e-7.)
+_ROWS: OrderedDict[str, torch.Tensor] = OrderedDict()
+MAX_ROWS_KEPT = 100_000
 
 
 def cache_dir() -> Path:
@@ -42,6 +50,19 @@ def model_fingerprint(folder: Path) -> str:
                     h.update(block)
         _FINGERPRINTS[stamp] = h.hexdigest()
     return _FINGERPRINTS[stamp]
+
+
+def _row_identity(r: dict) -> str:
+    """What decides one row's features: its token ids, or (images, audio) its content hash + preprocessing."""
+    ident = r["cache_key"] if "cache_key" in r else (r["input_ids"], r.get("token_type_ids"))
+    return hashlib.sha1(repr(ident).encode()).hexdigest()
+
+
+def _remember(prefix: str, rows: Sequence[dict], feats: torch.Tensor) -> None:
+    for r, f in zip(rows, feats):
+        _ROWS[prefix + _row_identity(r)] = f
+    while len(_ROWS) > MAX_ROWS_KEPT:
+        _ROWS.popitem(last=False)
 
 
 def features_key(model_fp: str, pooling: str, precision: str, rows: Sequence[dict]) -> str:
@@ -84,16 +105,31 @@ def cached_features(
 ) -> tuple[torch.Tensor, bool]:
     """-> (features [N, D], True if read from the cache). `variant`: what else makes the backbone's weights
     differ from the folder's (a from-scratch re-initialisation and its seed)."""
-    key = features_key(model_fingerprint(model_folder) + variant, backbone.pooling, precision, rows)
+    model_fp = model_fingerprint(model_folder) + variant
+    key = features_key(model_fp, backbone.pooling, precision, rows)
     path = cache_dir() / "features" / f"{key}.safetensors"
+    prefix = f"{cache_dir()}|{model_fp}|{backbone.pooling}|{precision}|"  # one cache: its folder and this view
     if path.is_file():
         try:
-            return load_file(path)["features"], True
+            feats = load_file(path)["features"]
+            _remember(prefix, rows, feats)
+            return feats, True
         except Exception:  # a damaged cache file is recomputed, and says so
             reporter.warn(f"feature cache {path} is unreadable; recomputing")
-    feats = compute_features(backbone, collate, rows, batch_size, autocast, reporter, what)
+    # rows this process has already run through the same backbone (another fold, seed or curve size) are
+    # reused; only the others go through it
+    keys = [prefix + _row_identity(r) for r in rows]
+    todo = [i for i, k in enumerate(keys) if k not in _ROWS]
+    fresh = compute_features(backbone, collate, [rows[i] for i in todo], batch_size, autocast, reporter, what)
+    for j, i in enumerate(todo):
+        _ROWS[keys[i]] = fresh[j]
+    feats = torch.stack([_ROWS[k] for k in keys]) if rows else fresh
+    for k in keys:
+        _ROWS.move_to_end(k)
+    while len(_ROWS) > MAX_ROWS_KEPT:
+        _ROWS.popitem(last=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file({"features": feats.contiguous()}, str(tmp))
     os.replace(tmp, path)
-    return feats, False
+    return feats, not todo
