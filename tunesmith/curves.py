@@ -172,7 +172,7 @@ def run_curve(
                         "seconds": time.perf_counter() - t0,
                     }
                 )
-    curve = summarise(points, [a[0] for a in arms], sizes, metric, lower)
+    curve = summarise(points, [a[0] for a in arms], sizes, metric, lower, per_class)
     curve.update(
         task=cfg.task,
         model=cfg.model.name,
@@ -192,7 +192,9 @@ def run_curve(
     return curve
 
 
-def summarise(points: list[dict], arms: list[str], sizes: list, metric: str, lower: bool) -> dict[str, Any]:
+def summarise(
+    points: list[dict], arms: list[str], sizes: list, metric: str, lower: bool, per_class: bool = True
+) -> dict[str, Any]:
     """Per arm and size: mean, std, min, max, mean seconds; and the findings against from-scratch."""
     table: dict[str, list[dict[str, Any]]] = {}
     for arm in arms:
@@ -230,7 +232,7 @@ def summarise(points: list[dict], arms: list[str], sizes: list, metric: str, low
             }
             said = (
                 f"{arm}: matches from-scratch's best ({target:.4f}) with {reach['size'] or 'all'} examples"
-                + (" per class" if reach and reach["size"] else "")
+                + ((" per class" if per_class else " in all") if reach and reach["size"] else "")
                 if reach
                 else f"{arm}: never reaches from-scratch's best ({target:.4f})"
             )
