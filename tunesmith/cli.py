@@ -43,6 +43,16 @@ def _field_help(dotted: str) -> str:
     return model.model_fields[parts[-1]].description or ""
 
 
+def _run_config_args(parser, config_help: str) -> None:
+    """-c, the training flags but --out (the command has its own), and --set: a run config for commands
+    that train many runs from it (search, curve)."""
+    parser.add_argument("-c", "--config", help=config_help)
+    for flag, key in TRAIN_FLAGS.items():
+        if key != "out":
+            parser.add_argument(flag, dest=key, default=None, help=_field_help(key))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune pre-trained models on your data, offline.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -150,11 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         "curve",
         help="data-efficiency curves: validation score against training size, per strategy (and from scratch)",
     )
-    cu.add_argument("-c", "--config", help="YAML config file (flags and --set override it)")
-    for flag, key in TRAIN_FLAGS.items():
-        if key != "out":
-            cu.add_argument(flag, dest=key, default=None, help=_field_help(key))
-    cu.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    _run_config_args(cu, "YAML config file (flags and --set override it)")
     cu.add_argument("--sizes", default="8,32,128,all", help="training examples per class (or in all), e.g. 8,32,all")
     cu.add_argument("--seeds", type=int, default=3, help="seeds per point (mean ± std)")
     cu.add_argument("--strategies", default="head-only,full", help="comma-separated strategies to compare")
@@ -167,11 +173,7 @@ def _parser() -> argparse.ArgumentParser:
         "search",
         help="hyperparameter search (Optuna): trials are run folders in OUT/trials, best.yaml reproduces the best",
     )
-    se.add_argument("-c", "--config", help="YAML config of the run to tune (flags and --set override it)")
-    for flag, key in TRAIN_FLAGS.items():
-        if flag != "--out":
-            se.add_argument(flag, dest=key, default=None, help=_field_help(key))
-    se.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    _run_config_args(se, "YAML config of the run to tune (flags and --set override it)")
     se.add_argument("--space", help="YAML search space: dotted config keys -> {low, high, log, step} or {choices}")
     se.add_argument("--trials", type=int, default=20, help="the study's total of finished trials, all workers together")
     se.add_argument("--out", help="study folder: trials/, best.yaml, report.html, search.json, study.db")
