@@ -22,7 +22,7 @@ from .config import RunConfig
 from .errors import ConfigError, DataError
 from .run_folder import METRICS_FILE
 from .run_folder import check as check_out
-from .seeds import _drop_weights, _point_config_at, _scores, add_section, spread_rows, summarise_seeds
+from .seeds import add_section, drop_weights, point_config_at, run_scores, spread_rows, summarise_seeds
 
 FOLDS_DIR = "folds"
 
@@ -97,7 +97,7 @@ def finetune_cv(cfg: RunConfig, k: int, overwrite: bool = False, quiet: bool = F
             m = json.loads((Path(fold_cfg.out) / METRICS_FILE).read_text(encoding="utf-8"))
             best = m.get("best_evaluation") or {}
             per_fold.append(
-                {"fold": i + 1, "validation": _scores(m.get("validation")), "best_epoch": best.get("epoch")}
+                {"fold": i + 1, "validation": run_scores(m.get("validation")), "best_epoch": best.get("epoch")}
             )
         epochs = [f["best_epoch"] for f in per_fold if f["best_epoch"] is not None]
         final_cfg = cfg.model_copy(deep=True)
@@ -123,12 +123,12 @@ def finetune_cv(cfg: RunConfig, k: int, overwrite: bool = False, quiet: bool = F
         if out.exists():  # check_out let it through: --overwrite
             shutil.rmtree(out)
         (work / "final").rename(out)
-        _point_config_at(out)
+        point_config_at(out)
         (out / FOLDS_DIR).mkdir()
         for f in per_fold:
             folder = out / FOLDS_DIR / f"fold-{f['fold']}"
             (work / f"fold-{f['fold']}").rename(folder)
-            _drop_weights(folder, "a cross-validation fold: its scores count, its weights are not kept")
+            drop_weights(folder, "a cross-validation fold: its scores count, its weights are not kept")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = {

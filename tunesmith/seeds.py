@@ -29,7 +29,8 @@ from .run_folder import check as check_out
 SEEDS_DIR = "seeds"
 
 
-def _scores(m: dict[str, Any] | None) -> dict[str, float]:
+def run_scores(m: dict[str, Any] | None) -> dict[str, float]:
+    """A run's scores that are one finite number each (per-class tables, intervals and the row count left out)."""
     return {
         k: float(v)
         for k, v in (m or {}).items()
@@ -105,8 +106,8 @@ def finetune_seeds(cfg: RunConfig, seeds: int, overwrite: bool = False, quiet: b
             m = json.loads((Path(run_cfg.out) / METRICS_FILE).read_text(encoding="utf-8"))
             row = {
                 "seed": seed,
-                "validation": _scores(m.get("validation")),
-                **({"test": _scores(m["test"])} if m.get("test") else {}),
+                "validation": run_scores(m.get("validation")),
+                **({"test": run_scores(m["test"])} if m.get("test") else {}),
                 "degenerate": _degenerate(m, res.warnings, task, metric),
             }
             per_seed.append(row)
@@ -116,13 +117,13 @@ def finetune_seeds(cfg: RunConfig, seeds: int, overwrite: bool = False, quiet: b
         if out.exists():  # check_out let it through: --overwrite
             shutil.rmtree(out)
         (work / f"seed-{kept}").rename(out)
-        _point_config_at(out)
+        point_config_at(out)
         (out / SEEDS_DIR).mkdir()
         for row in per_seed:
             if row["seed"] != kept:
                 folder = out / SEEDS_DIR / f"seed-{row['seed']}"
                 (work / f"seed-{row['seed']}").rename(folder)
-                _drop_weights(folder, f"seed {row['seed']} was not the best on validation; seed {kept} was kept")
+                drop_weights(folder, f"seed {row['seed']} was not the best on validation; seed {kept} was kept")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = {
@@ -146,7 +147,7 @@ def finetune_seeds(cfg: RunConfig, seeds: int, overwrite: bool = False, quiet: b
     return summary
 
 
-def _drop_weights(folder: Path, why: str) -> None:
+def drop_weights(folder: Path, why: str) -> None:
     """A seed that was the best so far when it finished, beaten later: its model goes (weights, the files
     that load them, the card describing them); its report, scores and config stay, and loading it says why."""
     from .formats import META_FILE
@@ -159,7 +160,7 @@ def _drop_weights(folder: Path, why: str) -> None:
     path.write_text(json.dumps(m, indent=2), encoding="utf-8")
 
 
-def _point_config_at(out: Path) -> None:
+def point_config_at(out: Path) -> None:
     """The kept seed's run_config.yaml names --out itself, so `train -c OUT/run_config.yaml` retrains it."""
     import yaml
 
@@ -182,10 +183,6 @@ def describe(summary: dict[str, Any], task) -> str:
     )
 
 
-def _table_rows(summary: dict[str, Any], task) -> list[tuple[str, ...]]:
-    return spread_rows(summary["summary"], task)
-
-
 def spread_rows(by_split: dict[str, dict[str, dict[str, float]]], task) -> list[tuple[str, ...]]:
     rows = []
     for split, table in by_split.items():
@@ -199,7 +196,7 @@ def _add_to_card_and_report(out: Path, summary: dict[str, Any], task) -> None:
         out,
         "Seed variance",
         describe(summary, task) + ". The other seeds' reports are in `seeds/`.",
-        _table_rows(summary, task),
+        spread_rows(summary["summary"], task),
     )
 
 

@@ -58,9 +58,11 @@ def _row_identity(r: dict) -> str:
     return hashlib.sha1(repr(ident).encode()).hexdigest()
 
 
-def _remember(prefix: str, rows: Sequence[dict], feats: torch.Tensor) -> None:
-    for r, f in zip(rows, feats):
-        _ROWS[prefix + _row_identity(r)] = f
+def _remember(keys: Sequence[str], feats: torch.Tensor) -> None:
+    """Keep each row's features under its key, most recent last; the oldest go past MAX_ROWS_KEPT."""
+    for k, f in zip(keys, feats):
+        _ROWS[k] = f
+        _ROWS.move_to_end(k)
     while len(_ROWS) > MAX_ROWS_KEPT:
         _ROWS.popitem(last=False)
 
@@ -112,7 +114,7 @@ def cached_features(
     if path.is_file():
         try:
             feats = load_file(path)["features"]
-            _remember(prefix, rows, feats)
+            _remember([prefix + _row_identity(r) for r in rows], feats)
             return feats, True
         except Exception:  # a damaged cache file is recomputed, and says so
             reporter.warn(f"feature cache {path} is unreadable; recomputing")
@@ -121,13 +123,9 @@ def cached_features(
     keys = [prefix + _row_identity(r) for r in rows]
     todo = [i for i, k in enumerate(keys) if k not in _ROWS]
     fresh = compute_features(backbone, collate, [rows[i] for i in todo], batch_size, autocast, reporter, what)
-    for j, i in enumerate(todo):
-        _ROWS[keys[i]] = fresh[j]
-    feats = torch.stack([_ROWS[k] for k in keys]) if rows else fresh
-    for k in keys:
-        _ROWS.move_to_end(k)
-    while len(_ROWS) > MAX_ROWS_KEPT:
-        _ROWS.popitem(last=False)
+    new = dict(zip((keys[i] for i in todo), fresh))
+    feats = torch.stack([new[k] if k in new else _ROWS[k] for k in keys]) if rows else fresh
+    _remember(keys, feats)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file({"features": feats.contiguous()}, str(tmp))
