@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .config import RunConfig, config_from_dict, load_config
 from .data.preflight import Preflight
 from .data.split import stratified_split
@@ -166,6 +166,11 @@ def _read_data(cfg: RunConfig, reporter) -> RunData:
     d, pre = cfg.data, Preflight()
     if not d.train:
         raise ConfigError("no training data: give --data FILE (or data.train in the config)")
+    if d.streaming and not modality.streams:
+        raise ConfigError(
+            f"data.streaming: the {task_cls.modality} inputs of task {cfg.task} are not streamed yet; drop "
+            "data.streaming (the data is then read into memory), or give a smaller file"
+        )
     train = modality.read(d.train, d, "training data", reporter=reporter)
     if d.validation:
         val = modality.read(d.validation, d, "validation data", reporter=reporter)
@@ -441,17 +446,20 @@ def train(
     on_evaluation = start_tracking(b, out, on_evaluation)
     try:
         if b.strategy.solves_head:  # a convex head on cached features: solved, with C cross-validated
-            result = solve_head(
-                b.model,
-                b.task,
-                fit_rows["train"],
-                fit_rows["validation"],
-                b.cfg.train,
-                split_key,
-                reporter,
-                b.strategy.head_c,
+            result = distributed.on_main(  # (by the main process, which alone evaluates and saves)
+                lambda: solve_head(
+                    b.model,
+                    b.task,
+                    fit_rows["train"],
+                    fit_rows["validation"],
+                    b.cfg.train,
+                    split_key,
+                    reporter,
+                    b.strategy.head_c,
+                ),
+                "solving the head",
             )
-            if on_evaluation is not None:  # its one evaluation, as fit() reports each of its own
+            if on_evaluation is not None and distributed.is_main():  # its one evaluation, as fit() reports each
                 on_evaluation({**result.history[-1], "final": True})
         else:
             result = fit(
@@ -467,6 +475,8 @@ def train(
                 resume=resuming,
                 on_evaluation=on_evaluation,
             )
+            if result.model is not None:  # trained sharded (fsdp): the whole model, on the main process
+                b.model = result.model
     finally:
         torch.set_num_threads(threads)
         if b.cfg.train.log_to:
@@ -632,61 +642,79 @@ def save_run_folder(
 
     cfg, pre = b.cfg, data.preflight
     dropped = keep_weights(evals["validation"].metrics) if keep_weights is not None else None
-    layout = save_run(out, b.model, b.task, model_meta(b)) if dropped is None else None
-    end = count_params(b.model)  # strategies that grow the trainable set (gradual) say where they ended
-    metrics = {
-        **{split: ev.metrics for split, ev in evals.items()},
-        "test": evals["test"].metrics if "test" in evals else None,
-        "best_evaluation": result.best,
-        "history": result.history,
-        "fit": fit_summary(result.history, result.best, b.task.metric_name(cfg.train.metric)),
-        "stopped_early": result.stopped_early,
-        "params": {"trainable": end.trainable, "total": end.total, "trainable_at_start": b.param_counts.trainable},
-        "train": {
-            "steps": result.steps,
-            "samples": result.samples,
-            "tokens": result.tokens,
-            "pad_waste": result.pad_waste,
-            "resumed_from_step": result.resumed_from_step,
-            **({"head_solver": result.solver} if result.solver else {}),
-            **timings,
-        },
-        "run": {
-            "task": cfg.task,
-            "strategy": b.strategy.name,
-            "model": cfg.model.name,
-            "pooling": b.model.backbone.pooling,
-            "precision": b.precision,
-            "seed": cfg.train.seed,
-            "layout": layout,
-            "task_state": b.task.state(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "tunesmith": __version__,
-        },
-        **extra,
-        "warnings": pre.warnings,
-        "skipped_inputs": [{"input": n, "reason": r} for n, r in pre.skipped],
-    }
-    if choice.asked:  # what the strategy that chose measured, and why it picked this one
-        metrics["run"]["choice"] = {
-            "by": choice.asked,
-            "picked": choice.strategy,
-            "settings": choice.settings,
-            "reasons": choice.reasons,
-            "candidates": choice.candidates,
-            **choice.record,
+    # A full disk or a read-only folder: an OutputError naming the path, and what this save wrote so far
+    # removed (a half-written model with it); without metrics.json the run is unfinished and its checkpoints
+    # are still there (removed only after metrics.json), so --resume finishes it once there is room.
+    before = {p.name for p in out.iterdir()} if out.is_dir() else set()
+    tmp = out / f".{METRICS_FILE}.tmp{os.getpid()}"
+    try:
+        layout = save_run(out, b.model, b.task, model_meta(b)) if dropped is None else None
+        end = count_params(b.model)  # strategies that grow the trainable set (gradual) say where they ended
+        metrics = {
+            **{split: ev.metrics for split, ev in evals.items()},
+            "test": evals["test"].metrics if "test" in evals else None,
+            "best_evaluation": result.best,
+            "history": result.history,
+            "fit": fit_summary(result.history, result.best, b.task.metric_name(cfg.train.metric)),
+            "stopped_early": result.stopped_early,
+            "params": {"trainable": end.trainable, "total": end.total, "trainable_at_start": b.param_counts.trainable},
+            "train": {
+                "steps": result.steps,
+                "samples": result.samples,
+                "tokens": result.tokens,
+                "pad_waste": result.pad_waste,
+                "resumed_from_step": result.resumed_from_step,
+                **({"head_solver": result.solver} if result.solver else {}),
+                **timings,
+            },
+            "run": {
+                "task": cfg.task,
+                "strategy": b.strategy.name,
+                "model": cfg.model.name,
+                "pooling": b.model.backbone.pooling,
+                "precision": b.precision,
+                "seed": cfg.train.seed,
+                "layout": layout,
+                "task_state": b.task.state(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "tunesmith": __version__,
+            },
+            **extra,
+            "warnings": pre.warnings,
+            "skipped_inputs": [{"input": n, "reason": r} for n, r in pre.skipped],
         }
-    if dropped is not None:
-        metrics["run"]["weights_not_kept"] = dropped
-    files = {"metrics": out / METRICS_FILE, "report": write_report(out, cfg, metrics, data.splits, evals, b.task)}
-    if dropped is None:
-        files.update(model=out / "model.safetensors", model_card=write_model_card(out, cfg, metrics, b.task))
+        if choice.asked:  # what the strategy that chose measured, and why it picked this one
+            metrics["run"]["choice"] = {
+                "by": choice.asked,
+                "picked": choice.strategy,
+                "settings": choice.settings,
+                "reasons": choice.reasons,
+                "candidates": choice.candidates,
+                **choice.record,
+            }
+        if dropped is not None:
+            metrics["run"]["weights_not_kept"] = dropped
+        files = {"metrics": out / METRICS_FILE, "report": write_report(out, cfg, metrics, data.splits, evals, b.task)}
+        if dropped is None:
+            files.update(model=out / "model.safetensors", model_card=write_model_card(out, cfg, metrics, b.task))
+        tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        os.replace(tmp, out / METRICS_FILE)
+    except Exception as e:
+        from .errors import output_error
+
+        err = output_error(e, out, "the run folder", "rerun with --resume: it continues from the last checkpoint")
+        if err is None:
+            raise
+        for p in out.iterdir() if out.is_dir() else ():
+            if p.name not in before:
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+        raise err from e
     if not cfg.train.keep_checkpoints:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    tmp = out / f".{METRICS_FILE}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    os.replace(tmp, out / METRICS_FILE)
     return metrics, files
 
 
@@ -707,24 +735,39 @@ def finetune(
     cfg = _coerce(config)
     if not cfg.out:
         raise ConfigError("no output folder: give --out FOLDER (or out: in the config)")
-    out, reporter, t_start = Path(cfg.out), Reporter(quiet), time.perf_counter()
+    # N processes (torchrun, accelerate launch, --processes): the main one reads the data, prepares the
+    # folder, scores and saves; every one trains its share of each batch (distributed.py)
+    main = distributed.is_main()
+    out, reporter, t_start = Path(cfg.out), Reporter(quiet, silent=not main), time.perf_counter()
+    if distributed.world_size() > 1:
+        distributed.state()  # joins the process group, or fails loudly where each process would train alone
+        if not STRATEGIES.get(cfg.strategy.name).defaults:
+            raise ConfigError(
+                f"--strategy {cfg.strategy.name} chooses among candidate runs, which train in one process: choose "
+                "on one process, then train the strategy it picked with more processes"
+            )
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    check_out(out, resume, overwrite)  # before any work: a race of candidates is minutes
-    data = data or read_data(cfg, reporter)
+    distributed.on_main(lambda: check_out(out, resume, overwrite), "checking --out")  # before any work
+    data = data or distributed.on_main(lambda: read_data(cfg, reporter), "reading the data")
     model_dir = resolve_model(cfg.model.name)
     cfg, choice = choose_strategy(cfg, data, model_dir, reporter, out, resume)
-    resuming = adopt_choice(choice, out, prepare(out, cfg, resume, overwrite))
+    resuming = distributed.on_main(
+        lambda: adopt_choice(choice, out, prepare(out, cfg, resume, overwrite)), "preparing --out"
+    )
     for w in data.preflight.warnings:
         reporter.warn(w)
     reporter.info("data: " + ", ".join(f"{len(ex)} {split}" for split, ex in data.splits.items()) + " examples")
     b = build_model(cfg, model_dir, data, reporter)
     timings: dict[str, float] = {}
-    rows, fit_rows = encode_rows(b, data, reporter, timings, refit=choice.refit)
-    before = score_before(b, rows, reporter)
+    with b.accelerator.main_process_first():  # cached features: computed once, read by the other processes
+        rows, fit_rows = encode_rows(b, data, reporter, timings, refit=choice.refit)
+    before = score_before(b, rows, reporter) if main else {}
     result = train(
         b, fit_rows, training_split_key(b, data, choice.refit), out, reporter, resuming, timings, on_evaluation
     )
+    if not main:  # the main process evaluates and writes the run
+        return RunResult(out, {}, None, result.history, {}, timings)
     evals, extra = final_evaluation(b, data, rows, fit_rows, before, reporter)
     for w in refit_warnings(choice, result.history) + too_close_to_call(b, choice, result.history, evals):
         data.preflight.warnings.append(w)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, TunesmithError
+from .errors import ConfigError, Interrupted, TunesmithError
 
 # flag -> dotted config key; the help text comes from the config field itself (one source).
 TRAIN_FLAGS = {
@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue an unfinished run in --out from its last checkpoint"
     )
     tr.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
+    tr.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="train as N local processes (data-parallel through torch.distributed: gloo on CPU, NCCL on GPUs), each "
+        "with 1/N of the cores and of every batch; train.batch_size stays the global batch",
+    )
     tr.add_argument("--quiet", action="store_true", help="no progress bars or info (warnings and errors still print)")
 
     ev = sub.add_parser("evaluate", help="score a trained run on a labelled file")
@@ -200,6 +207,12 @@ def _parser() -> argparse.ArgumentParser:
 def _train(args) -> int:
     from .api import finetune
     from .config import load_config
+
+    if args.processes is not None and args.processes != 1:
+        from . import distributed
+
+        argv = distributed.strip_processes(args.argv if args.argv is not None else sys.argv[1:])
+        return distributed.launch(argv, args.processes)
 
     overrides = {key: getattr(args, key) for key in [*TRAIN_FLAGS.values(), *TRAIN_SWITCHES.values()]}
     cfg = load_config(args.config, overrides, args.set)
@@ -434,6 +447,7 @@ def _config_help(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = argv  # what --processes starts again in each process
     handler = {
         "train": _train,
         "evaluate": _evaluate,
@@ -449,7 +463,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except TunesmithError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if not getattr(e, "from_main_process", False):  # (the main process of a multi-process run says it once)
+            print(f"error: {e}", file=sys.stderr)
+        return 128 + e.signum if isinstance(e, Interrupted) else 2
+    except OSError as e:  # a full disk or read-only folder met where no OutputError names it
+        from .errors import os_output_error
+
+        err = os_output_error(e)
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

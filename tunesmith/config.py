@@ -84,6 +84,15 @@ class DataConfig(_Section):
         0.1, gt=0.0, lt=0.9, description="Fraction held out for validation when no validation file is given."
     )
     split_seed: int = Field(13, description="Seed of the stratified validation split.")
+    streaming: bool = Field(
+        False,
+        description="Text: data larger than memory. Tables (.csv, .tsv, .jsonl, .parquet) are read and checked in "
+        "batches, tokenised once into a memory-mapped cache on disk (beside the feature cache; a second run on the "
+        "same file reads it) and trained from it; only labels stay in memory. Reports show row numbers, not texts.",
+    )
+    streaming_batch_rows: int = Field(
+        10_000, ge=1, description="Rows read (and tokenised) per batch when data.streaming is on."
+    )
 
 
 class ModelConfig(_Section):
@@ -223,6 +232,12 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(
         0, ge=0, description="Write a resumable checkpoint every N optimizer steps; 0 writes one per epoch."
     )
+    checkpoint_every_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Also write a checkpoint whenever this many minutes have passed since the last one (long "
+        "runs: at most this much work is lost to a crash), beside the steps or epochs of checkpoint_every.",
+    )
     early_stopping_patience: int | None = Field(
         3,
         ge=1,
@@ -278,6 +293,13 @@ class TrainConfig(_Section):
         description="Recompute each backbone layer's activations during the backward pass instead of keeping "
         "them: training memory falls to about weights + optimizer state (what lora saves then shows) for ~30% more "
         "compute. Backbones built on a transformers model that supports it; not with head-only.",
+    )
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="With more than one process: ddp, every process holds the whole model and averages gradients; "
+        "fsdp, each holds 1/N of the weights, gradients and optimizer state (FSDP2, every backbone layer sharded), "
+        "for models that do not fit one device. One process trains alike with either. fsdp refuses gradual "
+        "(its trainable set changes mid-run) and fp16 (use bf16).",
     )
 
 

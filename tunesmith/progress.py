@@ -26,8 +26,11 @@ class _Rate(ProgressColumn):
 
 
 class Reporter:
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
+    """`silent`: nothing at all, warnings included (the processes of a multi-process run but the main one, which
+    speaks for all)."""
+
+    def __init__(self, quiet: bool = False, silent: bool = False):
+        self.quiet, self.silent = quiet or silent, silent
         self.console = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def info(self, msg: str) -> None:
@@ -35,7 +38,8 @@ class Reporter:
             self.console.print(msg)
 
     def warn(self, msg: str) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {msg}")
+        if not self.silent:
+            self.console.print(f"[yellow]warning:[/yellow] {msg}")
 
     @contextlib.contextmanager
     def bar(self, description: str, total: int, unit: str = "samples") -> Iterator[_Bar]:

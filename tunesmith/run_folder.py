@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from .config import RunConfig, config_to_yaml
-from .errors import RunFolderError
+from .errors import RunFolderError, writing_output
 
 CONFIG_FILE = "run_config.yaml"
 METRICS_FILE = "metrics.json"
@@ -74,8 +74,9 @@ def prepare(folder: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> bool
                 + "\nResume with the same config, or use --overwrite to start over."
             )
         return True
-    if occupied:  # check() let it through: --overwrite
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_FILE).write_text(config_to_yaml(cfg), encoding="utf-8")
+    with writing_output(folder, "the run folder", "run the command again"):
+        if occupied:  # check() let it through: --overwrite
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CONFIG_FILE).write_text(config_to_yaml(cfg), encoding="utf-8")
     return False

@@ -11,8 +11,14 @@ random draw from a window of the data.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+
+@runtime_checkable
+class _Counted(Protocol):
+    def lengths(self) -> np.ndarray: ...  # each row's token count
 
 
 def train_batches(
@@ -51,5 +57,8 @@ def pad_waste(batches: list[list[int]], lengths: Sequence[int]) -> float:
 
 
 def row_lengths(rows: Sequence[dict]) -> list[int]:
-    """Token counts for text rows; 1 for fixed-size inputs (images, features), where order is free."""
+    """Token counts for text rows; 1 for fixed-size inputs (images, features), where order is free. Rows
+    that count their own (rows mapped from a disk cache: `lengths()`) are not read one by one."""
+    if isinstance(rows, _Counted):
+        return rows.lengths().tolist()
     return [len(r["input_ids"]) if "input_ids" in r else 1 for r in rows]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..errors import DataError
@@ -76,8 +77,9 @@ def _column(df: pd.DataFrame, name: str, path: str, what: str, flag: str) -> lis
     return df[name].tolist()
 
 
-def _texts(values: list[Any], path: str, column: str) -> list[str]:
-    empty = [i for i, v in enumerate(values) if _is_missing(v) or not str(v).strip()]
+def _texts(values: list[Any], path: str, column: str, start: int = 0) -> list[str]:
+    """`start`: the data row of values[0] (a streamed batch's place in its file)."""
+    empty = [start + i for i, v in enumerate(values) if _is_missing(v) or not str(v).strip()]
     if empty:
         raise DataError(
             f"{path}: empty text in column {column!r} at {_rows(empty)} (data rows, header excluded). "
@@ -105,8 +107,13 @@ def text_examples(
 
 def table_labels(path: str, df, label_column: str) -> list[str]:
     """A table's label column (text, image and audio tables alike): every row needs one."""
-    raw = _column(df, label_column, path, "label", "--label-column")
-    unlabelled = [i for i, v in enumerate(raw) if _is_missing(v) or not str(v).strip()]
+    return labels_of(_column(df, label_column, path, "label", "--label-column"), path, label_column)
+
+
+def labels_of(raw: list[Any], path: str, label_column: str, start: int = 0) -> list[str]:
+    """Label values -> label strings; a missing one is a DataError naming its data row (`start`: the row of
+    raw[0], a streamed batch's place in its file)."""
+    unlabelled = [start + i for i, v in enumerate(raw) if _is_missing(v) or not str(v).strip()]
     if unlabelled:
         raise DataError(
             f"{path}: missing label (empty or NaN) in column {label_column!r} at {_rows(unlabelled)}. "
@@ -147,8 +154,12 @@ def check_train_validation(train, val, report: Preflight) -> None:
 def warn_of_leaks(train, val, report, items: str, scores: str) -> None:
     """Validation examples that also appear in the training data (equal dedup keys) make validation
     `scores` optimistic: a warning naming them (`items`: examples, clips, conversations)."""
-    train_keys = set(train.dedup_keys())
-    dup = [i for i, k in enumerate(val.dedup_keys()) if k in train_keys]
+    train_keys, val_keys = train.dedup_keys(), val.dedup_keys()
+    if isinstance(val_keys, np.ndarray):  # streamed data: one 64-bit hash per example, compared without a set
+        dup = np.flatnonzero(np.isin(val_keys, np.asarray(train_keys))).tolist()
+    else:
+        train_keys = set(train_keys)
+        dup = [i for i, k in enumerate(val_keys) if k in train_keys]
     if dup:
         report.warnings.append(
             f"{len(dup)} of {len(val)} validation {items} also appear in the training data "

@@ -53,6 +53,8 @@ class Modality(Protocol):
     request_kind: ClassVar[str]  # what one JSON input is, for the API docs and the web page: string, file, messages
     # the content types a file input may be uploaded as (multipart; "image/*": any image); () where inputs are not files
     media_types: ClassVar[tuple[str, ...]]
+    # data.streaming: `read` walks a training file in batches into a memory-mapped cache (data larger than memory)
+    streams: ClassVar[bool]
 
 
 MODALITIES: Registry = Registry("modality")

@@ -64,6 +64,7 @@ class AudioModality:
     example_input = "clip.wav"
     request_kind = "file"
     media_types = ("audio/*",)
+    streams = False
 
     def from_request(self, values: list, limits) -> list:
         from . import request_files

@@ -506,6 +506,7 @@ class ConversationsModality:
     example_input = "How do I reset my password?"
     request_kind = "messages"
     media_types = ()
+    streams = False
 
     def from_request(self, values: list, limits) -> list:
         """A user message (text), or a conversation: a list of {"role", "content"} ending with the user's

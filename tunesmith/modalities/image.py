@@ -31,6 +31,7 @@ class ImageModality:
     example_input = "image.png"
     request_kind = "file"
     media_types = ("image/*", "application/dicom")
+    streams = False
 
     def from_request(self, values: list, limits) -> list:
         from . import request_files

@@ -20,6 +20,7 @@ class SpeechModality:
     example_input = "clip.wav"
     request_kind = "file"
     media_types = ("audio/*",)
+    streams = False
 
     def from_request(self, values: list, limits) -> list:
         from . import request_files

@@ -8,6 +8,13 @@ from typing import Any
 import torch
 
 from ..data.preflight import TextExamples, text_examples
+from ..data.streaming import (
+    MappedRows,
+    StreamedTextExamples,
+    preprocessor_fingerprint,
+    stream_text_examples,
+    token_cache,
+)
 from ..errors import DataError
 from . import MODALITIES
 
@@ -29,13 +36,26 @@ class TextModality:
     example_input = "an example text"
     request_kind = "string"
     media_types = ()
+    streams = True  # data.streaming: tables read in batches and tokenised into a disk cache (data/streaming.py)
 
     def from_request(self, values: list, limits) -> list:
         from . import request_texts
 
         return request_texts(values, limits)
 
-    def read(self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None) -> TextExamples:
+    def read(
+        self, path: str, data_cfg, role: str, require_labels: bool = True, reporter=None
+    ) -> TextExamples | StreamedTextExamples:
+        if data_cfg.streaming and require_labels:  # (predict's and export's unlabelled reads want the texts)
+            return stream_text_examples(
+                path,
+                data_cfg.text_column,
+                data_cfg.label_column,
+                data_cfg.text_pair_column,
+                require_labels,
+                role,
+                data_cfg.streaming_batch_rows,
+            )
         return text_examples(
             path, data_cfg.text_column, data_cfg.label_column, data_cfg.text_pair_column, require_labels, role
         )
@@ -64,6 +84,19 @@ def tokenize(tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_l
     )
     keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
     return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+
+
+def encode_texts(tokenizer, examples, max_length: int, reporter=None) -> list[dict] | MappedRows:
+    """Examples -> token rows: in memory, or (data.streaming) rows mapped from the file's token cache, which
+    the first run on a file writes batch by batch and later runs read."""
+    if not isinstance(examples, StreamedTextExamples):
+        return tokenize(tokenizer, examples.texts, examples.pairs, max_length)
+
+    def encode(texts: list[str], pairs: list[str] | None) -> dict:
+        return tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=False)
+
+    store, _ = token_cache(examples.spec, preprocessor_fingerprint(tokenizer), max_length, encode, reporter)
+    return examples.rows(store)
 
 
 def collate_tokens(rows: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..data.batching import eval_batches, row_lengths
+from ..data.streaming import MappedRows
 from ..errors import DataError
 from .base import CardSections, EvalOutput, TaskDefaults, TaskModel
 
@@ -112,9 +113,11 @@ class ClassificationTask(TaskDefaults):
     def _collate_inputs(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def encode(self, examples, augment: bool = False, reporter=None) -> list[dict]:
+    def encode(self, examples, augment: bool = False, reporter=None) -> Sequence[dict]:
         rows = self._encode_inputs(examples, augment, reporter)
         if examples.labels is not None:
+            if isinstance(rows, MappedRows):  # data.streaming: rows read from disk carry their label ids beside
+                return rows.with_labels([self.label2id[y] for y in examples.labels])
             for r, y in zip(rows, examples.labels):
                 r["label"] = self.label2id[y]
         return rows

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..modalities.text import collate_tokens, tokenize
+from ..modalities.text import collate_tokens, encode_texts
 from . import TASKS
 from .base import TaskExample
 from .classification import ClassificationTask
@@ -47,8 +47,8 @@ class TextClassificationTask(ClassificationTask):
     def state(self) -> dict[str, Any]:
         return {**super().state(), "pad_token_id": self.pad_token_id, "max_length": self.max_length}
 
-    def _encode_inputs(self, examples, augment: bool, reporter) -> list[dict]:
-        return tokenize(self.preprocessor, examples.texts, examples.pairs, self.max_length)
+    def _encode_inputs(self, examples, augment: bool, reporter) -> Sequence[dict]:
+        return encode_texts(self.preprocessor, examples, self.max_length, reporter)
 
     def _collate_inputs(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return collate_tokens(rows, self.pad_token_id)
