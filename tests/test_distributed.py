@@ -261,3 +261,25 @@ def test_gradual_unfreezing_with_two_processes(example, tmp_path):
     assert max((w1[k] - w2[k]).abs().max().item() for k in w1) < 1e-4
     h1, h2 = metrics(runs[0])["history"], metrics(runs[1])["history"]
     assert [h["loss"] for h in h2] == pytest.approx([h["loss"] for h in h1], abs=1e-5)
+
+
+def test_processes_pass_sigterm_on_and_exit_with_its_code(example, tmp_path):
+    """`--processes 2` under a preemption notice: SIGTERM to the launcher reaches both processes, which write a
+    checkpoint and stop; the launcher exits 128 + SIGTERM, saying how to continue."""
+    import time
+
+    out = tmp_path / "preempted"
+    argv = args(example, out, "--processes", "2", "--set", "train.epochs=30")
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tunesmith", *argv], env=env(example), stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not any((out / "checkpoints").glob("step-*")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM" in stderr and "--resume" in stderr and stderr.count("stopped by SIGTERM") == 1
+    assert not (out / "metrics.json").exists()
+    step = max(int(c.name.split("-")[1]) for c in (out / "checkpoints").glob("step-*"))
+    assert step < 30 * 13  # stopped early, at a checkpoint of its own

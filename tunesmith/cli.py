@@ -208,14 +208,13 @@ def _train(args) -> int:
     from .api import finetune
     from .config import load_config
 
+    overrides = {key: getattr(args, key) for key in [*TRAIN_FLAGS.values(), *TRAIN_SWITCHES.values()]}
+    cfg = load_config(args.config, overrides, args.set)  # a bad config is refused once, before any process starts
     if args.processes is not None and args.processes != 1:
         from . import distributed
 
         argv = distributed.strip_processes(args.argv if args.argv is not None else sys.argv[1:])
         return distributed.launch(argv, args.processes)
-
-    overrides = {key: getattr(args, key) for key in [*TRAIN_FLAGS.values(), *TRAIN_SWITCHES.values()]}
-    cfg = load_config(args.config, overrides, args.set)
     if args.cv is not None:
         from .cross_validation import finetune_cv
 

@@ -105,19 +105,63 @@ def barrier() -> None:
         dist.barrier()
 
 
-def launch(argv: list[str], processes: int, threads: int | None = None) -> int:
-    """`tunesmith ... --processes N`: the same command as N local processes under torch.distributed.run
-    (torchrun), each with an equal share of this machine's cores. -> the launcher's exit code."""
+def launch(argv: list[str], processes: int, wait_after_failure: float = 30.0) -> int:
+    """`tunesmith ... --processes N`: the same command as N local processes joined over 127.0.0.1 (the
+    variables torchrun sets: RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), each with an equal share
+    of this machine's cores (OMP_NUM_THREADS, unless set). SIGTERM is passed on to every process (each writes
+    its checkpoint and stops); Ctrl-C reaches them from the terminal. When one process fails, the others get
+    `wait_after_failure` seconds to fail too, then SIGTERM, then SIGKILL. -> the first failure's exit code
+    (128 + signal where a process was killed), or 0."""
+    import signal
+    import socket
+    import time
+
     if processes < 1:
         raise ConfigError(f"--processes {processes}: give 1 or more")
     if world_size() > 1:
         raise ConfigError("--processes starts processes itself: do not also run it under torchrun or accelerate launch")
-    env = dict(os.environ)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    env.setdefault("OMP_NUM_THREADS", str(threads or max(1, cores // processes)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    cmd += ["-m", "tunesmith", *argv]
-    return subprocess.call(cmd, env=env)
+    with socket.socket() as s:  # a free port for the group's rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "WORLD_SIZE": str(processes),
+        "LOCAL_WORLD_SIZE": str(processes),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // processes)))
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "tunesmith", *argv], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
+        for r in range(processes)
+    ]
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: [p.send_signal(signum) for p in procs]),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),  # the terminal sends it to every process
+    }
+    try:
+        failed_at, code = None, 0
+        while any(p.poll() is None for p in procs):
+            failure = next((p.returncode for p in procs if p.returncode not in (None, 0)), None)
+            if failure is not None and failed_at is None:
+                failed_at, code = time.monotonic(), failure
+            if failed_at is not None and time.monotonic() - failed_at > wait_after_failure:
+                for p in procs:
+                    if p.poll() is None:
+                        p.terminate()
+                try:
+                    for p in procs:
+                        p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    for p in procs:
+                        p.kill()
+            time.sleep(0.1)
+        code = code or next((p.returncode for p in procs if p.returncode != 0), 0)
+        return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def strip_processes(argv: list[str]) -> list[str]:

@@ -306,14 +306,15 @@ def fit(
         distributed.barrier()
         last_checkpoint = time.monotonic()
 
-    def agree(stop: bool, due: bool, tokens: int) -> tuple[bool, bool, int]:
-        """What every process must do alike after a step: stop (a signal reached any of them), checkpoint
-        (the main process's clock says it is time), and the batch's tokens summed over processes."""
+    def agree(signum: int | None, due: bool, tokens: int) -> tuple[int | None, bool, int]:
+        """What every process must do alike after a step: stop (the signal that reached any of them),
+        checkpoint (the main process's clock says it is time), and the batch's tokens summed over processes."""
         if world == 1:
-            return stop, due, tokens
-        flags = torch.tensor([float(stop), float(due and accelerator.is_main_process), float(tokens)])
+            return signum, due, tokens
+        flags = torch.zeros(2 + world)  # due, tokens, then each process's signal (0: none)
+        flags[0], flags[1], flags[2 + rank] = float(due and accelerator.is_main_process), float(tokens), signum or 0
         flags = accelerator.reduce(flags.to(accelerator.device), "sum").cpu()
-        return bool(flags[0] > 0), bool(flags[1] > 0), int(flags[2])
+        return next((int(x) for x in flags[2:] if x > 0), None), bool(flags[0] > 0), int(flags[1])
 
     pending_tokens = 0  # this process's tokens since the last optimizer step
     every_seconds = tc.checkpoint_every_minutes * 60 if tc.checkpoint_every_minutes else None
@@ -361,7 +362,7 @@ def fit(
                         if strategy.on_step(raw_model, state.step):  # gradual unfreezing by steps
                             trainable_set_changed()
                         due = every_seconds is not None and time.monotonic() - last_checkpoint >= every_seconds
-                        stopping, due, tokens = agree(stop_signal.signum is not None, due, pending_tokens)
+                        stopping, due, tokens = agree(stop_signal.signum, due, pending_tokens)
                         state.tokens, pending_tokens = state.tokens + tokens, 0
                     state.batch_in_epoch = bi + 1
                     bar.advance(len(idx), postfix=f"loss {np.mean(state.loss_window[-20:]) * world:.4f}")
@@ -376,7 +377,7 @@ def fit(
                         checkpoint()  # (at an epoch's last batch: a resumed run evaluates that epoch first)
                         t0 = time.perf_counter()
                         if stopping:
-                            raise _interrupted(stop_signal.signum, state.step, checkpoint_dir)
+                            raise _interrupted(stopping, state.step, checkpoint_dir, rank)
                 state.train_seconds += time.perf_counter() - t0
             if state.stopped_early:
                 break
@@ -403,10 +404,12 @@ def fit(
     return result
 
 
-def _interrupted(signum: int | None, step: int, checkpoint_dir: Path) -> Interrupted:
+def _interrupted(signum: int | None, step: int, checkpoint_dir: Path, rank: int) -> Interrupted:
     name = signal.Signals(signum).name if signum else "a signal"
-    return Interrupted(
+    error = Interrupted(
         f"stopped by {name} at step {step}; its checkpoint is in {checkpoint_dir}. Run the same command with --resume "
         "to continue exactly where it stopped",
         signum or signal.SIGTERM,
     )
+    error.from_main_process = rank > 0  # every process stops; the main one says so
+    return error
