@@ -283,3 +283,44 @@ def test_processes_pass_sigterm_on_and_exit_with_its_code(example, tmp_path):
     assert not (out / "metrics.json").exists()
     step = max(int(c.name.split("-")[1]) for c in (out / "checkpoints").glob("step-*"))
     assert step < 30 * 13  # stopped early, at a checkpoint of its own
+
+
+def _every_task_and_strategy():
+    from tunesmith.strategies import STRATEGIES
+    from tunesmith.tasks import TASKS
+
+    for task in TASKS.names():
+        for strategy in STRATEGIES.names():
+            cls = STRATEGIES.get(strategy)
+            if cls.uses_feature_cache and not TASKS.get(task).pooled_features:
+                continue  # (refused for such a task in any number of processes)
+            if cls.defaults:  # (a strategy that chooses, auto, is refused: tested below)
+                yield pytest.param(task, strategy, marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("task, strategy", list(_every_task_and_strategy()))
+def test_every_task_and_strategy_trains_with_two_processes(task, strategy, tmp_path):
+    """Each task's own tiny example under each strategy, as 2 processes: the run finishes and its validation
+    split is scored once per row."""
+    from test_resume import env as resume_env
+    from test_resume import train_args
+
+    from tunesmith.tasks import TASKS
+
+    ex = TASKS.get(task).tiny_example(tmp_path)
+    out = tmp_path / "out"
+    from tunesmith.strategies import STRATEGIES
+
+    argv = train_args(task, ex, out, strategy, "--processes", "2")
+    if STRATEGIES.get(strategy)().solves_head:  # a solved head has neither epochs nor a learning rate
+        for flag in ("--epochs", "--lr"):
+            i = argv.index(flag)
+            del argv[i : i + 2]
+    r = tunesmith(argv, resume_env(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert metrics(out)["validation"]
+
+
+def test_a_strategy_that_chooses_is_refused_with_more_processes(example, tmp_path):
+    r = tunesmith(args(example, tmp_path / "auto", "--strategy", "auto", "--processes", "2"), env(example))
+    assert r.returncode == 2 and "chooses among candidate runs" in r.stderr and r.stderr.count("error:") == 1

@@ -741,11 +741,7 @@ def finetune(
     out, reporter, t_start = Path(cfg.out), Reporter(quiet, silent=not main), time.perf_counter()
     if distributed.world_size() > 1:
         distributed.state()  # joins the process group, or fails loudly where each process would train alone
-        if not STRATEGIES.get(cfg.strategy.name).defaults:
-            raise ConfigError(
-                f"--strategy {cfg.strategy.name} chooses among candidate runs, which train in one process: choose "
-                "on one process, then train the strategy it picked with more processes"
-            )
+        distributed.on_main(lambda: _one_process_strategies(cfg), "checking the strategy")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     distributed.on_main(lambda: check_out(out, resume, overwrite), "checking --out")  # before any work
@@ -788,6 +784,14 @@ def finetune(
         files,
         data.preflight.warnings,
     )
+
+
+def _one_process_strategies(cfg: RunConfig) -> None:
+    if not STRATEGIES.get(cfg.strategy.name).defaults:
+        raise ConfigError(
+            f"--strategy {cfg.strategy.name} chooses among candidate runs, which train in one process: choose "
+            "on one process, then train the strategy it picked with more processes"
+        )
 
 
 # -- evaluate a finished run ---------------------------------------------------------------------
