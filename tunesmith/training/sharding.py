@@ -15,6 +15,7 @@ main process at the end of training for the final evaluation and the run folder.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterable
 
 import torch
@@ -25,8 +26,11 @@ from ..strategies.base import StrategyDefaults
 
 
 def wanted(train_cfg, world: int) -> bool:
-    """Shard this run? One process has nothing to shard: it trains as without fsdp."""
-    return getattr(train_cfg, "distributed", "ddp") == "fsdp" and world > 1
+    """Shard this run? train.distributed fsdp, or `accelerate launch` with an FSDP config of accelerate's
+    (ACCELERATE_USE_FSDP: tunesmith shards the model itself, the same way). One process has nothing to
+    shard: it trains as without fsdp."""
+    asked = train_cfg.distributed == "fsdp" or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+    return asked and world > 1
 
 
 def check(strategy, train_cfg, precision: str | None = None) -> None:
