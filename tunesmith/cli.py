@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except TunesmithError as e:
-        if not getattr(e, "from_main_process", False):  # (the main process of a multi-process run says it once)
+        if not e.from_main_process:  # (the main process of a multi-process run says it once)
             print(f"error: {e}", file=sys.stderr)
         return 128 + e.signum if isinstance(e, Interrupted) else 2
     except OSError as e:  # a full disk or read-only folder met where no OutputError names it

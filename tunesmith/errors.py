@@ -12,6 +12,9 @@ from pathlib import Path
 class TunesmithError(Exception):
     """A mistake in the user's input, config, data or model folder, with the fix in the message."""
 
+    # raised again in the other processes of a multi-process run after the main one printed it (distributed.py)
+    from_main_process: bool = False
+
 
 class ConfigError(TunesmithError):
     """A config key or value is unknown or invalid."""
