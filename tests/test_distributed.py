@@ -59,14 +59,17 @@ sys.exit(main(argv))
 """
 
 
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dist")
+def make_example(root: Path) -> tuple[Path, Path, Path, Path]:
     # no dropout: a batch's gradient does not depend on which process computed which rows
     model = make_tiny_bert(root / "bert", pooling="mean", dropout=0.0)
     train = write_csv(root / "train.csv", sentiment_rows(101, seed=1))  # 13 batches of 8: the last has 5 rows
     val = write_csv(root / "val.csv", sentiment_rows(41, seed=2))  # odd: each process would hold a different count
     return root, model, train, val
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    return make_example(tmp_path_factory.mktemp("dist"))
 
 
 def args(example, out: Path, *extra: str) -> list[str]:

@@ -4,21 +4,23 @@ gradient accumulation keeps its gradients local until the step; a rank's SIGKILL
 sharding cannot follow is refused."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from tunesmith.testing import make_tiny_bert, sentiment_rows, write_csv
+# the tiny example, its command line and the ways of launching it: test_distributed.py's
+from test_distributed import _KILL_RANK_1, KILL_AT_STEP, args, env, make_example, metrics, torchrun, tunesmith, weights
 
 pytestmark = pytest.mark.slow
 
-KILL_AT_STEP = 6
 FSDP = ("--set", "train.distributed=fsdp")
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    return make_example(tmp_path_factory.mktemp("fsdp"))
+
 
 # `tunesmith ARGS` in each process, writing what sharding left this process to hold to argv[1]-RANK.json.
 _RECORD_SHARDS = """
@@ -42,99 +44,6 @@ def recorded(model, device, world):
 sharding.shard = recorded
 sys.exit(main(argv))
 """
-
-# rank 1 SIGKILLs itself once the checkpoint of step argv[1] is on disk (as in test_distributed.py).
-_KILL_RANK_1 = """
-import os, signal, sys
-from pathlib import Path
-import tunesmith.training.loop as loop
-from tunesmith.cli import main
-
-kill_at, argv = int(sys.argv[1]), sys.argv[2:]
-out = Path(argv[argv.index("--out") + 1]) / "checkpoints"
-barrier = loop.distributed.barrier
-
-def barrier_then_die():
-    barrier()
-    if os.environ["RANK"] == "1" and (out / f"step-{kill_at:08d}").is_dir():
-        os.kill(os.getpid(), signal.SIGKILL)
-
-loop.distributed.barrier = barrier_then_die
-sys.exit(main(argv))
-"""
-
-
-@pytest.fixture(scope="module")
-def example(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fsdp")
-    model = make_tiny_bert(root / "bert", pooling="mean", dropout=0.0)  # no dropout: rows' split does not matter
-    train = write_csv(root / "train.csv", sentiment_rows(101, seed=1))  # 13 batches of 8: the last has 5 rows
-    val = write_csv(root / "val.csv", sentiment_rows(41, seed=2))
-    return root, model, train, val
-
-
-def args(example, out: Path, *extra: str) -> list[str]:
-    root, model, train, val = example
-    return [
-        "train",
-        "--task",
-        "text-classification",
-        "--model",
-        str(model),
-        "--data",
-        str(train),
-        "--validation-data",
-        str(val),
-        "--out",
-        str(out),
-        "--strategy",
-        "full",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--lr",
-        "1e-3",
-        "--seed",
-        "3",
-        "--precision",
-        "fp32",
-        "--quiet",
-        "--set",
-        "train.dropout=0",
-        "--set",
-        "model.max_length=32",
-        "--set",
-        "train.early_stopping_patience=null",
-        "--set",
-        "train.checkpoint_every=3",
-        "--set",
-        "train.threads=1",
-        *extra,
-    ]
-
-
-def env(example) -> dict:
-    return {**os.environ, "TUNESMITH_CACHE": str(example[0] / "cache"), "OMP_NUM_THREADS": "1"}
-
-
-def tunesmith(argv: list[str], environ: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tunesmith", *argv], env=environ, capture_output=True, text=True)
-
-
-def torchrun(script: str, argv: list[str], environ: dict) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    script_file = Path(environ["TUNESMITH_CACHE"]).parent / f"script-{abs(hash(script))}.py"
-    script_file.write_text(script)
-    return subprocess.run([*cmd, str(script_file), *argv], env=environ, capture_output=True, text=True)
-
-
-def weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(run / "model.safetensors"))
-
-
-def metrics(run: Path) -> dict:
-    return json.loads((run / "metrics.json").read_text())
 
 
 def assert_same_model(run: Path, ref: Path) -> None:
