@@ -34,18 +34,24 @@ def _decode_utf8(raw: bytes, path: Path) -> str:
         ) from None
 
 
-def read_table(path: str | Path, role: str = "data") -> pd.DataFrame:
-    """One table, every row kept, in file order. Raises DataError with the fix on any problem."""
+def table_file(path: str | Path, role: str, kinds: str = ".csv, .tsv, .jsonl, .json or .parquet") -> tuple[Path, str]:
+    """The table file at `path` and its format, or a DataError: missing, a folder (give a `kinds` file), unknown."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{role} file not found: {p}")
     if p.is_dir():
-        raise DataError(f"{role} path {p} is a folder; give a .csv, .tsv, .jsonl, .json or .parquet file")
+        raise DataError(f"{role} path {p} is a folder; give a {kinds} file")
     fmt = FORMATS.get(p.suffix.lower())
     if fmt is None:
         raise DataError(
             f"{p}: unknown data format {p.suffix or '(no extension)'!r}; supported: {', '.join(sorted(FORMATS))}"
         )
+    return p, fmt
+
+
+def read_table(path: str | Path, role: str = "data") -> pd.DataFrame:
+    """One table, every row kept, in file order. Raises DataError with the fix on any problem."""
+    p, fmt = table_file(path, role)
     if p.stat().st_size == 0:
         raise DataError(f"{p} is empty: it has no header and no rows")
     if fmt == "parquet":

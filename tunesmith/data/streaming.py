@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .sources import FORMATS, row_ref
+from .sources import row_ref, table_file
 
 CACHE_VERSION = 1
 STREAMED = ("csv", "tsv", "jsonl", "parquet")  # formats read batch by batch (a JSON array is one value)
@@ -54,16 +54,7 @@ class StreamedFile:
 # -- reading in batches --------------------------------------------------------------------------
 def open_table(path: str, role: str) -> tuple[Path, str]:
     """The file and its format, refused as the in-memory reader refuses (missing, a folder, empty, unknown)."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{role} file not found: {p}")
-    if p.is_dir():
-        raise DataError(f"{role} path {p} is a folder; give a .csv, .tsv, .jsonl or .parquet file")
-    fmt = FORMATS.get(p.suffix.lower())
-    if fmt is None:
-        raise DataError(
-            f"{p}: unknown data format {p.suffix or '(no extension)'!r}; supported: {', '.join(sorted(FORMATS))}"
-        )
+    p, fmt = table_file(path, role, ".csv, .tsv, .jsonl or .parquet")
     if fmt not in STREAMED:
         raise DataError(
             f"{p}: data.streaming reads .csv, .tsv, .jsonl and .parquet files batch by batch; a JSON array is one "
