@@ -153,21 +153,21 @@ def scores(y_true, y_pred, n_labels: int) -> dict:
     }
 
 
-def ts_config(ds, row: str, data: Path, out: Path, threads: int) -> dict:
+def ts_config(ds, row: str, data: Path, out: Path, threads: int, seed: int = SEED) -> dict:
     return {
         "task": TASK[ds.modality],
         "out": str(out),
         "model": {"name": ds.model, **ds.model_options},
         "strategy": {"name": row},
         "data": paths(ds, data),
-        "train": {"seed": SEED, "threads": threads},
+        "train": {"seed": seed, "threads": threads},
     }
 
 
 def child_tunesmith(args, ds, row: str) -> dict:
     import tunesmith
 
-    cfg = ts_config(ds, row, Path(args.data), Path(args.work) / row, args.threads)
+    cfg = ts_config(ds, row, Path(args.data), Path(args.work) / row, args.threads, args.seed)
     if args.quick and row != "head-only":  # a smoke test: one epoch (auto's candidates too), not min_steps
         cfg["train"]["epochs"] = 1
     t0 = time.perf_counter()
@@ -532,11 +532,46 @@ def run_child(args) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def row_key(row: str, seed: int) -> str:
+    """Where a row's result is kept: its name for seed 42 (every row once), `name@seed` for another seed."""
+    return row if seed == SEED else f"{row}@{seed}"
+
+
+def base_row(key: str) -> str:
+    return key.split("@")[0]
+
+
+def over_seeds(rows: dict) -> dict:
+    """Each row name -> its scores averaged over the seeds it ran with (a single run: itself), with "seeds"
+    (the seeds) and "per_seed" (each seed's score) beside: on a set whose test split is small, one seed
+    decides a 1-point bar by an example or two, so such sets are run with --seeds and judged on the means."""
+    groups: dict[str, list[tuple[int, dict]]] = {}
+    for key, r in rows.items():
+        if "error" in r:
+            continue
+        seed = int(key.split("@")[1]) if "@" in key else SEED
+        groups.setdefault(base_row(key), []).append((seed, r))
+    out = {}
+    for name, runs in groups.items():
+        runs.sort(key=lambda x: x[0])
+        mean = {k: sum(r[k] for _, r in runs) / len(runs) for k in ("accuracy", "macro_f1") if k in runs[0][1]}
+        walls = [r["wall_seconds"] for _, r in runs if r.get("wall_seconds") is not None]
+        out[name] = {
+            **mean,
+            "wall_seconds": sum(walls) / len(walls) if walls else None,
+            "seeds": [s for s, _ in runs],
+            "per_seed": {m: [r[m] for _, r in runs] for m in mean},
+        }
+    return out
+
+
 def bars(rows: dict, metric: str) -> dict:
-    """The three bars of one set: PASS / FAIL / n/a, with the figures behind each."""
+    """The three bars of one set: PASS / FAIL / n/a, with the figures behind each; a row run with several
+    seeds counts with its mean over them (over_seeds)."""
+    rows = over_seeds(rows)
 
     def ok(n):
-        return n in rows and "error" not in rows[n]
+        return n in rows
 
     out: dict = {}
     if not ok("auto"):
@@ -563,6 +598,7 @@ def bars(rows: dict, metric: str) -> dict:
     else:
         out["time"] = "n/a"
     out["auto_score"] = a
+    out["seeds"] = {n: r["seeds"] for n, r in rows.items() if len(r["seeds"]) > 1}
     return out
 
 
@@ -621,9 +657,12 @@ def set_report(name: str, s: dict, metric: str) -> list[str]:
         "| row | held-out acc | macro-F1 | wall s | notes | other load |",
         "|---|---|---|---|---|---|",
     ]
-    for row, r in rows.items():
+    agg = over_seeds(rows)
+    for key, r in rows.items():
+        row = base_row(key)
+        label = LABELS[row] + (f" (seed {key.split('@')[1]})" if "@" in key else "")
         if "error" in r:
-            lines.append(f"| {LABELS[row]} | FAILED: {r['error']} | | | | |")
+            lines.append(f"| {label} | FAILED: {r['error']} | | | | |")
             continue
         notes = []
         if len(cmds) > 1 and r.get("command") in cmds:
@@ -647,11 +686,23 @@ def set_report(name: str, s: dict, metric: str) -> list[str]:
             notes.append(f"C={r['C']:g}" + (f", {r['pixels']} pixels" if r.get("pixels") else ""))
         acc = f"{r['accuracy']:.3f} ±{_ci(r['accuracy'], n_test):.3f}"
         lines.append(
-            f"| {LABELS[row]} | {acc} | {r['macro_f1']:.3f} | {cell(r.get('reported_seconds'), '{:.1f}')} | "
+            f"| {label} | {acc} | {r['macro_f1']:.3f} | {cell(r.get('reported_seconds'), '{:.1f}')} | "
             f"{'; '.join(n for n in notes if n)} | {cell(r.get('other_load_cores'), '{:.2f}')} |"
         )
     lines.append("")
     m = "macro-F1" if metric == "macro_f1" else "accuracy"
+    several = {n: a for n, a in agg.items() if len(a["seeds"]) > 1}
+    if several:
+        lines.append(
+            f"Rows run with several seeds count in the bars with their mean {m} over them (one test example is "
+            f"{100 / max(n_test, 1):.2f} points here: one seed decides a 1-point bar by an example or two):"
+        )
+        lines += [
+            f"- {n}: mean {a[metric]:.3f} over seeds {', '.join(map(str, a['seeds']))} "
+            f"({', '.join(f'{v:.3f}' for v in a['per_seed'][metric])}); accuracy mean {a['accuracy']:.3f}"
+            for n, a in several.items()
+        ]
+        lines.append("")
     if b.get("beats_baselines") != "n/a" and "best_baseline" in b:
         lines.append(
             f"- auto >= every baseline ({m}): **{b['beats_baselines']}** (auto {b['auto_score']:.3f}, best "
@@ -664,8 +715,9 @@ def set_report(name: str, s: dict, metric: str) -> list[str]:
         )
     if "auto_over_full_time" in b:
         lines.append(
-            f"- auto's wall time <= 3x full's: **{b['time']}** ({rows['auto']['wall_seconds']:.1f} s = "
-            f"{b['auto_over_full_time']:.2f}x full's {rows['full']['wall_seconds']:.1f} s)"
+            f"- auto's wall time <= 3x full's: **{b['time']}** ({agg['auto']['wall_seconds']:.1f} s = "
+            f"{b['auto_over_full_time']:.2f}x full's {agg['full']['wall_seconds']:.1f} s)"
+            + (" (means over their seeds)" if {"auto", "full"} & set(several) else "")
         )
     lines.append(failures_md(rows))
     lines.append(contention_md(rows))
@@ -691,7 +743,9 @@ def build_report(res: dict) -> tuple[str, dict]:
         b, info = s["bars"], s["info"]
         lines.append(
             f"| {name} | {info['role'].upper()} | {info['modality']} | {info['sizes']['test']} | "
-            f"{cell(b.get('auto_score'), '{:.3f}')} | "
+            f"{cell(b.get('auto_score'), '{:.3f}')}"
+            + (f" (mean, {len(b['seeds']['auto'])} seeds)" if "auto" in (b.get("seeds") or {}) else "")
+            + " | "
             + (f"{b['best_fixed']} {b['best_fixed_score']:.3f}" if "best_fixed" in b else "—")
             + " | "
             + (f"{b['best_baseline']} {b['best_baseline_score']:.3f}" if "best_baseline" in b else "—")
@@ -723,7 +777,8 @@ def build_report(res: dict) -> tuple[str, dict]:
         "epoch on validation (text: by loss, as the guide; images and audio: by accuracy); text at "
         "tunesmith's 128-token max length; audio at Whisper's own 30 s window (WhisperForAudioClassification "
         "pools the whole padded window); 3 epochs instead of the audio guide's 10. tunesmith rows: the "
-        "defaults a user gets, seed 42. other load: cores other processes used meanwhile.",
+        "defaults a user gets, seed 42 (a row marked with another seed: that seed). other load: cores other "
+        "processes used meanwhile.",
     ]
     return "\n".join(lines) + "\n", derived
 
@@ -777,6 +832,13 @@ def main(argv=None) -> int:
         "and a set's other rows (each row records the command that scored it)",
     )
     ap.add_argument("--data-root", help="prepare the sets here and keep them (default: inside the work folder)")
+    ap.add_argument(
+        "--seeds",
+        default=str(SEED),
+        help=f"comma list of training seeds for the tunesmith rows (default {SEED}); the baselines run once. A row "
+        f"run with several seeds (in this run or merged from earlier ones) counts in the bars with its mean",
+    )
+    ap.add_argument("--seed", type=int, default=SEED, help=argparse.SUPPRESS)  # child: its training seed
     add_common_args(ap, DEFAULT_ROWS, ALL_ROWS, max_wait=120)
     ap.add_argument("--rows", dest="configs", default=argparse.SUPPRESS, help="the same as --configs: which rows")
     ap.add_argument("--set", help=argparse.SUPPRESS)  # child: which set
@@ -791,6 +853,12 @@ def main(argv=None) -> int:
         return list_sets(["--list"])
     rows_asked = parse_configs(ap, args.configs, ALL_ROWS)
     sets = parse_sets(ap, args.sets)
+    try:
+        seeds = list(dict.fromkeys(int(x) for x in args.seeds.split(",") if x.strip()))
+    except ValueError:
+        ap.error(f"--seeds {args.seeds!r}: a comma list of integers")
+    if not seeds:
+        ap.error("--seeds: at least one seed")
 
     root = Path(tempfile.mkdtemp(prefix="bench_quality_"))
     data_root = Path(args.data_root) if args.data_root else root / "data"
@@ -816,14 +884,21 @@ def main(argv=None) -> int:
             flush=True,
         )
         work = root / name
-        logs = work / "logs"
-        logs.mkdir(parents=True)
         rows: dict[str, dict] = {}
-        for row in (r for r in rows_asked if applies(r, ds.modality)):
+        runs = [
+            (row, seed)
+            for row in rows_asked
+            if applies(row, ds.modality)
+            for seed in (seeds if row in FIXED or row == "auto" else [SEED])
+        ]
+        for row, seed in runs:
+            key = row_key(row, seed)
             # every row starts cold, except frozen-logreg, which reads what head-only extracted
-            cache = work / "cache" / ("head-only" if row in ("frozen-logreg", SAME_ROWS_CHECK) else row)
-            extra = ["--set", name] + (["--quick"] if args.quick else [])
-            r = spawn(__file__, row, args, data, work, cache, logs, extra_args=extra)
+            cache = work / "cache" / ("head-only" if row in ("frozen-logreg", SAME_ROWS_CHECK) else key)
+            extra = ["--set", name, "--seed", str(seed)] + (["--quick"] if args.quick else [])
+            at = work if seed == SEED else work / f"seed{seed}"
+            (at / "logs").mkdir(parents=True, exist_ok=True)
+            r = spawn(__file__, row, args, data, at, cache, at / "logs", extra_args=extra)
             if "error" not in r:
                 r["reported_seconds"] = r["wall_seconds"]
                 if row == "frozen-logreg" and r.get("feature_cache_hit") and "head-only" in rows:
@@ -832,15 +907,15 @@ def main(argv=None) -> int:
                         r["head_only_feature_seconds"] = head
                         r["reported_seconds"] = r["wall_seconds"] + head
                 print(
-                    f"  {row:<14} acc {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  "
+                    f"  {key:<14} acc {r['accuracy']:.3f}  macro-F1 {r['macro_f1']:.3f}  "
                     f"wall {r['reported_seconds']:.1f}s"
                     f"  (process {r['process_seconds']:.1f}s, other load {r['other_load_cores']:.2f})"
                     + (f"  {_choice_note(r)}" if row == "auto" else ""),
                     flush=True,
                 )
             else:
-                print(f"  {row}: FAILED ({r['error']})\n{r['log_tail']}", flush=True)
-            rows[row] = r
+                print(f"  {key}: FAILED ({r['error']})\n{r['log_tail']}", flush=True)
+            rows[key] = r
         for r in rows.values():
             r["command"] = command
         res["sets"][name] = {"info": info, "rows": rows, "bars": bars(rows, args.bar_metric), "commands": [command]}
