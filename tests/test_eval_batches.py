@@ -36,3 +36,14 @@ def test_batch_size_is_respected_and_similar_lengths_stay_together():
     _check_cover(cut, 200, 32)
     assert all(len({lengths[i] for i in b}) == 1 for b in cut)  # no batch mixes the two lengths
     assert pad_waste(cut, lengths) == 0.0
+
+
+def test_cut_only_at_full_precision():
+    import contextlib
+
+    import torch
+
+    from tunesmith.data.batching import call_overhead
+
+    assert call_overhead(contextlib.nullcontext, "cpu") == CALL_OVERHEAD_TOKENS
+    assert call_overhead(lambda: torch.autocast("cpu", dtype=torch.bfloat16), "cpu") is None
