@@ -43,7 +43,7 @@ def test_cut_only_at_full_precision():
 
     import torch
 
-    from tunesmith.data.batching import call_overhead
+    from tunesmith.data.batching import call_overhead_for
 
-    assert call_overhead(contextlib.nullcontext, "cpu") == CALL_OVERHEAD_TOKENS
-    assert call_overhead(lambda: torch.autocast("cpu", dtype=torch.bfloat16), "cpu") is None
+    assert call_overhead_for(contextlib.nullcontext, "cpu") == CALL_OVERHEAD_TOKENS
+    assert call_overhead_for(lambda: torch.autocast("cpu", dtype=torch.bfloat16), "cpu") is None

@@ -50,8 +50,8 @@ CALL_OVERHEAD_TOKENS = 64
 # with fixed batches, and no gain over fixed batches for 500 at once; so callers under autocast keep fixed batches.
 
 
-def call_overhead(autocast, device_type: str) -> int | None:
-    """eval_batches' `call_overhead` for batches run under `autocast()`: CALL_OVERHEAD_TOKENS at full precision,
+def call_overhead_for(autocast, device_type: str) -> int | None:
+    """eval_batches' `call_overhead` argument for batches run under `autocast()`: CALL_OVERHEAD_TOKENS at full precision,
     None (fixed-size batches) where it lowers precision."""
     import torch
 

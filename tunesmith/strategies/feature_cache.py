@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..data.batching import call_overhead, eval_batches, row_lengths
+from ..data.batching import call_overhead_for, eval_batches, row_lengths
 
 _FINGERPRINTS: dict[tuple, str] = {}
 # Per-row features this process has computed or read, by model, pooling, precision and row: cross-validation
@@ -85,7 +85,7 @@ def compute_features(
     lengths = row_lengths(rows)
     with reporter.bar(f"features ({what})", len(rows)) as bar:
         device_type = next(backbone.parameters()).device.type
-        for idx in eval_batches(lengths, batch_size, call_overhead(autocast, device_type)):
+        for idx in eval_batches(lengths, batch_size, call_overhead_for(autocast, device_type)):
             batch = collate([{k: v for k, v in rows[i].items() if k not in ("label", "cache_key")} for i in idx])
             with autocast():
                 feats = backbone.forward_features(batch)

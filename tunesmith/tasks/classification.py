@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.batching import call_overhead, eval_batches, row_lengths
+from ..data.batching import call_overhead_for, eval_batches, row_lengths
 from ..data.streaming import MappedRows
 from ..errors import DataError
 from .base import CardSections, EvalOutput, TaskDefaults, TaskModel
@@ -172,7 +172,7 @@ class ClassificationTask(TaskDefaults):
         labelled = bool(rows) and "label" in rows[0]
         logits_all: list[torch.Tensor | None] = [None] * len(rows)
         loss_sum = 0.0
-        for idx in eval_batches(row_lengths(rows), batch_size, call_overhead(autocast, device.type)):
+        for idx in eval_batches(row_lengths(rows), batch_size, call_overhead_for(autocast, device.type)):
             batch = {k: v.to(device) for k, v in self.collate([rows[i] for i in idx]).items()}
             with autocast():
                 if labelled:
