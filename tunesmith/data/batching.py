@@ -51,8 +51,8 @@ CALL_OVERHEAD_TOKENS = 64
 
 
 def call_overhead_for(autocast, device_type: str) -> int | None:
-    """eval_batches' `call_overhead` argument for batches run under `autocast()`: CALL_OVERHEAD_TOKENS at full precision,
-    None (fixed-size batches) where it lowers precision."""
+    """eval_batches' `call_overhead` argument for batches run under `autocast()`: CALL_OVERHEAD_TOKENS at full
+    precision, None (fixed-size batches) where it lowers precision."""
     import torch
 
     with autocast():
