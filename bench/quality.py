@@ -541,6 +541,10 @@ def base_row(key: str) -> str:
     return key.split("@")[0]
 
 
+def seed_of(key: str) -> int:
+    return int(key.split("@")[1]) if "@" in key else SEED
+
+
 def over_seeds(rows: dict) -> dict:
     """Each row name -> its scores averaged over the seeds it ran with (a single run: itself), with "seeds"
     (the seeds) and "per_seed" (each seed's score) beside: on a set whose test split is small, one seed
@@ -549,8 +553,7 @@ def over_seeds(rows: dict) -> dict:
     for key, r in rows.items():
         if "error" in r:
             continue
-        seed = int(key.split("@")[1]) if "@" in key else SEED
-        groups.setdefault(base_row(key), []).append((seed, r))
+        groups.setdefault(base_row(key), []).append((seed_of(key), r))
     out = {}
     for name, runs in groups.items():
         runs.sort(key=lambda x: x[0])
@@ -660,7 +663,7 @@ def set_report(name: str, s: dict, metric: str) -> list[str]:
     agg = over_seeds(rows)
     for key, r in rows.items():
         row = base_row(key)
-        label = LABELS[row] + (f" (seed {key.split('@')[1]})" if "@" in key else "")
+        label = LABELS[row] + (f" (seed {seed_of(key)})" if "@" in key else "")
         if "error" in r:
             lines.append(f"| {label} | FAILED: {r['error']} | | | | |")
             continue
