@@ -99,3 +99,25 @@ def test_text_pairs(tiny_bert_mean, tmp_path):
     assert res.metrics["accuracy"] >= 0.8
     p = tunesmith.load(res.out)
     assert len(p.predict(["a story"], pairs=["great fun"])) == 1
+
+
+def test_predict_runs_small_rows_in_one_pass_and_large_ones_a_block_at_a_time(trained, monkeypatch):
+    """Tokens are small: predict() gathers every input into one evaluation (batched by length); rows past the
+    held-bytes bound (pixels) run a block at a time. Either way: the same answers, in input order."""
+    import tunesmith
+    import tunesmith.serve.predictor as predictor_module
+
+    p = tunesmith.load(trained)
+    p.batch_size = 2  # blocks of PREDICT_BLOCK * 2 = 16 inputs
+    texts = [f"review {i}: " + "good " * (i % 7) + "boring " * (i % 3) for i in range(40)]
+    calls, real = [], p._evaluate
+    monkeypatch.setattr(p, "_evaluate", lambda rows: calls.append(len(rows)) or real(rows))
+    together = p.predict(texts)
+    assert calls == [40]
+    calls.clear()
+    monkeypatch.setattr(predictor_module, "PREDICT_HELD_BYTES", 1)
+    apart = p.predict(texts)
+    assert calls == [16, 16, 8]
+    assert [r["input"] for r in together] == [r["input"] for r in apart] == texts
+    assert [r["label"] for r in together] == [r["label"] for r in apart]
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(together, apart)) < 1e-5
