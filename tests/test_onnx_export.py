@@ -105,3 +105,44 @@ def test_int8_export_reports_the_metric_change_and_serves_like_predict(tiny_bert
     assert client.get("/v1/info").json()["task"] == "text-classification"
     # --quantize belongs to --onnx; a merge of a run without adapters says so
     assert main(["export", str(run), "--merge", "--quantize", "int8", "--out", str(tmp_path / "m")]) == 2
+
+
+def test_int8_convolutions_are_calibrated_and_kept_only_where_they_measure_no_worse(
+    tiny_resnet, image_folders, tmp_path, capsys
+):
+    """A graph with convolutions gets them int8 only when, on the run's validation rows, the task's metric is no
+    worse (within 1 point) and the graphs run faster; either way parity.json and the README say which and why."""
+    import onnx
+
+    from tunesmith.export import onnx as exporter
+
+    train, val = image_folders
+    run = tmp_path / "run"
+    cfg = {
+        "task": "image-classification",
+        "model": {"name": str(tiny_resnet)},
+        "data": {"train": str(train), "validation": str(val)},
+        "strategy": {"name": "full"},
+        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "precision": "fp32", "seed": 0, "threads": 1},
+        "out": str(run),
+    }
+    finetune(cfg, quiet=True)
+    out = export_onnx(run, tmp_path / "int8", quantize="int8", say=print)["out"]
+    convs = json.loads((out / "parity.json").read_text())["int8"]["int8_convolutions"]
+    assert "training rows" in convs["calibration"]
+    assert set(convs["with"]) == set(convs["without"]) >= {"agreement", "seconds", "onnx"}
+    assert convs["why"] in capsys.readouterr().out and convs["why"] in (out / "README.md").read_text()
+    ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
+    assert ("QuantizeLinear" in ops) == convs["kept"]
+    assert len(tunesmith.load(out).predict([str(next(val.rglob("*.png")))])) == 1
+
+    class Task:
+        default_metric, lower_is_better = "accuracy", frozenset({"loss"})
+
+    def figures(acc, seconds):
+        return {"onnx": {"accuracy": acc}, "seconds": seconds}
+
+    assert exporter._conv_verdict(Task, figures(0.90, 2.0), figures(0.895, 1.0))[0]
+    assert not exporter._conv_verdict(Task, figures(0.90, 2.0), figures(0.85, 1.0))[0]  # 5 points worse
+    assert not exporter._conv_verdict(Task, figures(0.90, 2.0), figures(0.90, 1.98))[0]  # no faster beyond noise
+    assert not exporter._conv_verdict(Task, {"onnx": {}, "seconds": 2.0}, figures(0.9, 1.0))[0]  # nothing to judge

@@ -807,15 +807,20 @@ def saved_data_config(run: Path, **overrides):
     return DataConfig.model_validate({k: v for k, v in d.items() if k in DataConfig.model_fields})
 
 
-def validation_examples(run: Path):
-    """The run's own validation examples, read again as training read them (the same file, or the same
-    split of its training data): what export parity checks are measured on."""
+def run_examples(run: Path, split: str):
+    """One split ("train", "validation") of the run's own data, read again as training read it (the same
+    files, the same split of its training data)."""
     import yaml
 
     from .config import config_from_dict
 
     tree = yaml.safe_load((Path(run) / "run_config.yaml").read_text(encoding="utf-8"))
-    return read_data(config_from_dict(tree, str(Path(run) / "run_config.yaml"))).splits["validation"]
+    return read_data(config_from_dict(tree, str(Path(run) / "run_config.yaml"))).splits[split]
+
+
+def validation_examples(run: Path):
+    """The run's own validation examples: what export parity checks are measured on."""
+    return run_examples(run, "validation")
 
 
 def evaluate(
