@@ -132,6 +132,7 @@ def test_int8_convolutions_are_calibrated_and_kept_only_where_they_measure_no_wo
     assert "training rows" in convs["calibration"]
     assert set(convs["with"]) == set(convs["without"]) >= {"agreement", "seconds", "onnx"}
     assert convs["why"] in capsys.readouterr().out and convs["why"] in (out / "README.md").read_text()
+    assert list(out.glob("*.onnx")) == [out / "model.int8.onnx"]  # the graphs not kept are not left beside it
     ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
     assert ("QuantizeLinear" in ops) == convs["kept"]
     assert len(tunesmith.load(out).predict([str(next(val.rglob("*.png")))])) == 1

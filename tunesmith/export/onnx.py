@@ -354,7 +354,10 @@ def _quantize(
         if keep:
             result = {**tried, "int8_convolutions": result["int8_convolutions"]}
         for name in files:
-            (tmp / (convs if keep else dynamic)[name]).replace(tmp / dynamic[name])
+            if keep:
+                (tmp / convs[name]).replace(tmp / dynamic[name])
+            else:
+                (tmp / convs[name]).unlink()
     for f in files.values():
         (tmp / f).unlink()
         for extra in tmp.glob(f"{f}.data"):
