@@ -42,6 +42,7 @@ from tunesmith.config import config_from_dict  # noqa: E402
 from tunesmith.data.batching import row_lengths, train_batches  # noqa: E402
 from tunesmith.models import resolve_model  # noqa: E402
 from tunesmith.progress import Reporter  # noqa: E402
+from tunesmith.training.dropout import use_cheap_dropout  # noqa: E402
 from tunesmith.training.optim import build_optimizer, warmup_linear_decay  # noqa: E402
 
 DATA = Path("/tmp/qb/data")
@@ -60,7 +61,7 @@ KINDS = [
     ),
     ("norm", r"layer_norm|batch_norm|LayerNorm|BatchNorm|group_norm"),
     ("activation", r"gelu|relu|hardtanh|silu|sigmoid|tanh|Gelu|Relu|Hardtanh|Silu|Sigmoid|Tanh"),
-    ("dropout", r"dropout|bernoulli|Dropout"),
+    ("dropout", r"dropout|bernoulli|Dropout|aten::random_"),
     ("optimizer", r"adam|Adam"),
 ]
 # every op under these phases is theirs; "host_sync": fit's per-step loss.item() and token count
@@ -97,14 +98,17 @@ def data_folder(kind: str, tmp: Path) -> Path:
     return tmp
 
 
-def setup(kind: str, precision: str, batch: int, need: int, tmp: Path):
-    """(Built, training rows, the batches `fit` would draw in epoch 0, optimizer, scheduler, prepared model)."""
+def setup(kind: str, precision: str, batch: int, need: int, tmp: Path, torch_dropout: bool = False):
+    """(Built, training rows, the batches `fit` would draw in epoch 0, optimizer, scheduler, prepared model).
+    As in fit, nn.Dropout modules become CheapDropout (training/dropout.py) unless `torch_dropout`."""
     reporter = Reporter(quiet=True)
     data_dir = data_folder(kind, tmp)
     cfg = config_from_dict(config(kind, precision, batch, tmp / "run", data_dir))
     data = read_data(cfg, reporter)
     cfg, _ = choose_strategy(cfg, data, resolve_model(cfg.model.name), reporter, tmp / "run", False)
     b = build_model(cfg, resolve_model(cfg.model.name), data, reporter)
+    if not torch_dropout:
+        use_cheap_dropout(b.model)
     # encode only the rows the steps use (and a few validation rows): images are slow to decode
     g = torch.Generator().manual_seed(0)
     for split, ex in data.splits.items():
@@ -201,7 +205,9 @@ def matmul_peak() -> dict[str, float]:
 
 def run_one(kind: str, precision: str, args, peak) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        b, rows, batches, optimizer, scheduler, model = setup(kind, precision, args.batch_size, 16, Path(tmp))
+        b, rows, batches, optimizer, scheduler, model = setup(
+            kind, precision, args.batch_size, 16, Path(tmp), args.torch_dropout
+        )
         batches = [x for x in batches if len(x) == args.batch_size][: WARMUP + args.steps]
         warm, measured = batches[:WARMUP], batches[WARMUP:]
         for idx in warm:
@@ -307,6 +313,7 @@ def main() -> None:
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--torch-dropout", action="store_true", help="torch's own dropout, not fit's CheapDropout")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-wait", type=float, default=900, help="seconds to wait for a 1-minute load below 0.5")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "profile_step.md")

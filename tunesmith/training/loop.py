@@ -24,6 +24,7 @@ from ..precision import accelerate_mixed_precision
 from ..strategies.base import count_params
 from . import sharding
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, usable_checkpoint
+from .dropout import use_cheap_dropout
 from .optim import build_optimizer, refresh_param_groups, warmup_linear_decay
 
 
@@ -175,6 +176,7 @@ def fit(
     if sharded:
         sharding.check(strategy, tc, accelerator.mixed_precision)
     set_seed(tc.seed + rank)  # the same data order everywhere; each process its own dropout
+    use_cheap_dropout(model)  # CPU dropout masks from 16-bit draws (training/dropout.py)
     result = FitResult()
 
     # Where to start: a resumed run re-enters its epoch, so strategies whose trainable set changes
