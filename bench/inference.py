@@ -10,7 +10,9 @@ split, up to --inputs, in a fixed shuffled order), one row per way of predicting
   torch       tunesmith.load(RUN).predict(inputs): the PyTorch path (the Predictor's own batch size)
   onnx-fp32   export_onnx(RUN, DIR, quantize=None) (what `tunesmith export RUN --onnx --out DIR` runs),
               then tunesmith.load(DIR).predict(inputs) on onnxruntime
-  onnx-int8   the same with quantize="int8" (onnxruntime dynamic quantisation of MatMul/Gemm weights)
+  onnx-int8   the same with quantize="int8" (onnxruntime dynamic quantisation of MatMul/Gemm weights; a graph
+              with convolutions also tried with calibrated static int8 convolutions, kept where they measure
+              no worse and faster: the export line says which)
 
 Each row runs in its own fresh child process (this script with --one ROW), so its peak RSS (ru_maxrss)
 is its own; RSS right after loading the model (VmRSS) is recorded too. In the child: load, one warm-up
