@@ -29,7 +29,7 @@ def row_nbytes(row: dict[str, Any]) -> int:
     total = 0
     for v in row.values():
         if isinstance(v, (torch.Tensor, np.ndarray)):
-            total += v.nbytes if isinstance(v, np.ndarray) else v.numel() * v.element_size()
+            total += v.nbytes
         elif isinstance(v, (list, tuple)):
             total += 8 * len(v)
     return total
@@ -117,25 +117,34 @@ class Predictor:
             return self._rows(inputs[a:b], pairs[a:b] if pairs is not None else None)
 
         decoded, held, held_bytes = [], [], 0
-        with contextlib.ExitStack() as stack:
-            pool = None
-            if len(spans) > 1:
-                pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="tunesmith-decode"))
-                upcoming = pool.submit(rows_of, spans[0])
-            for k, span in enumerate(spans):
-                part = upcoming.result() if pool is not None else rows_of(span)
-                if pool is not None and k + 1 < len(spans):
-                    upcoming = pool.submit(rows_of, spans[k + 1])
-                held += part
-                held_bytes += sum(row_nbytes(r) for r in part)
-                if held_bytes >= PREDICT_HELD_BYTES or k + 1 == len(spans):
-                    decoded += self.task.decode(self._evaluate(held))
-                    held, held_bytes = [], 0
+        for part in _decoded_ahead(rows_of, spans):
+            held += part
+            held_bytes += sum(row_nbytes(r) for r in part)
+            if held_bytes >= PREDICT_HELD_BYTES:
+                decoded += self.task.decode(self._evaluate(held))
+                held, held_bytes = [], 0
+        if held:
+            decoded += self.task.decode(self._evaluate(held))
         shown = [
             x if isinstance(x, str) else str(x) if isinstance(x, Path) else f"input {i + 1}"
             for i, x in enumerate(inputs)
         ]
         return [{"input": s, **d} for s, d in zip(shown, decoded)]
+
+
+def _decoded_ahead(rows_of, spans: list[tuple[int, int]]):
+    """rows_of(span) for each span in order, the next one computed in a worker thread while the caller works on
+    the one it was given (one span: no thread)."""
+    if len(spans) == 1:
+        yield rows_of(spans[0])
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="tunesmith-decode") as pool:
+        upcoming = pool.submit(rows_of, spans[0])
+        for span in spans[1:]:
+            part = upcoming.result()
+            upcoming = pool.submit(rows_of, span)
+            yield part
+        yield upcoming.result()
 
 
 def load(folder: str | Path, device: str = "cpu", merge_adapters: bool = True, precision: str = "fp32") -> Predictor:
