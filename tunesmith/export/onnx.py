@@ -37,6 +37,7 @@ CALIBRATION_BATCHES = 64  # feeds kept per graph while they run
 INT8_CONV_TOLERANCE = 0.01  # how much worse (task metric) int8 convolutions may score and still be kept
 INT8_CONV_SPEEDUP = 0.95  # ... and the share of the time without them they must run in (timing noise is not a gain)
 QUANTIZE = ("int8",)
+_COMPARED = ("agreement", "max_abs_logit_diff", "onnx", "metric_change", "seconds")  # int8 with / without convolutions
 # run files that describe the model, not its weights: the export keeps them (preprocessing, labels, scores)
 _NOT_COPIED = {META_FILE, "README.md"}
 # what tunesmith.json of an export does not carry over from the run's (weights and their layout)
@@ -339,9 +340,10 @@ def _quantize(
         calib_rows, calib_source = _calibration_rows(run, task, rows, source)
         say(f"trying int8 convolutions, calibrated on {calib_source} ...")
         calibration = _calibration_feeds(task, tmp, files, with_convs, calib_rows, batch_size)
-        convs = {name: f"{name}.int8-conv.onnx" for name in files}
-        for name, f in files.items():
-            quantize_int8(tmp / f, tmp / convs[name], calibration.get(name))
+        # graphs without convolutions (a Whisper decoder) are the same either way: their dynamic int8 file serves
+        convs = {name: f"{name}.int8-conv.onnx" if name in with_convs else dynamic[name] for name in files}
+        for name in with_convs:
+            quantize_int8(tmp / files[name], tmp / convs[name], calibration.get(name))
         tried = _parity(task, model, tmp, convs, rows, batch_size, timed=True)
         tried["metric_change"] = _metric_change(tried)
         keep, why = _conv_verdict(task, result, tried)
@@ -349,13 +351,13 @@ def _quantize(
             "calibration": calib_source,
             "kept": keep,
             "why": why,
-            "with": {k: tried[k] for k in ("agreement", "max_abs_logit_diff", "onnx", "metric_change", "seconds")},
-            "without": {k: result[k] for k in ("agreement", "max_abs_logit_diff", "onnx", "metric_change", "seconds")},
+            "with": {k: tried[k] for k in _COMPARED},
+            "without": {k: result[k] for k in _COMPARED},
         }
         say(f"int8 convolutions {'kept' if keep else 'not kept'}: {why}")
         if keep:
             result = {**tried, "int8_convolutions": result["int8_convolutions"]}
-        for name in files:
+        for name in with_convs:
             if keep:
                 (tmp / convs[name]).replace(tmp / dynamic[name])
             else:

@@ -107,8 +107,8 @@ class Predictor:
         # in blocks: inputs are decoded and preprocessed a block at a time, and rows are run once they hold
         # PREDICT_HELD_BYTES, so memory stays bounded however many are given (800 images at once held ~0.5 GB of
         # pixels before the first batch); small rows (tokens) gather into one evaluation, batched by length.
-        # The next block is decoded in a worker thread while the model runs (ResNet-18 int8 ONNX, 512 images:
-        # 115-132 -> 132-149 images/s)
+        # The next block is decoded in a worker thread while the model runs (ResNet-18 int8 ONNX, 800 images:
+        # 113.9 -> 124.5 images/s, bench/inference.py)
         block = PREDICT_BLOCK * self.batch_size
         spans = [(at, min(at + block, len(inputs))) for at in range(0, len(inputs), block)]
 
